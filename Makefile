@@ -1,0 +1,74 @@
+# plantd — the commands in the README. Every target sets up what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install deps-system run test test-unit test-integration test-k8s lint format bench \
+        testenv testenv-up testenv-down image clean
+
+help: ## Show the targets
+	@grep -E '^[a-z][a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[1mmake %-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "[make] creating $(VENV) and installing plantd with its dev tools"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
+	@$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install plantd (editable) with test and lint tools
+
+deps-system: ## Install the Debian packages the tests use (redis-server), if missing
+	@hack/install-system-deps.sh
+
+run: install ## Run the whole stack locally (broker, echo, state) — then `plant echo hello`
+	@$(BIN)/plantd up
+
+test: install deps-system testenv ## Run every test tier: unit, integration, k8s
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install ## Run the unit tier only (fast, pure logic)
+	@$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: install deps-system ## Run the integration tier (real processes, sockets, redis-server)
+	@$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+test-k8s: install testenv ## Run the Kubernetes tier against the local control plane
+	@$(BIN)/pytest -m k8s $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy --strict
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy
+
+format: install ## Apply ruff's fixes and formatting
+	@$(BIN)/ruff check --fix .
+	@$(BIN)/ruff format .
+
+bench: install deps-system ## Run the benchmarks (broker, state, operator); prints figures and ratios
+	@$(BIN)/python -m bench.broker
+	@$(BIN)/python -m bench.state
+	@$(BIN)/python -m bench.operator
+
+testenv: ## Build (or reuse) the Kubernetes test binaries into ~/.cache/plantd-testenv
+	@hack/testenv/build.sh >/dev/null
+
+testenv-up: testenv ## Start the local Kubernetes test control plane (kwok fake nodes)
+	@hack/testenv/up.sh
+
+testenv-down: ## Stop the local Kubernetes test control plane
+	@hack/testenv/down.sh
+
+image: ## Build the container image (needs a Docker engine)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || \
+	  { echo "make image: no Docker engine here; build on a machine with one (docker build -t plantd .)" >&2; exit 1; }
+	docker build -t plantd:dev .
+
+clean: ## Remove the virtualenv and caches (not the testenv binaries)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

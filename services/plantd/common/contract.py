@@ -1,0 +1,109 @@
+"""The image contract: component names, ports, settings keys and defaults.
+
+Single source of truth shared by every service (which read these settings) and by the
+operator (which renders Deployments that set them). The operator imports this module and
+nothing else from the services, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Components that `plantd <component>` runs.
+BROKER: Final = "broker"
+STATE: Final = "state"
+IDENTITY: Final = "identity"
+ECHO: Final = "echo"
+GATEWAY: Final = "gateway"
+OPERATOR: Final = "operator"
+COMPONENTS: Final = (BROKER, STATE, IDENTITY, ECHO, GATEWAY, OPERATOR)
+
+# Service names on the bus.
+SERVICE_STATE: Final = "org.plantd.State"
+SERVICE_IDENTITY: Final = "org.plantd.Identity"
+SERVICE_BROKER: Final = "org.plantd.Broker"
+SERVICE_ECHO: Final = "org.plantd.module.Echo"
+
+# Ports (container and local defaults).
+MDP_PORT: Final = 9797
+BUS_PORTS: Final[dict[str, tuple[int, int]]] = {
+    # bus name: (XSUB frontend for publishers, XPUB backend for subscribers)
+    "state": (11000, 11001),
+    "event": (12000, 12001),
+    "metric": (13000, 13001),
+}
+GRPC_PORT: Final = 50051
+HTTP_PORTS: Final[dict[str, int]] = {
+    BROKER: 8081,
+    STATE: 8082,
+    IDENTITY: 8083,
+    ECHO: 8084,
+    GATEWAY: 8085,
+    OPERATOR: 8080,
+}
+
+# Kubernetes port names: the prefix tells Istio the protocol.
+PORT_NAME_ZMTP: Final = "tcp-zmtp"
+PORT_NAME_GRPC: Final = "grpc"
+PORT_NAME_METRICS: Final = "http-metrics"
+
+
+def bus_port_name(bus: str, side: str) -> str:
+    """Kubernetes port name of a bus socket, e.g. ``tcp-bus-state-pub``."""
+    return f"tcp-bus-{bus}-{side}"
+
+
+# Heartbeats (as in the original plantd: 2500 ms, liveness 3).
+HEARTBEAT_MS: Final = 2500
+HEARTBEAT_LIVENESS: Final = 3
+
+# HTTP paths every process serves.
+PATH_HEALTHZ: Final = "/healthz"
+PATH_READYZ: Final = "/readyz"
+PATH_METRICS: Final = "/metrics"
+
+ENV_PREFIX: Final = "PLANTD_"
+
+
+def env_key(component: str, key: str) -> str:
+    """Environment variable for a setting: ``env_key("state", "redis_url")`` -> ``PLANTD_STATE_REDIS_URL``."""
+    return f"{ENV_PREFIX}{component.upper()}_{key.upper()}"
+
+
+# Setting keys (lower case; the env var is env_key(component, key)).
+KEY_ENDPOINT: Final = "endpoint"  # broker bind address
+KEY_BROKER_ENDPOINT: Final = "broker_endpoint"  # where a service connects
+KEY_HTTP_PORT: Final = "http_port"
+KEY_CURVE: Final = "curve"
+KEY_CURVE_KEYS: Final = "curve_keys"
+KEY_LOG_LEVEL: Final = "log_level"
+KEY_LOG_FORMAT: Final = "log_format"
+KEY_HEARTBEAT_MS: Final = "heartbeat_ms"
+KEY_BUS_BIND: Final = "bus_bind"
+KEY_STATE_STORE: Final = "store"
+KEY_STATE_REDIS_URL: Final = "redis_url"
+KEY_STATE_DATA_DIR: Final = "data_dir"
+KEY_STATE_BUS_ENDPOINT: Final = "bus_endpoint"
+
+DEFAULT_BROKER_BIND: Final = f"tcp://*:{MDP_PORT}"
+DEFAULT_BROKER_CONNECT: Final = f"tcp://127.0.0.1:{MDP_PORT}"
+DEFAULT_LOG_LEVEL: Final = "info"
+DEFAULT_LOG_FORMAT: Final = "json"
+DEFAULT_STATE_STORE: Final = "sqlite"
+STATE_STORES: Final = ("sqlite", "redis")
+
+# Where CURVE keys live inside a container (mounted from Secrets) and locally.
+CONTAINER_CURVE_KEYS_DIR: Final = "/etc/plantd/curve"
+LOCAL_STATE_DIR: Final = "~/.local/state/plantd"
+DEFAULT_CURVE_KEYS_DIR: Final = f"{LOCAL_STATE_DIR}/keys"
+DEFAULT_STATE_DATA_DIR: Final = f"{LOCAL_STATE_DIR}/state"
+
+# Container image: non-root user id the Dockerfile creates.
+IMAGE_UID: Final = 10001
+
+
+def command_for(component: str) -> list[str]:
+    """Container command that runs a component from the one image."""
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
+    return ["plantd", component]

@@ -107,3 +107,39 @@ def command_for(component: str) -> list[str]:
     if component not in COMPONENTS:
         raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
     return ["plantd", component]
+
+
+# The `plant` client CLI: settings come from PLANTD_CLIENT_<KEY> (env_key(CLIENT, key)).
+CLIENT: Final = "client"
+KEY_TIMEOUT: Final = "timeout"
+KEY_PROFILE: Final = "profile"
+KEY_STATE_REDIS_PASSWORD_FILE: Final = "redis_password_file"
+
+
+# --- Kubernetes operator additions (appended by the operator; read by services in pods) ---
+# Container port names are IANA service names (at most 15 characters), so bus sockets use
+# this shorter form in pod specs; Services keep bus_port_name() (DNS labels allow 63).
+def bus_container_port_name(bus: str, side: str) -> str:
+    """Container port name of a bus socket, e.g. ``tcp-state-pub`` (<= 15 characters)."""
+    return f"tcp-{bus}-{side}"
+
+
+BUS_SIDES: Final = ("pub", "sub")  # pub = XSUB frontend (publishers), sub = XPUB backend
+KEY_HEARTBEAT_LIVENESS: Final = "heartbeat_liveness"
+KEY_HTTP_HOST: Final = "http_host"
+KEY_STATE_REDIS_PASSWORD: Final = "redis_password"  # noqa: S105 - a settings key, not a secret
+KEY_STATE_REDIS_CA_FILE: Final = "redis_ca_file"
+KEY_GRPC_PORT: Final = "grpc_port"
+KEY_JWT_KEY_FILE: Final = "jwt_key_file"
+# Key files in a pod's CURVE directory: NAME.key (public) and NAME.key_secret (pair), where
+# NAME is the component; every pod gets broker.key, the broker also gets each client's NAME.key
+# (its allow-list).
+CURVE_PUBLIC_SUFFIX: Final = ".key"
+CURVE_SECRET_SUFFIX: Final = ".key_secret"
+CONTAINER_JWT_DIR: Final = "/etc/plantd/jwt"
+JWT_KEY_FILE_NAME: Final = "signing-key.pem"
+CONTAINER_REDIS_TLS_DIR: Final = "/etc/plantd/redis-tls"
+REDIS_PORT: Final = 6379
+FIELD_MANAGER: Final = "plantd-operator"
+API_GROUP: Final = "plantd.io"
+API_VERSION: Final = "v1alpha1"

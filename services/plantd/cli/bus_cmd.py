@@ -1,0 +1,137 @@
+"""``plant echo``, ``plant services`` and ``plant request``: thin layers over ``mdp.Client``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from plantd.cli import output
+from plantd.cli.connect import session
+from plantd.cli.errors import CliError, ExitCode
+from plantd.cli.settings import get_settings
+from plantd.common import contract
+from plantd.mdp.client import Client
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+@click.command("echo")
+@click.argument("messages", nargs=-1, required=True, metavar="MSG...")
+def echo(messages: tuple[str, ...]) -> None:
+    """Send MSG... to the echo module (org.plantd.module.Echo); print each reply frame.
+
+    The request is the frames ["echo", MSG...]; the module answers with the MSG frames.
+    """
+    settings = get_settings()
+    start = time.perf_counter()
+    with session(settings) as client:
+        reply = client.request(contract.SERVICE_ECHO, "echo", *messages)
+    if settings.json_output:
+        output.print_json(
+            {
+                "service": contract.SERVICE_ECHO,
+                "reply": output.frames_json(reply),
+                "elapsed_ms": _ms_since(start),
+            }
+        )
+    else:
+        output.print_frames(reply)
+
+
+def _mmi_json(client: Client, name: str) -> Any:
+    reply = client.mmi(name)
+    if not reply or reply[0] != b"200" or len(reply) < 2:
+        code = reply[-1].decode(errors="replace") if reply else "empty reply"
+        raise CliError(
+            f"the broker does not answer {name} ({code})",
+            hint="it may be an original (Go) plantd broker, which only knows mmi.service",
+            code=ExitCode.ERROR_REPLY,
+        )
+    try:
+        return json.loads(reply[1])
+    except ValueError as exc:
+        raise CliError(
+            f"the broker's {name} reply is not JSON: {exc}", code=ExitCode.ERROR_REPLY
+        ) from exc
+
+
+@click.command("services")
+def services() -> None:
+    """List the services registered with the broker and their workers (mmi.services/workers)."""
+    settings = get_settings()
+    with session(settings) as client:
+        names = _mmi_json(client, "mmi.services")
+        workers = _mmi_json(client, "mmi.workers")
+    if not isinstance(names, list) or not isinstance(workers, dict):
+        raise CliError(
+            "the broker's MMI replies have an unexpected shape", code=ExitCode.ERROR_REPLY
+        )
+    rows = []
+    for name in names:
+        info = workers.get(name, {}) if isinstance(workers.get(name), dict) else {}
+        rows.append(
+            {
+                "service": name,
+                **{k: info.get(k, 0) for k in ("workers", "idle", "busy", "queued")},
+            }
+        )
+    if settings.json_output:
+        output.print_json({"endpoint": settings.endpoint, "services": rows})
+        return
+    console = output.stdout_console()
+    if not rows:
+        console.print(f"no services registered at {settings.endpoint}")
+        return
+    columns = ["service", "workers", "idle", "busy", "queued"]
+    console.print(
+        output.table(
+            f"services at {settings.endpoint}",
+            columns,
+            [[r[c] for c in columns] for r in rows],
+        )
+    )
+
+
+@click.command("request")
+@click.argument("service")
+@click.argument("frames", nargs=-1, metavar="[FRAME]...")
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="print each PARTIAL reply as it arrives, then the FINAL one",
+)
+def request(service: str, frames: tuple[str, ...], stream: bool) -> None:
+    """Send FRAME... (UTF-8 text) to SERVICE and print the reply frames, one per line.
+
+    Binary reply frames are shown as 0x-prefixed hex. With --json: {"frames": [...]}, or with
+    --stream one JSON object per reply part: {"final": bool, "frames": [...]}. Example:
+
+        plant request org.plantd.State list-scopes '{}'
+    """
+    settings = get_settings()
+    with session(settings) as client:
+        if not stream:
+            reply = client.request(service, *frames)
+            if settings.json_output:
+                output.print_json({"service": service, "frames": output.frames_json(reply)})
+            else:
+                output.print_frames(reply)
+            return
+        parts = client.stream(service, *frames)
+        if not settings.json_output:
+            for part in parts:  # printed as it arrives
+                output.print_frames(part)
+            return
+        # JSON marks the FINAL, which is known only once the iterator ends: hold one part back.
+        previous: list[bytes] | None = None
+        for part in parts:
+            if previous is not None:
+                output.print_json({"final": False, "frames": output.frames_json(previous)})
+            previous = part
+        if previous is not None:
+            output.print_json({"final": True, "frames": output.frames_json(previous)})

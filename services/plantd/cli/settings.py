@@ -1,0 +1,144 @@
+"""How ``plant`` decides where to connect: flags > environment > config profile > defaults.
+
+Environment variables follow the project scheme ``PLANTD_<COMPONENT>_<KEY>`` with component
+``client``: ``PLANTD_CLIENT_ENDPOINT``, ``PLANTD_CLIENT_TIMEOUT``, ``PLANTD_CLIENT_PROFILE``,
+``PLANTD_CLIENT_CURVE``, ``PLANTD_CLIENT_CURVE_KEYS``; the file is ``$PLANTD_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from plantd.cli import config_file
+from plantd.cli.errors import CliError, ExitCode
+from plantd.common import contract
+
+ENV_ENDPOINT = contract.env_key(contract.CLIENT, contract.KEY_ENDPOINT)
+ENV_TIMEOUT = contract.env_key(contract.CLIENT, contract.KEY_TIMEOUT)
+ENV_PROFILE = contract.env_key(contract.CLIENT, contract.KEY_PROFILE)
+ENV_CURVE = contract.env_key(contract.CLIENT, contract.KEY_CURVE)
+ENV_CURVE_KEYS = contract.env_key(contract.CLIENT, contract.KEY_CURVE_KEYS)
+
+_ENV_BY_KEY = {
+    "endpoint": ENV_ENDPOINT,
+    "timeout": ENV_TIMEOUT,
+    "curve": ENV_CURVE,
+    "curve_keys": ENV_CURVE_KEYS,
+}
+
+
+@dataclass(frozen=True)
+class GlobalFlags:
+    """The root options as given on the command line (``None``: not given)."""
+
+    endpoint: str | None = None
+    timeout: float | None = None
+    profile: str | None = None
+    curve: bool | None = None
+    curve_keys: str | None = None
+    json_output: bool = False
+    config_path: Path | None = None
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything needed to open a client, with where each value came from."""
+
+    endpoint: str
+    timeout: float
+    profile: str
+    curve: bool
+    curve_keys: Path
+    json_output: bool
+    config_path: Path
+    sources: dict[str, str] = field(default_factory=dict)
+    verbose: bool = False
+
+
+def resolve(
+    flags: GlobalFlags,
+    env: Mapping[str, str] | None = None,
+    document: Mapping[str, Any] | None = None,
+) -> ClientSettings:
+    """Merge the four layers; raises ``CliError`` (exit 4) naming the bad value and its source."""
+    env = os.environ if env is None else env
+    path = flags.config_path or config_file.default_path(env)
+    try:
+        doc = config_file.load(path) if document is None else dict(document)
+        all_profiles = config_file.profiles(doc)
+    except config_file.ConfigFileError as exc:
+        raise CliError(str(exc), hint=f"fix or remove {path}", code=ExitCode.CONFIG) from exc
+
+    explicit = flags.profile or env.get(ENV_PROFILE) or None
+    profile = config_file.selected_profile(doc, explicit)
+    if explicit and explicit not in all_profiles:
+        raise CliError(
+            f"profile {explicit!r} is not defined in {path}",
+            hint=f"create it with `plant config profiles create {explicit} ENDPOINT`, "
+            "or list profiles with `plant config profiles list`",
+            code=ExitCode.CONFIG,
+        )
+    from_profile = all_profiles.get(profile, {})
+
+    flag_values: dict[str, Any] = {
+        "endpoint": flags.endpoint,
+        "timeout": flags.timeout,
+        "curve": flags.curve,
+        "curve_keys": flags.curve_keys,
+    }
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, default in config_file.DEFAULTS.items():
+        layers: list[tuple[str, Any]] = [
+            ("flag", flag_values[key]),
+            (f"env {_ENV_BY_KEY[key]}", env.get(_ENV_BY_KEY[key]) or None),
+            (f"profile {profile!r} in {path}", from_profile.get(key)),
+            ("default", default),
+        ]
+        source, raw = next((s, v) for s, v in layers if v is not None)
+        try:
+            values[key] = config_file.parse_value(key, raw)
+        except config_file.ConfigFileError as exc:
+            raise CliError(
+                f"{exc} (from {source})", hint="correct or unset it", code=ExitCode.CONFIG
+            ) from exc
+        sources[key] = source
+    return ClientSettings(
+        endpoint=values["endpoint"],
+        timeout=values["timeout"],
+        profile=profile,
+        curve=values["curve"],
+        curve_keys=Path(values["curve_keys"]).expanduser(),
+        json_output=flags.json_output,
+        config_path=path,
+        sources=sources,
+        verbose=flags.verbose,
+    )
+
+
+def get_flags(ctx: click.Context) -> GlobalFlags:
+    flags = ctx.find_root().meta.get("plantd.flags")
+    return flags if isinstance(flags, GlobalFlags) else GlobalFlags()
+
+
+def get_settings(ctx: click.Context | None = None) -> ClientSettings:
+    """The resolved client settings for this invocation (cached on the root context).
+
+    Public: command groups registered into ``plant`` from other packages (``plant state``) call
+    this to connect the same way every other ``plant`` command does.
+    """
+    ctx = ctx or click.get_current_context()
+    root = ctx.find_root()
+    cached = root.meta.get("plantd.settings")
+    if isinstance(cached, ClientSettings):
+        return cached
+    settings = resolve(get_flags(ctx))
+    root.meta["plantd.settings"] = settings
+    return settings

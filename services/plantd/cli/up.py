@@ -1,0 +1,308 @@
+"""``plantd up``: the whole bus on one machine, supervised, with CURVE keys wired in."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import socket
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from plantd.cli import keys, stack
+from plantd.cli.errors import CliError, ExitCode
+from plantd.cli.supervisor import ChildSpec, Supervisor
+from plantd.common import contract
+
+_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
+
+
+class ConsoleReporter:
+    """Children's lines as ``name | line``; our own messages marked ``plantd up:``."""
+
+    def __init__(self, console: Console, names: list[str]) -> None:
+        self._console = console
+        self._width = max((len(n) for n in names), default=6)
+        self._style = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
+
+    def child_line(self, name: str, line: str) -> None:
+        text = Text(f"{name:<{self._width}} | ", style=self._style.get(name, ""))
+        text.append(line)  # verbatim: a log line is never rich markup
+        self._console.print(text, soft_wrap=True)
+
+    def info(self, message: str) -> None:
+        self._console.print(Text("plantd up: ", style="bold") + Text(message), soft_wrap=True)
+
+    def warn(self, message: str) -> None:
+        self._console.print(
+            Text("plantd up: ", style="bold yellow") + Text(message, style="yellow"),
+            soft_wrap=True,
+        )
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to print: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """``(url without its password, password)``: the password goes to a file, not the env."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    user = parts.username or ""
+    netloc = (f"{user}@" if user else "") + (parts.hostname or "")
+    netloc += f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
+
+
+def write_secret(path: Path, secret: str) -> Path:
+    """Write ``secret`` to ``path`` with mode 0600 from the start (never briefly readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, secret.encode())
+    finally:
+        os.close(fd)
+    return path
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(plan: stack.StackPlan) -> None:
+    host = "0.0.0.0" if plan.bind_host == "*" else plan.bind_host
+    busy = [p for p in plan.all_ports() if _port_in_use(host, p)]
+    if busy:
+        raise CliError(
+            f"port(s) {', '.join(map(str, busy))} on {host} already in use",
+            hint="is another `plantd up` running? stop it, or run this one with --port-offset 100",
+            code=ExitCode.CONFIG,
+        )
+
+
+def available_components(wanted: list[str], warn: ConsoleReporter) -> list[str]:
+    found = []
+    for component in wanted:
+        module = stack.COMPONENT_MODULES[component]
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            present = False
+        if present:
+            found.append(component)
+        else:
+            warn.warn(f"skipping {component}: {module} is not in this installation")
+    return found
+
+
+def banner(plan: stack.StackPlan, components: list[str]) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in stack.endpoint_rows(plan, components):
+        grid.add_row(label, value)
+    grid.add_row(
+        "CURVE", f"on, keys in {plan.keys_dir}" if plan.curve else "[red]off[/] (--no-curve)"
+    )
+    if contract.STATE in components:
+        store = (
+            f"redis {redact_url(plan.redis_url)}"
+            if plan.redis_url
+            else f"sqlite in {plan.data_dir}"
+        )
+        grid.add_row("state store", store)
+    return Panel(grid, title="plantd up", title_align="left", border_style="cyan")
+
+
+def try_hint(plan: stack.StackPlan) -> str:
+    args = ["plant"]
+    if plan.mdp_endpoint != contract.DEFAULT_BROKER_CONNECT:
+        args += ["--endpoint", plan.mdp_endpoint]
+    if not plan.curve:
+        args += ["--no-curve"]
+    elif plan.keys_dir != Path(contract.DEFAULT_CURVE_KEYS_DIR).expanduser():
+        args += ["--curve-keys", str(plan.keys_dir)]
+    return " ".join([*args, "echo", "hello"])
+
+
+@click.command("up")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=contract.LOCAL_STATE_DIR,
+    show_default=True,
+    help="keys (DIR/keys) and the embedded state store (DIR/state) live here",
+)
+@click.option("--no-curve", is_flag=True, help="plain-text bus, no keys (development only)")
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    help="state store in Redis at URL (redis://HOST:PORT/DB) instead of embedded SQLite",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1",
+    show_default=True,
+    help="address the broker and buses bind; 0.0.0.0 exposes them to the network",
+)
+@click.option(
+    "--port-offset",
+    type=click.IntRange(0, 50000),
+    default=0,
+    show_default=True,
+    help="add N to every port, to run a second stack on the same host",
+)
+@click.option(
+    "--without",
+    multiple=True,
+    type=click.Choice(list(stack.STACK_COMPONENTS)),
+    help="do not start this component (repeatable)",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="children's log level (a PLANTD_<C>_LOG_LEVEL in the environment wins)",
+)
+@click.option(
+    "--heartbeat-ms",
+    type=click.IntRange(50, 600_000),
+    default=None,
+    help="MDP heartbeat for every component (lower: faster crash detection) "
+    f"[default {contract.HEARTBEAT_MS}]",
+)
+@click.option(
+    "--ready-timeout",
+    type=click.FloatRange(1, 600),
+    default=30.0,
+    show_default=True,
+    help="seconds to wait for every /readyz before warning",
+)
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(0.5, 600),
+    default=10.0,
+    show_default=True,
+    help="seconds a child gets after SIGTERM before SIGKILL",
+)
+def up(
+    state_dir: Path,
+    no_curve: bool,
+    redis_url: str | None,
+    listen: str,
+    port_offset: int,
+    without: tuple[str, ...],
+    log_level: str,
+    heartbeat_ms: int | None,
+    ready_timeout: float,
+    stop_timeout: float,
+) -> None:
+    """Run the broker, the echo module and the state service on this machine.
+
+    Generates CURVE keys into STATE_DIR/keys on first run (the broker's pair, one per service,
+    and `client` for the `plant` CLI, which finds them there by default), prints the endpoints,
+    waits for every /readyz, restarts a crashed component with exponential backoff, and stops
+    everything on Ctrl-C or SIGTERM (SIGTERM, then SIGKILL after --stop-timeout). Then, in
+    another terminal: `plant echo hello`.
+    """
+    console = Console(highlight=False)
+    if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise CliError(
+            f"--redis {redact_url(redis_url)!r} is not a Redis URL",
+            hint="use redis://HOST:PORT/DB, rediss://… (TLS) or unix:///path/to/socket",
+            code=ExitCode.USAGE,
+        )
+    plan = stack.StackPlan(
+        state_dir=state_dir.expanduser().resolve(),
+        listen=listen,
+        port_offset=port_offset,
+        curve=not no_curve,
+        redis_url=redis_url,
+        log_level=log_level,
+        heartbeat_ms=heartbeat_ms,
+        components=tuple(c for c in stack.STACK_COMPONENTS if c not in without),
+    )
+    reporter = ConsoleReporter(console, list(plan.components))
+    components = available_components(list(plan.components), reporter)
+    if not components:
+        raise CliError(
+            "no component to start",
+            hint="this installation has none of broker, echo, state; check `plantd version`",
+            code=ExitCode.UNAVAILABLE,
+        )
+    plan = replace(plan, components=tuple(components))
+    check_ports(plan)
+    plan.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if plan.curve:
+        created = [
+            n
+            for n, new in keys.generate(
+                plan.keys_dir, [keys.BROKER_KEY, *components, keys.CLIENT_KEY]
+            )
+            if new
+        ]
+        if created:
+            reporter.info(f"generated CURVE keys for {', '.join(created)} in {plan.keys_dir}")
+    if contract.STATE in components and not plan.redis_url:
+        plan.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if plan.redis_url:
+        # Secrets live in 0600 files, not in the children's environment (readable in /proc).
+        url, password = split_password(plan.redis_url)
+        secret_file = None
+        if password is not None:
+            secret_file = write_secret(plan.state_dir / "redis-password", password)
+        plan = replace(plan, redis_url=url, redis_password_file=secret_file)
+
+    specs = [
+        ChildSpec(
+            name=c,
+            argv=stack.child_argv(sys.executable, c),
+            env=stack.child_env(plan, c, os.environ),
+            ready_url=plan.ready_url(c),
+            tier=0 if c == contract.BROKER else 1,
+        )
+        for c in components
+    ]
+    console.print(banner(plan, components))
+    started = time.monotonic()
+
+    def on_ready() -> None:
+        reporter.info(
+            f"ready in {time.monotonic() - started:.1f}s — try `{try_hint(plan)}` "
+            "in another terminal; Ctrl-C stops everything"
+        )
+
+    supervisor = Supervisor(
+        specs,
+        reporter,
+        stop_timeout=stop_timeout,
+        ready_timeout=ready_timeout,
+        on_ready=on_ready,
+    )
+    code = asyncio.run(supervisor.run())
+    sys.exit(code)

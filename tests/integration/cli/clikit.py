@@ -1,0 +1,273 @@
+"""Helpers for the CLI integration tests: run `plant`/`plantd` as real processes, run a stack."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from plantd.common import contract
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _root_conftest() -> Any:
+    """``tests/conftest.py`` loaded by path (``conftest`` is ambiguous in sys.modules)."""
+    spec = importlib.util.spec_from_file_location(
+        "_plantd_cli_tests_root_conftest", ROOT / "tests" / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_conftest = _root_conftest()
+require: Callable[[bool, str], None] = _conftest.require
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """An environment with HOME in a temp dir and no PLANTD_* leaking in from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANTD_")}
+    env.pop("XDG_CONFIG_HOME", None)
+    env["HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "200"  # rich: keep table rows on one line for assertions
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    prog: str, args: Sequence[str], env: Mapping[str, str], timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """``plant ARGS`` or ``plantd ARGS`` via this interpreter (no PATH dependence)."""
+    return subprocess.run(
+        [sys.executable, "-m", f"plantd.cli.{prog}", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it has exited all the same.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """{child pid: command line} of the direct children of ``pid`` (Linux /proc)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_offset(components: Sequence[str] = ("broker", "echo", "state")) -> int:
+    """A ``--port-offset`` whose every port is free (kept below the ephemeral range)."""
+    for _ in range(200):
+        off = random.randrange(100, 19000, 7)
+        ports = [contract.MDP_PORT + off]
+        ports += [p + off for pair in contract.BUS_PORTS.values() for p in pair]
+        ports += [contract.HTTP_PORTS[c] + off for c in components]
+        if all(_port_free(p) for p in ports):
+            return off
+    raise AssertionError("no free port offset found")
+
+
+class Stack:
+    """``plantd up`` as a subprocess, with its output collected line by line."""
+
+    def __init__(self, home: Path, *args: str, env_extra: Mapping[str, str] | None = None) -> None:
+        self.home = home
+        self.offset = free_port_offset()
+        self.endpoint = f"tcp://127.0.0.1:{contract.MDP_PORT + self.offset}"
+        self.env = clean_env(home, **(env_extra or {}))
+        # A short heartbeat: workers are ready and dead ones expire in a fraction of the time.
+        self.args = ["up", "--port-offset", str(self.offset), "--heartbeat-ms", "300", *args]
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self.proc: subprocess.Popen[str] | None = None
+        self.known_pids: set[int] = set()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "plantd.cli.plantd", *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def has_line(self, text: str) -> bool:
+        with self._lock:
+            return any(text in line for line in self.lines)
+
+    def wait_ready(self, timeout: float = 40.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.has_line("plantd up: ready in"):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"plantd up exited with {self.proc.returncode}:\n{self.output()}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"plantd up not ready after {timeout}s:\n{self.output()}")
+
+    def children(self) -> dict[str, int]:
+        """{component: pid} of the running children."""
+        assert self.proc is not None
+        out: dict[str, int] = {}
+        for pid, cmd in children_of(self.proc.pid).items():
+            parts = cmd.split()
+            if "plantd.cli.plantd" in parts:
+                out[parts[parts.index("plantd.cli.plantd") + 1]] = pid
+        self.known_pids.update(out.values())
+        return out
+
+    def plant(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return run_cli("plant", ["--endpoint", self.endpoint, *args], self.env, timeout)
+
+    def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_all()
+            raise
+
+    def kill_all(self) -> None:
+        """Last resort in teardown: nothing of ours may outlive the test."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.children()
+        for pid in self.known_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class Redis:
+    """A throwaway redis-server on a free port (no persistence), stopped by its own pid."""
+
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
+        self.workdir = workdir
+        self.password = password
+        self.port = _conftest.free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import shutil
+
+        exe = shutil.which("redis-server")
+        assert exe is not None
+        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", str(self.workdir)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+
+        def pong() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(pong, 10, "redis-server to answer PING")
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def run_in_process(
+    prog: str, args: Sequence[str], env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Like :func:`run_cli` but in this process (click's runner): for file-only commands,
+    where a fresh interpreter per call would only add seconds."""
+    from click.testing import CliRunner
+
+    module = importlib.import_module(f"plantd.cli.{prog}")
+    # Only variables that differ are passed; None removes one the caller does not have.
+    overrides: dict[str, str | None] = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    overrides.update({k: None for k in os.environ if k not in env})
+    result = CliRunner().invoke(module.cli, list(args), env=overrides, prog_name=prog)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(
+        [prog, *args], result.exit_code, result.stdout, result.stderr
+    )

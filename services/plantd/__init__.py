@@ -1,8 +1,4 @@
 """plantd: a Kubernetes-native platform for distributed control systems."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("plantd")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+unknown"
+# The one place the version lives; pyproject.toml reads it (a literal keeps CLI start-up fast).
+__version__ = "0.1.0"

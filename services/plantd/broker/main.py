@@ -1,0 +1,53 @@
+"""``plantd broker``: the command that runs the broker service.
+
+``cli`` is the click command the ``plantd`` launcher registers (``plantd.broker.main:cli``); it
+also runs alone with ``python -m plantd.broker``.
+"""
+
+from __future__ import annotations
+
+from plantd.broker.service import BrokerService
+from plantd.bus.proxy import BusError
+from plantd.common.config import BrokerSettings, ServiceSettings
+from plantd.common.keys import KeysError
+from plantd.common.options import service_command
+from plantd.common.service import ServiceContext, ServiceError
+
+
+async def main(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    assert isinstance(settings, BrokerSettings)
+    service = BrokerService(settings, registry=ctx.registry)
+    try:
+        service.start()
+    except (OSError, BusError, KeysError) as exc:
+        raise ServiceError(str(exc)) from None
+    ctx.add_liveness("broker", service.alive)
+    ctx.add_readiness("broker", service.ready)
+    service.start_worker()
+    try:
+        await ctx.stopping.wait()
+    finally:
+        await service.stop_async()
+
+
+def _grace(settings: ServiceSettings) -> float:
+    # The runner cancels main only well after the broker's own drain deadline.
+    assert isinstance(settings, BrokerSettings)
+    return settings.shutdown_grace_ms / 1000.0 + 10.0
+
+
+cli = service_command(
+    BrokerSettings,
+    main,
+    name="broker",
+    help=(
+        "Run the plantd broker: the MDP request/reply broker (clients and workers connect to "
+        "--endpoint), the state, event and metric pub/sub buses (publishers connect to the first "
+        "port of each bus, subscribers to the second), the org.plantd.Broker service (answers "
+        "'service' and 'services' queries), and /healthz, /readyz, /metrics on --http-port. "
+        "CURVE is on by default: keys come from --curve-keys (see docs/security.md); --no-curve "
+        "is for development only."
+    ),
+    grace_s=_grace,
+)

@@ -1,0 +1,183 @@
+"""The broker service: the MDP broker, the pub/sub buses and the broker's own worker, together.
+
+Everything shares one ZeroMQ context, so one ZAP handler enforces the CURVE allow-list on the
+MDP ROUTER and on every bus socket. The ``org.plantd.Broker`` worker runs on the service's
+asyncio loop and reaches the broker over an inproc endpoint the broker also binds (inproc never
+leaves the process, so it needs no CURVE).
+
+Shutdown order (SIGTERM): the broker stops taking requests (new ones get ``SHUTTING_DOWN``),
+in-flight requests may finish for ``shutdown_grace_ms``, the rest fail with ``SHUTTING_DOWN``;
+then the internal worker, then the buses, then the context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import zmq
+from prometheus_client import CollectorRegistry
+
+from plantd.broker import queries
+from plantd.broker.metrics import BrokerCollector
+from plantd.bus.proxy import BusProxy, BusStats, bus_endpoints
+from plantd.common import contract
+from plantd.common.config import BrokerSettings
+from plantd.common.curve import CurveServer
+from plantd.common.keys import load_server
+from plantd.mdp import AsyncWorker, Broker
+
+log = logging.getLogger("plantd.broker")
+
+INTERNAL_ENDPOINT = "inproc://plantd.broker.internal"
+BUS_ZAP_DOMAIN = b"plantd.bus"  # separate from the MDP domain, so each can be released alone
+
+
+class BrokerService:
+    """Owns the sockets and threads of ``plantd broker``. ``start()``, then ``stop()``."""
+
+    def __init__(
+        self, settings: BrokerSettings, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.broker: Broker | None = None
+        self.buses: dict[str, BusProxy] = {}
+        self.worker: AsyncWorker | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._collector: BrokerCollector | None = None
+        self._curve: CurveServer | None = None
+        self._bus_curve: CurveServer | None = None
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _load_curve(self) -> None:
+        s = self.settings
+        if not s.curve:
+            log.warning(
+                "CURVE IS OFF: the broker and buses accept unauthenticated plaintext from anyone "
+                "who can reach them. Use only for local development.",
+                extra={"endpoint": s.endpoint, "bus_bind": s.bus_bind},
+            )
+            return
+        server = load_server(s.curve_keys)
+        if not server.allowed:
+            log.warning(
+                "CURVE allow-list is empty: every client and worker will be refused",
+                extra={"curve_keys": str(s.curve_keys), "hint": "add NAME.key files"},
+            )
+        self._curve = server
+        self._bus_curve = CurveServer(
+            server.secret, server.public, set(server.allowed), domain=BUS_ZAP_DOMAIN
+        )
+        log.info(
+            "CURVE on",
+            extra={
+                "server_public_key": server.public.decode(),
+                "allowed_keys": len(server.allowed),
+                "curve_keys": str(s.curve_keys),
+            },
+        )
+
+    def start(self) -> None:
+        """Bind everything (raises OSError, BusError or KeysError naming what failed)."""
+        s = self.settings
+        self._load_curve()
+        broker = Broker(
+            [s.endpoint, INTERNAL_ENDPOINT],
+            heartbeat_ms=s.heartbeat_ms,
+            liveness=s.heartbeat_liveness,
+            request_timeout=s.request_timeout_ms / 1000.0,
+            max_queue=s.max_queue,
+            max_frame_size=s.max_frame_bytes,
+            max_message_size=s.max_message_bytes,
+            curve=self._curve,
+            context=self.context,
+        )
+        try:
+            broker.start()
+            self.broker = broker
+            for name, ports in s.buses.items():
+                front, back = bus_endpoints(s.bus_bind, ports)
+                bus = BusProxy(name, front, back, context=self.context, curve=self._bus_curve)
+                bus.start()
+                self.buses[name] = bus
+        except BaseException:
+            self.stop(drain_timeout=0.0)
+            raise
+        log.info("broker listening", extra={"endpoints": broker.endpoints})
+        if self.registry is not None:
+            self._collector = BrokerCollector(broker.stats, self.bus_stats)
+            self.registry.register(self._collector)
+        self._started = True
+
+    def start_worker(self) -> asyncio.Task[None]:
+        """Run ``org.plantd.Broker`` on the current loop (call after start())."""
+        broker = self.broker
+        if broker is None:
+            raise RuntimeError("start() the broker before its worker")
+
+        async def handle(frames: list[bytes]) -> list[bytes]:
+            return queries.handle(frames, broker.snapshot)
+
+        self.worker = AsyncWorker(
+            INTERNAL_ENDPOINT,
+            contract.SERVICE_BROKER,
+            handle,
+            heartbeat_ms=self.settings.heartbeat_ms,
+            liveness=self.settings.heartbeat_liveness,
+            context=self.context,
+        )
+        self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
+        return self._worker_task
+
+    async def stop_async(self) -> None:
+        """Graceful stop from the service loop: drain the broker, then the rest."""
+        grace = self.settings.shutdown_grace_ms / 1000.0
+        if self.broker is not None:
+            # Blocking join of the broker thread; off the loop so the internal worker keeps
+            # answering in-flight org.plantd.Broker requests while the broker drains.
+            await asyncio.to_thread(self.broker.stop, grace)
+        if self.worker is not None:
+            await self.worker.stop(timeout=1.0)
+        if self._worker_task is not None:
+            try:
+                await asyncio.wait_for(self._worker_task, 3.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._worker_task.cancel()
+            self._worker_task = None
+        self.stop(drain_timeout=0.0)
+
+    def stop(self, drain_timeout: float = 0.0) -> None:
+        """Stop whatever is still running and release the context (idempotent)."""
+        if self.broker is not None:
+            self.broker.stop(drain_timeout)
+            self.broker = None
+        for bus in self.buses.values():
+            bus.stop()
+        if self._bus_curve is not None:
+            self._bus_curve.release()
+            self._bus_curve = None
+        if self._collector is not None and self.registry is not None:
+            self.registry.unregister(self._collector)
+            self._collector = None
+        self.context.destroy(linger=0)
+        self._started = False
+
+    # ------------------------------------------------------------------ health
+
+    def bus_stats(self) -> Mapping[str, BusStats]:
+        return {name: bus.stats() for name, bus in self.buses.items()}
+
+    def alive(self) -> bool:
+        """The broker loop and every bus proxy are still running."""
+        broker = self.broker
+        if broker is None or broker.wait_stopped(0):
+            return False
+        return all(bus.running for bus in self.buses.values())
+
+    def ready(self) -> bool:
+        return self._started and self.alive()

@@ -1,0 +1,458 @@
+"""Settings for plantd processes: defaults, YAML file, environment, command line.
+
+Every setting has a default and can be given, highest precedence first, as
+
+1. a command-line flag (``--http-port 9000``; only flags the user actually typed count),
+2. an environment variable ``PLANTD_<COMPONENT>_<KEY>`` (``contract.env_key``), e.g.
+   ``PLANTD_BROKER_HTTP_PORT=9000``,
+3. a key in an optional YAML file (``--config FILE`` or ``PLANTD_<COMPONENT>_CONFIG``), either
+   flat (``http_port: 9000``) or under a section named after the component
+   (``broker: {http_port: 9000}``; the section wins over flat keys, and other components'
+   sections are ignored, so one file can configure a whole local stack),
+4. the default.
+
+No file is ever required. Invalid values raise :class:`ConfigError`, whose message names the key,
+where the value came from, and what is allowed.
+
+Adding settings for a new component (e.g. the state service)::
+
+    from typing import ClassVar
+    from pydantic import Field
+    from plantd.common import contract
+    from plantd.common.config import ServiceSettings
+
+    class StateSettings(ServiceSettings):
+        component: ClassVar[str] = contract.STATE          # env prefix PLANTD_STATE_
+        http_port: int = Field(contract.HTTP_PORTS[contract.STATE], ge=0, le=65535,
+                               description="HTTP port for /healthz, /readyz, /metrics (0 = off)")
+        store: Literal["sqlite", "redis"] = Field("sqlite", description="...")
+
+    settings = StateSettings.load(config_file=None, flags={"store": "redis"})
+
+Give every field a ``description``: it is the ``--help`` text of the generated flag
+(:mod:`plantd.common.options`). Field names are the contract's ``KEY_*`` values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+from plantd.common import contract
+from plantd.common.logging import is_secret_name
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["json", "text"]
+
+# The file the current load() reads; a context variable because pydantic-settings builds its
+# sources inside a classmethod that cannot take per-call arguments.
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("plantd_config_file", default=None)
+# The environment the current load() reads (None: os.environ); lets tests pass a mapping.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("plantd_environ", default=None)
+
+_ENDPOINT_RE = re.compile(
+    r"^(tcp://(?P<host>\*|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d+)|ipc://.+|inproc://.+)$"
+)
+
+
+_URL_USERINFO = re.compile(r"(://)[^@/\s]+@")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid or the config file is unusable; the message says which and why."""
+
+
+def check_endpoint(value: str, *, bind: bool) -> str:
+    """Validate a ZeroMQ endpoint; ``bind`` allows the ``*`` (all interfaces) host."""
+    m = _ENDPOINT_RE.match(value)
+    if m is None:
+        raise ValueError(
+            f"{value!r} is not a ZeroMQ endpoint; expected tcp://HOST:PORT, ipc://PATH or inproc://NAME"
+        )
+    if m.group("port") is not None:
+        port = int(m.group("port"))
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} in {value!r} is outside 1-65535")
+        if m.group("host") == "*" and not bind:
+            raise ValueError(
+                f"{value!r}: '*' is only valid for binding; connect to a host name or IP"
+            )
+    return value
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' env source, reading the mapping load() was given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRON.get()
+        return parse_env_vars(
+            os.environ if env is None else env,
+            self.case_sensitive,
+            self.env_ignore_empty,
+            self.env_parse_none_str,
+        )
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Values from the YAML file named by ``_CONFIG_FILE`` (none: no values)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # unused: __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path = _CONFIG_FILE.get()
+        if path is None:
+            return {}
+        return read_config_file(path, self.settings_cls)  # type: ignore[arg-type]
+
+
+def read_config_file(path: Path, settings_cls: type[ServiceSettings]) -> dict[str, Any]:
+    """The settings a YAML file gives ``settings_cls``; unknown keys are an error (typos)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; fix --config or remove it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of settings, not {type(data).__name__}"
+        )
+    component = settings_cls.component
+    flat = {k: v for k, v in data.items() if k not in contract.COMPONENTS}
+    section = data.get(component, {}) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: section {component!r} must be a mapping")
+    merged = {_normalise_key(str(k)): v for k, v in {**flat, **section}.items()}
+    known = set(settings_cls.model_fields)
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)} for {component}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return merged
+
+
+def _normalise_key(key: str) -> str:
+    return key.strip().lower().replace("-", "_")
+
+
+class ServiceSettings(BaseSettings):
+    """Keys every plantd process has. Subclass per component (see the module docstring)."""
+
+    component: ClassVar[str] = "service"
+    # Settings a component does not use: no flag is generated for them.
+    cli_hidden: ClassVar[frozenset[str]] = frozenset()
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        validate_default=True,
+        validate_assignment=True,
+        env_ignore_empty=True,
+        frozen=False,
+    )
+
+    broker_endpoint: str = Field(
+        contract.DEFAULT_BROKER_CONNECT,
+        description="MDP broker address this process connects to",
+    )
+    http_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="port for /healthz, /readyz and /metrics (0 = no HTTP server)",
+    )
+    http_host: str = Field("0.0.0.0", min_length=1, description="address the HTTP server binds")
+    curve: bool = Field(True, description="CurveZMQ encryption and key allow-listing on the bus")
+    curve_keys: Path = Field(
+        Path(contract.DEFAULT_CURVE_KEYS_DIR),
+        description="directory of CURVE key files (see docs/security.md)",
+    )
+    log_level: LogLevel = Field("info", description="least severe level logged")
+    log_format: LogFormat = Field(
+        "json", description="json (one object per line) or text (for humans)"
+    )
+    heartbeat_ms: int = Field(
+        contract.HEARTBEAT_MS,
+        ge=50,
+        le=600_000,
+        description="MDP heartbeat interval in milliseconds",
+    )
+
+    @field_validator("broker_endpoint")
+    @classmethod
+    def _connect_endpoint(cls, v: str) -> str:
+        return check_endpoint(v, bind=False)
+
+    @field_validator("curve_keys", mode="after")
+    @classmethod
+    def _expand_keys(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence is the tuple order: flags (init kwargs) > env > YAML > field defaults.
+        env = _EnvSource(settings_cls, env_prefix=cls.env_prefix(), case_sensitive=False)
+        return (init_settings, env, _YamlFileSource(settings_cls))
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        """``PLANTD_<COMPONENT>_``: every key's env var is this plus the key in upper case."""
+        return contract.env_key(cls.component, "")
+
+    @classmethod
+    def env_name(cls, key: str) -> str:
+        return contract.env_key(cls.component, key)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        config_file: Path | str | None = None,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Self:
+        """Resolve settings from ``flags`` > environment > ``config_file`` > defaults.
+
+        ``flags`` holds only values the user typed (keys are field names). ``config_file``
+        defaults to ``$PLANTD_<COMPONENT>_CONFIG`` when set. ``environ`` replaces ``os.environ``
+        (tests). Raises :class:`ConfigError`.
+        """
+        env = os.environ if environ is None else environ
+        given = dict(flags or {})
+        unknown = sorted(set(given) - set(cls.model_fields))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for {cls.component}")
+        if config_file is None:
+            config_file = env.get(cls.env_name("config")) or None
+        path = Path(config_file).expanduser() if config_file is not None else None
+        with _use(_ENVIRON, environ), _use(_CONFIG_FILE, path):
+            try:
+                return cls(**given)
+            except ValidationError as exc:
+                raise ConfigError(_explain(cls, exc, given, env, path)) from None
+
+    @classmethod
+    def unknown_env(cls, environ: Mapping[str, str] | None = None) -> list[str]:
+        """``PLANTD_<COMPONENT>_*`` variables that match no setting (likely typos)."""
+        env = os.environ if environ is None else environ
+        prefix = cls.env_prefix()
+        names = {cls.env_name(k) for k in cls.model_fields} | {cls.env_name("config")}
+        return sorted(k for k in env if k.upper().startswith(prefix) and k.upper() not in names)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as JSON-able values for a log line: secret-named keys and URL passwords
+        (``redis://:pw@host``) are replaced by ``[redacted]``."""
+        out: dict[str, Any] = {}
+        for key, value in self.model_dump(mode="json").items():
+            if is_secret_name(key):
+                out[key] = "[redacted]" if value else value
+            elif isinstance(value, str):
+                out[key] = _URL_USERINFO.sub(r"\1[redacted]@", value)
+            else:
+                out[key] = value
+        return out
+
+
+class BrokerSettings(ServiceSettings):
+    """``plantd broker``: the MDP broker, the three buses and the broker's own worker."""
+
+    component: ClassVar[str] = contract.BROKER
+    cli_hidden: ClassVar[frozenset[str]] = frozenset({contract.KEY_BROKER_ENDPOINT})
+
+    endpoint: str = Field(contract.DEFAULT_BROKER_BIND, description="address the MDP broker binds")
+    http_port: int = Field(
+        contract.HTTP_PORTS[contract.BROKER],
+        ge=0,
+        le=65535,
+        description="port for /healthz, /readyz and /metrics (0 = no HTTP server)",
+    )
+    bus_bind: str = Field(
+        "*", min_length=1, description="host the bus sockets bind ('*' = all interfaces)"
+    )
+    buses: Annotated[dict[str, tuple[int, int]], NoDecode] = Field(
+        default_factory=lambda: dict(contract.BUS_PORTS),
+        description="buses as NAME=PUBPORT:SUBPORT,... (publishers connect to PUBPORT, "
+        "subscribers to SUBPORT); replaces the default list",
+    )
+    heartbeat_liveness: int = Field(
+        contract.HEARTBEAT_LIVENESS,
+        ge=1,
+        le=100,
+        description="missed heartbeats before a worker is dead",
+    )
+    request_timeout_ms: int = Field(
+        30_000,
+        ge=100,
+        le=3_600_000,
+        description="fail a request still queued after this many ms (no worker took it)",
+    )
+    max_queue: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="requests queued per service before new ones are refused (QUEUE_FULL)",
+    )
+    max_frame_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="largest accepted frame in bytes; a peer sending a bigger one is disconnected",
+    )
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="largest accepted message (all frames) in bytes; bigger requests get "
+        "MESSAGE_TOO_LARGE",
+    )
+    shutdown_grace_ms: int = Field(
+        5_000, ge=0, le=600_000, description="on SIGTERM, wait this long for in-flight requests"
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _bind_endpoint(cls, v: str) -> str:
+        return check_endpoint(v, bind=True)
+
+    @field_validator("buses", mode="before")
+    @classmethod
+    def _parse_buses(cls, v: object) -> object:
+        return parse_buses(v) if isinstance(v, str) else v
+
+    @field_validator("buses", mode="after")
+    @classmethod
+    def _check_buses(cls, v: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        seen: dict[int, str] = {}
+        for name, ports in v.items():
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
+                raise ValueError(f"bus name {name!r} must be lower-case letters, digits and '-'")
+            for port in ports:
+                if not 1 <= port <= 65535:
+                    raise ValueError(f"bus {name}: port {port} is outside 1-65535")
+                if port in seen:
+                    raise ValueError(f"bus {name}: port {port} is already used by bus {seen[port]}")
+                seen[port] = name
+        return v
+
+    @model_validator(mode="after")
+    def _frame_within_message(self) -> BrokerSettings:
+        if self.max_frame_bytes > self.max_message_bytes:
+            raise ValueError(
+                f"max_frame_bytes ({self.max_frame_bytes}) must not exceed "
+                f"max_message_bytes ({self.max_message_bytes})"
+            )
+        return self
+
+
+def parse_buses(text: str) -> dict[str, tuple[int, int]]:
+    """``"state=11000:11001,event=12000:12001"`` or JSON -> ``{"state": (11000, 11001), ...}``."""
+    text = text.strip()
+    if text.startswith("{"):
+        import json
+
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"buses: invalid JSON ({exc.msg})") from None
+        if not isinstance(raw, dict):
+            raise ValueError("buses: JSON must be an object of name: [pubport, subport]")
+        return {str(k): (int(p[0]), int(p[1])) for k, p in raw.items()}
+    out: dict[str, tuple[int, int]] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        m = re.fullmatch(r"([^=\s]+)\s*=\s*(\d+)\s*:\s*(\d+)", item)
+        if m is None:
+            raise ValueError(f"buses: {item!r} is not NAME=PUBPORT:SUBPORT")
+        out[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return out
+
+
+class EchoSettings(ServiceSettings):
+    """``plantd echo``: the example module that answers with the request frames."""
+
+    component: ClassVar[str] = contract.ECHO
+
+    http_port: int = Field(
+        contract.HTTP_PORTS[contract.ECHO],
+        ge=0,
+        le=65535,
+        description="port for /healthz, /readyz and /metrics (0 = no HTTP server)",
+    )
+    service: str = Field(
+        contract.SERVICE_ECHO, min_length=1, max_length=255, description="service name to register"
+    )
+
+
+@contextmanager
+def _use(var: ContextVar[Any], value: Any) -> Iterator[None]:
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
+def _explain(
+    cls: type[ServiceSettings],
+    exc: ValidationError,
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    path: Path | None,
+) -> str:
+    """One line per bad key: key, value, where it came from, what is allowed."""
+    lines = []
+    upper_env = {k.upper(): v for k, v in env.items()}
+    for err in exc.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across several keys
+            lines.append(f"invalid settings for {cls.component}: {msg}")
+            continue
+        key = str(err["loc"][0])
+        flag = "--" + key.replace("_", "-")
+        env_name = cls.env_name(key)
+        if key in flags:
+            origin, value = f"flag {flag}", flags[key]
+        elif env_name in upper_env:
+            origin, value = f"env {env_name}", upper_env[env_name]
+        elif path is not None:
+            origin, value = f"config file {path}", err.get("input")
+        else:
+            origin, value = "default", err.get("input")
+        field = cls.model_fields.get(key)
+        meaning = f" ({field.description})" if field is not None and field.description else ""
+        lines.append(f"invalid setting {key}={value!r} from {origin}: {msg}{meaning}")
+    return "; ".join(lines)

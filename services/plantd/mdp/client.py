@@ -1,0 +1,364 @@
+"""MDP clients: blocking :class:`Client` and asyncio :class:`AsyncClient`.
+
+MDP has no request id, so a socket can have only one request outstanding and still match replies
+to requests. ``Client`` is one DEALER (one request at a time, like RFC 7/18 clients).
+``AsyncClient`` keeps a pool of DEALER sockets, one outstanding request each, opening sockets
+on demand up to ``max_sockets`` (further callers wait for a free one).
+
+Retries: only when the caller passes ``idempotent=True`` (a retry may run the request twice).
+A retry is resent on the *same* socket, so a late reply to an earlier attempt still answers
+the call; afterwards the socket is replaced, since its extra replies may still be on the way.
+A socket that timed out is also replaced (a new identity), so a stale reply can never be taken
+for the answer to a later request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from typing import Any, Final
+
+import zmq
+import zmq.asyncio
+
+from plantd.common.contract import DEFAULT_BROKER_CONNECT
+from plantd.common.curve import CurveClient
+from plantd.mdp.codec import Dialect, Reply, decode_reply, encode_request
+from plantd.mdp.errors import BrokerError, ClientClosed, ProtocolError, RequestTimeout
+from plantd.mdp.errors import parse_error_body as _parse_error
+
+DEFAULT_TIMEOUT: Final = 10.0
+DEFAULT_RETRIES: Final = 2
+
+Frame = bytes | str
+
+
+def _b(x: Frame) -> bytes:
+    return x.encode() if isinstance(x, str) else x
+
+
+def _frames(body: Sequence[Frame]) -> list[bytes]:
+    return [x.encode() if isinstance(x, str) else x for x in body]
+
+
+def _check_final(service: bytes, reply: Reply) -> list[bytes]:
+    err = _parse_error(reply.body)
+    if err is not None:
+        raise BrokerError(err[0], err[1], service.decode(errors="replace"))
+    return reply.body
+
+
+def _configure(sock: zmq.Socket[Any], curve: CurveClient | None) -> None:
+    sock.linger = 0
+    sock.sndhwm = 10_000
+    sock.rcvhwm = 10_000
+    if curve is not None:
+        curve.apply(sock)
+
+
+class Client:
+    """Blocking MDP client: ``request`` returns the FINAL body; ``stream`` yields each reply part.
+
+    Not thread-safe (one socket); use one Client per thread, or :class:`AsyncClient`.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_BROKER_CONNECT,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        dialect: Dialect = Dialect.MDP02,
+        curve: CurveClient | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive (seconds)")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.dialect = dialect
+        self.curve = curve
+        self.context = context or zmq.Context.instance()
+        self._sock: zmq.Socket[bytes] | None = None
+        self._closed = False
+
+    def _socket(self) -> zmq.Socket[bytes]:
+        if self._closed:
+            raise ClientClosed("client is closed")
+        if self._sock is None:
+            sock = self.context.socket(zmq.DEALER)
+            _configure(sock, self.curve)
+            sock.connect(self.endpoint)
+            self._sock = sock
+        return self._sock
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+
+    def close(self) -> None:
+        self._reset()
+        self._closed = True
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _recv(self, sock: zmq.Socket[bytes], service: bytes, deadline: float) -> Reply | None:
+        """Next reply for ``service`` before ``deadline``; None on timeout."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(max(1, int(left * 1000))):
+                return None
+            frames = sock.recv_multipart()
+            try:
+                reply = decode_reply(frames)
+            except ProtocolError:
+                continue  # garbage from a confused peer: not our reply
+            if reply.service == service:
+                return reply
+
+    def request(
+        self,
+        service: Frame,
+        *body: Frame,
+        timeout: float | None = None,
+        idempotent: bool = False,
+    ) -> list[bytes]:
+        """Send one request and return the FINAL reply body (PARTIAL bodies are discarded)."""
+        last: list[bytes] = []
+        for part, final in self._exchange(_b(service), _frames(body), timeout, idempotent):
+            if final:
+                last = part
+        return last
+
+    def stream(
+        self, service: Frame, *body: Frame, timeout: float | None = None
+    ) -> Generator[list[bytes], None, None]:
+        """Yield each PARTIAL body and then the FINAL body (each wait gets a full timeout).
+
+        Closing the generator early is safe: the socket is replaced, so parts still on their
+        way cannot reach a later request."""
+        for part, _ in self._exchange(_b(service), _frames(body), timeout, False):
+            yield part
+
+    def _exchange(
+        self, service: bytes, body: list[bytes], timeout: float | None, idempotent: bool
+    ) -> Iterator[tuple[list[bytes], bool]]:
+        t = self.timeout if timeout is None else timeout
+        attempts = 1 + (self.retries if idempotent else 0)
+        msg = encode_request(service, body, self.dialect)
+        sent = 0
+        sock = self._socket()
+        got_partial = False
+        finished = False
+        try:
+            while True:
+                if sent < attempts and not got_partial:
+                    sock.send_multipart(msg)
+                    sent += 1
+                reply = self._recv(sock, service, time.monotonic() + t)
+                if reply is None:
+                    if sent < attempts and not got_partial:
+                        continue  # resend on the same socket: a late reply still counts
+                    self._reset()
+                    raise RequestTimeout(service.decode(errors="replace"), t, sent)
+                if not reply.final:
+                    got_partial = True  # never resend once a stream has started
+                    yield reply.body, False
+                    continue
+                finished = True
+                yield _check_final(service, reply), True
+                return
+        finally:
+            # Replace the socket when replies may still come: after retries, or when a stream
+            # was abandoned before its FINAL (the next request must not read them).
+            if self._sock is sock and (sent > 1 or not finished or sock.poll(0)):
+                self._reset()
+
+    def mmi(self, name: str, *args: Frame, timeout: float | None = None) -> list[bytes]:
+        """Ask the broker's management interface, e.g. ``mmi("mmi.service", "org.plantd.State")``
+        (a bare name like ``"service"`` gets the ``mmi.`` prefix)."""
+        full = name if name.startswith("mmi.") else f"mmi.{name}"
+        return self.request(full, *args, timeout=timeout, idempotent=True)
+
+
+class _Pool:
+    """DEALER sockets with no request outstanding, grown on demand up to ``limit``."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        curve: CurveClient | None,
+        limit: int,
+    ) -> None:
+        self._ctx = ctx
+        self._endpoint = endpoint
+        self._curve = curve
+        self._idle: list[zmq.asyncio.Socket] = []
+        self._open = 0
+        self._limit = limit
+        self._free = asyncio.Condition()
+        self.closed = False
+
+    async def acquire(self) -> zmq.asyncio.Socket:
+        async with self._free:
+            while not self._idle and self._open >= self._limit:
+                if self.closed:
+                    raise ClientClosed("client is closed")
+                await self._free.wait()
+            if self.closed:
+                raise ClientClosed("client is closed")
+            if self._idle:
+                return self._idle.pop()
+            sock = self._ctx.socket(zmq.DEALER)
+            _configure(sock, self._curve)
+            sock.connect(self._endpoint)
+            self._open += 1
+            return sock
+
+    async def release(self, sock: zmq.asyncio.Socket, reusable: bool) -> None:
+        async with self._free:
+            if reusable and not self.closed:
+                self._idle.append(sock)
+            else:
+                sock.close(0)
+                self._open -= 1
+            self._free.notify()
+
+    async def close(self) -> None:
+        async with self._free:
+            self.closed = True
+            for s in self._idle:
+                s.close(0)
+            self._open -= len(self._idle)
+            self._idle.clear()
+            self._free.notify_all()
+
+    @property
+    def size(self) -> int:
+        return self._open
+
+
+class AsyncClient:
+    """asyncio MDP client; many requests may be in flight at once (one socket per request)."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_BROKER_CONNECT,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        dialect: Dialect = Dialect.MDP02,
+        curve: CurveClient | None = None,
+        context: zmq.asyncio.Context | None = None,
+        max_sockets: int = 256,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive (seconds)")
+        if max_sockets < 1:
+            raise ValueError("max_sockets must be at least 1")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.dialect = dialect
+        self.context = context or zmq.asyncio.Context.instance()
+        self._pool = _Pool(self.context, endpoint, curve, max_sockets)
+
+    @property
+    def sockets_open(self) -> int:
+        return self._pool.size
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        service: Frame,
+        *body: Frame,
+        timeout: float | None = None,  # noqa: ASYNC109 - per-request deadline
+        idempotent: bool = False,
+    ) -> list[bytes]:
+        """Send one request and return the FINAL reply body."""
+        last: list[bytes] = []
+        async for part, final in self._exchange(_b(service), _frames(body), timeout, idempotent):
+            if final:
+                last = part
+        return last
+
+    async def stream(
+        self,
+        service: Frame,
+        *body: Frame,
+        timeout: float | None = None,  # noqa: ASYNC109 - per-request deadline
+    ) -> AsyncIterator[list[bytes]]:
+        """Yield each PARTIAL body and then the FINAL body."""
+        async for part, _ in self._exchange(_b(service), _frames(body), timeout, False):
+            yield part
+
+    async def mmi(self, name: str, *args: Frame, timeout: float | None = None) -> list[bytes]:  # noqa: ASYNC109 - per-request deadline
+        full = name if name.startswith("mmi.") else f"mmi.{name}"
+        return await self.request(full, *args, timeout=timeout, idempotent=True)
+
+    async def _recv(
+        self, sock: zmq.asyncio.Socket, service: bytes, deadline: float
+    ) -> Reply | None:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if not await sock.poll(max(1, int(left * 1000))):
+                return None
+            frames = await sock.recv_multipart()
+            try:
+                reply = decode_reply(frames)
+            except ProtocolError:
+                continue
+            if reply.service == service:
+                return reply
+
+    async def _exchange(
+        self,
+        service: bytes,
+        body: list[bytes],
+        timeout: float | None,  # noqa: ASYNC109 - per-request deadline
+        idempotent: bool,
+    ) -> AsyncIterator[tuple[list[bytes], bool]]:
+        t = self.timeout if timeout is None else timeout
+        attempts = 1 + (self.retries if idempotent else 0)
+        msg = encode_request(service, body, self.dialect)
+        sock = await self._pool.acquire()
+        sent = 0
+        clean = False
+        got_partial = False
+        try:
+            while True:
+                if sent < attempts and not got_partial:
+                    await sock.send_multipart(msg)
+                    sent += 1
+                reply = await self._recv(sock, service, time.monotonic() + t)
+                if reply is None:
+                    if sent < attempts and not got_partial:
+                        continue
+                    raise RequestTimeout(service.decode(errors="replace"), t, sent)
+                if not reply.final:
+                    got_partial = True
+                    yield reply.body, False
+                    continue
+                clean = sent == 1
+                yield _check_final(service, reply), True
+                return
+        finally:
+            await self._pool.release(sock, clean)

@@ -1,0 +1,555 @@
+"""MDP workers: :class:`AsyncWorker` (asyncio) and blocking :class:`Worker` (runs one in a thread).
+
+The socket loop only moves frames: handlers run as tasks (async handlers) or in a thread pool
+(sync handlers), so heartbeats keep flowing while a handler works. The socket is a plain pyzmq
+socket watched with ``loop.add_reader`` on its ZMQ_FD (edge-triggered: ``EVENTS`` is re-checked
+after every send and before every wait); this is markedly cheaper than zmq.asyncio.
+
+Handlers
+  ``handler(frames) -> frames``            one FINAL reply
+  ``handler(frames) -> iterator of frames`` PARTIAL..., FINAL (the last item is the FINAL, so
+                                            each part is sent once the next one exists)
+  Either may be ``async``. Exceptions become a ``plantd.error`` / ``HANDLER_ERROR`` reply.
+  ``batch_handler(list of frames) -> list of replies`` (AsyncWorker): gets every request that
+  is ready at once in one call (e.g. one Redis pipeline per batch). Requires ``credit > 1``
+  to receive more than one request at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Final, TypeAlias, cast
+
+import zmq
+
+from plantd.common.contract import DEFAULT_BROKER_CONNECT, HEARTBEAT_LIVENESS, HEARTBEAT_MS
+from plantd.common.curve import CurveClient
+from plantd.mdp import codec
+from plantd.mdp._wire import events, recv_multipart, send_multipart
+from plantd.mdp.codec import (
+    Dialect,
+    Disconnect,
+    WorkerRequest,
+    decode_worker_command,
+    encode_ready,
+    encode_worker_disconnect,
+    encode_worker_heartbeat,
+    worker_reply_prefix,
+)
+from plantd.mdp.errors import ErrorCode, ProtocolError, error_body
+
+log = logging.getLogger(__name__)
+
+Frames: TypeAlias = list[bytes]
+FrameLike: TypeAlias = bytes | str
+ReplyLike: TypeAlias = Sequence[FrameLike]
+HandlerResult: TypeAlias = (
+    ReplyLike | Iterable[ReplyLike] | AsyncIterator[ReplyLike] | Awaitable[Any]
+)
+Handler: TypeAlias = Callable[[Frames], Any]
+BatchHandler: TypeAlias = Callable[[list[Frames]], Any]
+
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+_EMPTY: Final = b""
+_D02: Final = Dialect.MDP02
+_MDPW02: Final = codec.MDPW02
+_W_REQUEST: Final = codec.W02_REQUEST
+_POLLIN: Final = int(zmq.POLLIN)
+
+
+def _frame(x: FrameLike) -> bytes:
+    return x.encode() if isinstance(x, str) else bytes(x)
+
+
+def _frames(reply: ReplyLike) -> Frames:
+    if isinstance(reply, bytes | str):
+        raise TypeError("a reply is a list of frames, not a single bytes/str")
+    return [x if x.__class__ is bytes else _frame(x) for x in reply]
+
+
+def _is_single_reply(result: object) -> bool:
+    return isinstance(result, list | tuple)
+
+
+class AsyncWorker:
+    """An MDP worker for one service, on asyncio. ``await run()``; ``await stop()`` to end."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_BROKER_CONNECT,
+        service: str | bytes = b"",
+        handler: Handler | None = None,
+        *,
+        batch_handler: BatchHandler | None = None,
+        heartbeat_ms: int = HEARTBEAT_MS,
+        liveness: int = HEARTBEAT_LIVENESS,
+        credit: int = 1,
+        dialect: Dialect = Dialect.MDP02,
+        curve: CurveClient | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        reconnect_ms: int = 250,
+        max_reconnect_ms: int = 8000,
+        executor: Executor | None = None,
+    ) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("pass exactly one of handler= or batch_handler=")
+        if not service:
+            raise ValueError("a worker needs a service name")
+        if credit < 1:
+            raise ValueError("credit must be >= 1")
+        self.endpoint = endpoint
+        self.service = service.encode() if isinstance(service, str) else service
+        self.handler = handler
+        self.batch_handler = batch_handler
+        self.heartbeat_s = heartbeat_ms / 1000.0
+        self.liveness = liveness
+        self.credit = credit
+        self.dialect = dialect
+        self.curve = curve
+        self.context = context or zmq.Context.instance()
+        self.reconnect_s = reconnect_ms / 1000.0
+        self.max_reconnect_s = max_reconnect_ms / 1000.0
+        self._executor = executor
+        self._own_executor = False
+        self._sock: zmq.Socket[bytes] | None = None
+        self._fd = -1
+        self._gen = 0  # connection generation: replies for an older socket are dropped
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._stop_event: asyncio.Event | None = None
+        self._sent = False  # a send happened since the last EVENTS check
+        fn = handler if handler is not None else batch_handler
+        self._is_async = inspect.iscoroutinefunction(fn)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_rx = 0.0
+        self._drain_deadline = 0.0
+        self.connected = asyncio.Event()
+        # Counters (read by services for metrics).
+        self.handled = 0
+        self.errors = 0
+        self.reconnects = 0
+        self.malformed = 0
+        self._held: dict[bytes, list[Frames]] = {}  # MDP/0.1: parts waiting for the FINAL
+        self._fp = worker_reply_prefix(dialect, True)
+        self._pp = worker_reply_prefix(dialect, False) if dialect is not Dialect.MDP01 else ()
+
+    # ------------------------------------------------------------------ socket
+
+    def _connect(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        sock = self.context.socket(zmq.DEALER)
+        sock.linger = 1000
+        sock.sndhwm = 100_000
+        sock.rcvhwm = 100_000
+        if self.curve is not None:
+            self.curve.apply(sock)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        self._gen += 1
+        self._fd = cast(int, sock.getsockopt(zmq.FD))
+        loop.add_reader(self._fd, self._wake)
+        self._last_rx = time.monotonic()
+        self._send(encode_ready(self.service, self.dialect, self.credit))
+
+    def _close(self, say_goodbye: bool) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        if say_goodbye:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send_multipart(encode_worker_disconnect(self.dialect), _NOBLOCK)
+        if self._loop is not None and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+        self._fd = -1
+        sock.close(1000 if say_goodbye else 0)
+        self._sock = None
+        self.connected.clear()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _send(self, frames: list[bytes]) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            send_multipart(sock, frames, _NOBLOCK)
+        except zmq.Again:
+            log.warning("worker %s: send queue full, reply dropped", self.service.decode())
+        self._sent = True
+
+    def _kick(self) -> None:
+        """After sends: they may have consumed the FD's edge while messages became readable."""
+        if self._sent:
+            self._sent = False
+            sock = self._sock
+            if sock is not None and events(sock) & _POLLIN:
+                self._wake()
+
+    async def _wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a deadline, not a scope
+        sock = self._sock
+        assert sock is not None and self._loop is not None
+        if events(sock) & _POLLIN or (self._stopping and not self._tasks):
+            return
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiter = fut
+        h = self._loop.call_later(max(0.0, timeout), self._wake)
+        try:
+            await fut
+        finally:
+            h.cancel()
+            self._waiter = None
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`; reconnects with exponential backoff after broker loss."""
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        if self._stopping:
+            self._stop_event.set()
+        if self._executor is None and not self._is_async:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.credit, thread_name_prefix="plantd-handler"
+            )
+            self._own_executor = True
+        backoff = self.reconnect_s
+        try:
+            while not self._stopping:
+                self._connect()
+                outcome, heard = await self._serve()
+                self._close(say_goodbye=outcome == "stop")
+                if outcome == "stop":
+                    break
+                self.reconnects += 1
+                if heard:
+                    backoff = self.reconnect_s
+                log.warning(
+                    "worker %s: %s; reconnecting to %s in %.2fs",
+                    self.service.decode(errors="replace"),
+                    "broker lost (no heartbeat)" if outcome == "lost" else "broker sent DISCONNECT",
+                    self.endpoint,
+                    backoff,
+                )
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.max_reconnect_s)
+        finally:
+            self._close(say_goodbye=False)
+            if self._own_executor and self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but return at once when stop() is called."""
+        assert self._stop_event is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
+
+    async def _serve(self) -> tuple[str, bool]:
+        sock = self._sock
+        assert sock is not None
+        recv = recv_multipart
+        hb = self.heartbeat_s
+        expiry = hb * self.liveness
+        next_hb = time.monotonic() + hb
+        heard = False
+        while True:
+            batch: list[WorkerRequest] = []
+            got = False
+            while True:
+                try:
+                    frames = recv(sock, _NOBLOCK)
+                except zmq.Again:
+                    break
+                # Fast path: MDP/0.2 REQUEST exactly as decode_worker_command accepts it.
+                if (
+                    len(frames) >= 4
+                    and frames[1] == _W_REQUEST
+                    and frames[0] == _MDPW02
+                    and frames[2]
+                    and not frames[3]
+                ):
+                    batch.append(WorkerRequest(frames[2], frames[4:], _D02))
+                    got = True
+                    continue
+                try:
+                    cmd = decode_worker_command(frames)
+                except ProtocolError as exc:
+                    self.malformed += 1
+                    log.debug("worker dropped malformed message: %s", exc)
+                    continue
+                got = True
+                if cmd.__class__ is WorkerRequest:
+                    batch.append(cmd)
+                elif cmd.__class__ is Disconnect:
+                    return "disconnect", heard
+            if got:
+                self._last_rx = time.monotonic()
+                if not heard:
+                    heard = True
+                    self.connected.set()
+            if batch:
+                self._submit(batch)
+            now = time.monotonic()
+            if now >= next_hb:
+                self._send(encode_worker_heartbeat(self.dialect))
+                next_hb = now + hb
+            if now - self._last_rx > expiry:
+                return "lost", heard
+            if self._stopping and (not self._tasks or now >= self._drain_deadline):
+                return "stop", heard
+            await self._wait(min(next_hb, self._last_rx + expiry) - now)
+
+    # ------------------------------------------------------------------ handlers
+
+    def _submit(self, batch: list[WorkerRequest]) -> None:
+        assert self._loop is not None
+        gen = self._gen
+        if self._stopping:
+            for req in batch:
+                self._send_reply(
+                    gen,
+                    req.client,
+                    error_body(ErrorCode.SHUTTING_DOWN, "worker is shutting down"),
+                    True,
+                )
+            return
+        if self.batch_handler is not None:
+            self._spawn(self._run_batch(batch, gen))
+        else:
+            for req in batch:
+                self._spawn(self._run_one(req, gen))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        assert self._loop is not None
+        task: asyncio.Task[None] = self._loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._kick()
+        if self._stopping and not self._tasks:
+            self._wake()
+
+    def _send_reply(self, gen: int, client: bytes, body: Frames, final: bool) -> None:
+        if gen != self._gen:
+            return  # the request came on a socket we have since replaced
+        self._send([*(self._fp if final else self._pp), client, _EMPTY, *body])
+
+    def _error(self, gen: int, client: bytes, exc: BaseException) -> None:
+        self.errors += 1
+        log.warning(
+            "worker %s: handler failed: %s: %s",
+            self.service.decode(errors="replace"),
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        self._send_reply(
+            gen, client, error_body(ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}"), True
+        )
+
+    async def _call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        if self._is_async:
+            return await fn(arg)
+        if self._executor is not None:
+            assert self._loop is not None
+            return await self._loop.run_in_executor(self._executor, fn, arg)
+        result = fn(arg)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _run_one(self, req: WorkerRequest, gen: int) -> None:
+        assert self.handler is not None
+        try:
+            if self._is_async or self._executor is None:
+                result = await self._call(self.handler, req.body)
+            else:
+                assert self._loop is not None
+                result = await self._loop.run_in_executor(
+                    self._executor, self._sync_stream, self.handler, req.body, gen, req.client
+                )
+            await self._deliver(gen, req.client, result)
+            self.handled += 1
+        except Exception as exc:
+            self._error(gen, req.client, exc)
+
+    def _sync_stream(self, fn: Handler, body: Frames, gen: int, client: bytes) -> Any:
+        """Run a sync handler in a pool thread. A generator is iterated here too: each part but
+        the last is handed to the loop as it comes (PARTIAL); the last is returned (FINAL)."""
+        result = fn(body)
+        if _is_single_reply(result) or not isinstance(result, Iterable):
+            return result
+        loop = self._loop
+        assert loop is not None
+        prev: Frames | None = None
+        for item in result:
+            if prev is not None:
+                loop.call_soon_threadsafe(self._partial_now, gen, client, prev)
+            prev = _frames(item)
+        # Partials queued above run on the loop before this return value is seen (FIFO).
+        return [] if prev is None else prev
+
+    def _partial_now(self, gen: int, client: bytes, frames: Frames) -> None:
+        self._partial(gen, client, frames)
+        self._kick()
+
+    async def _run_batch(self, batch: list[WorkerRequest], gen: int) -> None:
+        assert self.batch_handler is not None
+        try:
+            results = await self._call(self.batch_handler, [r.body for r in batch])
+            if not isinstance(results, list | tuple) or len(results) != len(batch):
+                raise TypeError(
+                    f"batch_handler must return one reply per request ({len(batch)}), "
+                    f"got {type(results).__name__}"
+                )
+        except Exception as exc:
+            for r in batch:
+                self._error(gen, r.client, exc)
+            return
+        for req, result in zip(batch, results, strict=True):
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                if result.__class__ is list:  # the common case, without a coroutine per reply
+                    self._send_reply(gen, req.client, _frames(result), True)
+                else:
+                    await self._deliver(gen, req.client, result)
+                self.handled += 1
+            except Exception as exc:
+                self._error(gen, req.client, exc)
+
+    async def _deliver(self, gen: int, client: bytes, result: Any) -> None:
+        if _is_single_reply(result):
+            self._final(gen, client, _frames(result))
+            return
+        parts: list[Frames] = []
+        if hasattr(result, "__aiter__"):
+            async for item in result:
+                parts.append(_frames(item))
+                if len(parts) > 1:
+                    self._partial(gen, client, parts.pop(0))
+        elif isinstance(result, Iterable):
+            for item in result:
+                parts.append(_frames(item))
+                if len(parts) > 1:
+                    self._partial(gen, client, parts.pop(0))
+        else:
+            raise TypeError(f"handler returned {type(result).__name__}, not frames or an iterator")
+        self._final(gen, client, parts[0] if parts else [])
+
+    def _final(self, gen: int, client: bytes, final: Frames) -> None:
+        if self._held:  # MDP/0.1: parts held back go out with the FINAL
+            final = [f for p in self._held.pop(client, []) for f in p] + final
+        self._send_reply(gen, client, final, True)
+
+    def _partial(self, gen: int, client: bytes, frames: Frames) -> None:
+        if self.dialect is Dialect.MDP01:
+            # MDP/0.1 has no PARTIAL: hold the parts and send them with the FINAL.
+            self._held.setdefault(client, []).append(frames)
+            return
+        self._send_reply(gen, client, frames, False)
+
+    # ------------------------------------------------------------------ stop
+
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Finish in-flight requests (up to ``timeout``), send DISCONNECT, close the socket.
+
+        Requests arriving meanwhile get ``SHUTTING_DOWN``.
+        """
+        self._drain_deadline = time.monotonic() + timeout
+        self._stopping = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+        self._wake()
+
+
+class Worker:
+    """Blocking MDP worker: runs an :class:`AsyncWorker` on its own event loop.
+
+    ``handler(frames)`` runs in a pool of ``credit`` threads, so heartbeats continue while it
+    works. ``run()`` blocks; ``start()`` runs in a background thread; ``stop()`` ends either.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_BROKER_CONNECT,
+        service: str | bytes = b"",
+        handler: Handler | None = None,
+        *,
+        heartbeat_ms: int = HEARTBEAT_MS,
+        liveness: int = HEARTBEAT_LIVENESS,
+        credit: int = 1,
+        dialect: Dialect = Dialect.MDP02,
+        curve: CurveClient | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        reconnect_ms: int = 250,
+        max_reconnect_ms: int = 8000,
+    ) -> None:
+        if handler is None:
+            raise ValueError("Worker needs a handler")
+        self._worker = AsyncWorker(
+            endpoint,
+            service,
+            handler,
+            heartbeat_ms=heartbeat_ms,
+            liveness=liveness,
+            credit=credit,
+            dialect=dialect,
+            curve=curve,
+            context=context,
+            reconnect_ms=reconnect_ms,
+            max_reconnect_ms=max_reconnect_ms,
+            executor=ThreadPoolExecutor(max_workers=credit, thread_name_prefix="plantd-handler"),
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+
+    @property
+    def inner(self) -> AsyncWorker:
+        return self._worker
+
+    def run(self) -> None:
+        """Serve in the calling thread until :meth:`stop`."""
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._started.set()
+            await self._worker.run()
+
+        try:
+            asyncio.run(main())
+        finally:
+            ex = self._worker._executor
+            if ex is not None:
+                ex.shutdown(wait=False, cancel_futures=True)
+
+    def start(self) -> Worker:
+        """Serve in a background thread; returns self."""
+        self._thread = threading.Thread(target=self.run, name="plantd-worker", daemon=True)
+        self._thread.start()
+        self._started.wait(5.0)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish in-flight requests (up to ``timeout``), DISCONNECT, and return."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(self._worker.stop(timeout), loop)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout + 2.0)

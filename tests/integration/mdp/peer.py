@@ -1,0 +1,119 @@
+"""A real MDP peer in its own process, for the integration tests.
+
+    python peer.py worker --endpoint EP --service S [--dialect mdp02] [--mode echo] ...
+    python peer.py broker --endpoint EP [--hb 100]
+
+Modes: echo (reply = request), stream (3 PARTIALs then FINAL), slow (sleep --delay, then echo),
+slowstream (two parts, sleep --delay, FINAL),
+fail (raise), batch (AsyncWorker batch_handler that tags each reply with the batch size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+
+from plantd.common.curve import CurveClient, load_keypair
+from plantd.mdp import AsyncWorker, Broker, Dialect, Worker
+
+DIALECTS = {"mdp02": Dialect.MDP02, "mdp01": Dialect.MDP01, "legacy": Dialect.LEGACY}
+
+
+def run_worker(a: argparse.Namespace) -> None:
+    curve = None
+    if a.curve_keys:
+        pair = load_keypair(a.curve_keys)
+        assert pair.secret is not None
+        curve = CurveClient(pair.secret, pair.public, load_keypair(a.server_key).public)
+
+    if a.mode == "batch":
+
+        async def batch(reqs: list[list[bytes]]) -> list[list[bytes]]:
+            await asyncio.sleep(a.delay)
+            return [[*r, str(len(reqs)).encode()] for r in reqs]
+
+        async def main() -> None:
+            w = AsyncWorker(
+                a.endpoint,
+                a.service,
+                batch_handler=batch,
+                heartbeat_ms=a.hb,
+                credit=a.credit,
+                dialect=DIALECTS[a.dialect],
+                curve=curve,
+            )
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(w.stop(1.0)))
+            await w.run()
+
+        asyncio.run(main())
+        return
+
+    def echo(frames: list[bytes]) -> list[bytes]:
+        return frames
+
+    def stream(frames: list[bytes]) -> Iterator[list[bytes]]:
+        for i in range(3):
+            yield [b"part", str(i).encode()]
+        yield [b"final", *frames]
+
+    def slowstream(frames: list[bytes]) -> Iterator[list[bytes]]:
+        yield [b"first"]
+        yield [b"second"]
+        time.sleep(a.delay)
+        yield [b"last", *frames]
+
+    def slow(frames: list[bytes]) -> list[bytes]:
+        time.sleep(a.delay)
+        return frames
+
+    def fail(frames: list[bytes]) -> list[bytes]:
+        if frames and frames[0] == b"ok":
+            return frames
+        raise RuntimeError("handler exploded on purpose")
+
+    modes = {"echo": echo, "stream": stream, "slow": slow, "fail": fail, "slowstream": slowstream}
+    handler = modes[a.mode]
+    w = Worker(
+        a.endpoint,
+        a.service,
+        handler,
+        heartbeat_ms=a.hb,
+        credit=a.credit,
+        dialect=DIALECTS[a.dialect],
+        curve=curve,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: w.stop(1.0))
+    w.start()
+    while w._thread is not None and w._thread.is_alive():
+        w._thread.join(0.2)
+
+
+def run_broker(a: argparse.Namespace) -> None:
+    b = Broker(a.endpoint, heartbeat_ms=a.hb, request_timeout=a.request_timeout)
+    signal.signal(signal.SIGTERM, lambda *_: b.request_stop(0.5))
+    b.run()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("role", choices=["worker", "broker"])
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--service", default="echo")
+    ap.add_argument("--dialect", default="mdp02", choices=sorted(DIALECTS))
+    ap.add_argument("--mode", default="echo")
+    ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--credit", type=int, default=1)
+    ap.add_argument("--hb", type=int, default=100)
+    ap.add_argument("--request-timeout", type=float, default=3.0)
+    ap.add_argument("--curve-keys")
+    ap.add_argument("--server-key")
+    a = ap.parse_args()
+    (run_worker if a.role == "worker" else run_broker)(a)
+
+
+if __name__ == "__main__":
+    main()

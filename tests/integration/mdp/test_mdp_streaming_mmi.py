@@ -1,0 +1,107 @@
+"""Streaming replies (PARTIAL...FINAL) and the management interface."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from mdp_helpers import Peers, service_up
+
+from plantd.mdp import AsyncClient, Broker, Client, Dialect
+
+pytestmark = pytest.mark.integration
+
+EXPECTED = [[b"part", b"0"], [b"part", b"1"], [b"part", b"2"], [b"final", b"q"]]
+
+
+@pytest.mark.parametrize("worker_dialect", ["mdp02", "legacy"])
+def test_stream_blocking(broker: Broker, peers: Peers, worker_dialect: str) -> None:
+    ep = broker.endpoints[0]
+    peers.worker(ep, "stream", "--mode", "stream", "--dialect", worker_dialect)
+    service_up(ep, "stream")
+    with Client(ep, timeout=3) as c:
+        assert list(c.stream("stream", "q")) == EXPECTED
+        assert c.request("stream", "q") == [b"final", b"q"]  # request() returns the FINAL
+    with Client(ep, timeout=3, dialect=Dialect.LEGACY) as c:
+        assert list(c.stream("stream", "q")) == EXPECTED
+    assert broker.stats().partials["stream", "mdp02"] == 6
+
+
+def test_stream_to_mdp01_client_is_concatenated(broker: Broker, peers: Peers) -> None:
+    ep = broker.endpoints[0]
+    peers.worker(ep, "stream", "--mode", "stream")
+    service_up(ep, "stream")
+    with Client(ep, timeout=3, dialect=Dialect.MDP01) as c:
+        # MDP/0.1 has no PARTIAL: the broker delivers every part in the one REPLY.
+        assert list(c.stream("stream", "q")) == [[f for part in EXPECTED for f in part]]
+
+
+async def test_stream_async(broker: Broker, peers: Peers) -> None:
+    ep = broker.endpoints[0]
+    peers.worker(ep, "stream", "--mode", "stream")
+    await asyncio.to_thread(service_up, ep, "stream")
+    async with AsyncClient(ep, timeout=3) as c:
+        assert [p async for p in c.stream("stream", "q")] == EXPECTED
+
+
+def test_mmi(broker: Broker, peers: Peers) -> None:
+    ep = broker.endpoints[0]
+    peers.worker(ep, "echo")
+    peers.worker(ep, "echo")
+    service_up(ep, "echo")
+    with Client(ep, timeout=3) as c:
+        assert c.mmi("mmi.service", "echo") == [b"200"]
+        assert c.mmi("service", "nope") == [b"404"]
+        assert c.mmi("mmi.nosuch", "x") == [b"501"]
+        code, names = c.mmi("mmi.services")
+        assert code == b"200" and json.loads(names) == ["echo"]
+        code, workers = c.mmi("mmi.workers")
+        info = json.loads(workers)["echo"]
+        assert code == b"200" and info["workers"] in (1, 2) and info["queued"] == 0
+        code, about = c.mmi("mmi.broker")
+        data = json.loads(about)
+        assert (
+            code == b"200" and data["heartbeat_ms"] == 100 and "MDPC02/MDPW02" in data["protocols"]
+        )
+    with Client(ep, timeout=3, dialect=Dialect.LEGACY) as c:
+        assert c.mmi("mmi.service", "echo") == [b"200"]
+
+
+def test_abandoned_stream_does_not_leak_into_next_request(broker: Broker, peers: Peers) -> None:
+    ep = broker.endpoints[0]
+    peers.worker(ep, "stream", "--mode", "stream")
+    peers.worker(ep, "echo")
+    service_up(ep, "stream")
+    service_up(ep, "echo")
+    with Client(ep, timeout=3) as c:
+        it = c.stream("stream", "q")
+        assert next(it) == [b"part", b"0"]
+        it.close()  # give up after the first part
+        assert c.request("stream", "again") == [b"final", b"again"]
+        assert c.request("echo", "x") == [b"x"]
+
+
+def test_mdp01_worker_stream_is_sent_as_one_reply(broker: Broker, peers: Peers) -> None:
+    ep = broker.endpoints[0]
+    peers.worker(ep, "stream01", "--mode", "stream", "--dialect", "mdp01")
+    service_up(ep, "stream01")
+    with Client(ep, timeout=3) as c:
+        # The MDP/0.1 worker cannot send PARTIAL: its library holds the parts for the REPLY.
+        assert list(c.stream("stream01", "q")) == [[f for part in EXPECTED for f in part]]
+
+
+def test_sync_generator_parts_arrive_as_produced(broker: Broker, peers: Peers) -> None:
+    """A part goes out as soon as the next one exists (the last one is the FINAL)."""
+    ep = broker.endpoints[0]
+    peers.worker(ep, "trickle", "--mode", "slowstream", "--delay", "1.0")
+    service_up(ep, "trickle")
+    with Client(ep, timeout=3) as c:
+        t0 = time.monotonic()
+        it = c.stream("trickle", "q")
+        assert next(it) == [b"first"]
+        first_at = time.monotonic() - t0
+        assert list(it) == [[b"second"], [b"last", b"q"]]
+        last_at = time.monotonic() - t0
+    assert first_at < 0.6 < 0.9 < last_at, (first_at, last_at)

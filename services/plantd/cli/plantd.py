@@ -22,9 +22,12 @@ COMMANDS: dict[str, LazyCommand] = {
         "plantd.state.main:cli", f"Run the state service ({contract.SERVICE_STATE})."
     ),
     contract.IDENTITY: LazyCommand(
-        "plantd.identity.main:cli", f"Run the identity service ({contract.SERVICE_IDENTITY})."
+        "plantd.identity.main:cli",
+        f"Run the identity service ({contract.SERVICE_IDENTITY}) — not in this release yet.",
     ),
-    contract.GATEWAY: LazyCommand("plantd.gateway.main:cli", "Run the gRPC gateway sidecar."),
+    contract.GATEWAY: LazyCommand(
+        "plantd.gateway.main:cli", "Run the gRPC gateway sidecar — not in this release yet."
+    ),
     contract.OPERATOR: LazyCommand(
         "plantd_operator.main:cli", "Run the Kubernetes operator (PlantdCluster)."
     ),

@@ -66,7 +66,10 @@ ENV_PREFIX: Final = "PLANTD_"
 
 
 def env_key(component: str, key: str) -> str:
-    """Environment variable for a setting: ``env_key("state", "redis_url")`` -> ``PLANTD_STATE_REDIS_URL``."""
+    """Environment variable of a setting.
+
+    ``env_key("state", "redis_url")`` -> ``PLANTD_STATE_REDIS_URL``.
+    """
     return f"{ENV_PREFIX}{component.upper()}_{key.upper()}"
 
 
@@ -113,7 +116,7 @@ def command_for(component: str) -> list[str]:
 CLIENT: Final = "client"
 KEY_TIMEOUT: Final = "timeout"
 KEY_PROFILE: Final = "profile"
-KEY_STATE_REDIS_PASSWORD_FILE: Final = "redis_password_file"
+KEY_STATE_REDIS_PASSWORD_FILE: Final = "redis_password_file"  # noqa: S105 - a key name
 
 
 # --- Kubernetes operator additions (appended by the operator; read by services in pods) ---
@@ -135,7 +138,7 @@ KEY_JWT_KEY_FILE: Final = "jwt_key_file"
 # NAME is the component; every pod gets broker.key, the broker also gets each client's NAME.key
 # (its allow-list).
 CURVE_PUBLIC_SUFFIX: Final = ".key"
-CURVE_SECRET_SUFFIX: Final = ".key_secret"
+CURVE_SECRET_SUFFIX: Final = ".key_secret"  # noqa: S105 - a file suffix
 CONTAINER_JWT_DIR: Final = "/etc/plantd/jwt"
 JWT_KEY_FILE_NAME: Final = "signing-key.pem"
 CONTAINER_REDIS_TLS_DIR: Final = "/etc/plantd/redis-tls"

@@ -1,0 +1,28 @@
+"""Pure builders: a ClusterContext in, the child manifests out (apply order)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plantd_operator import naming
+from plantd_operator.builders import config, istio, monitoring, policy, redis, workloads
+from plantd_operator.context import ClusterContext
+
+
+def render_children(ctx: ClusterContext) -> list[dict[str, Any]]:
+    """Every child except the generated Secrets (created once, never re-rendered).
+
+    Order matters only for a first start: identities and config before the pods that use them.
+    """
+    out: list[dict[str, Any]] = [*config.service_accounts(ctx), config.config_map(ctx)]
+    if ctx.spec.state.redis.mode == "managed":
+        out += redis.services(ctx)
+        out.append(redis.statefulset(ctx))
+    out += workloads.services(ctx)
+    out += [workloads.deployment(ctx, c) for c in (naming.BROKER, naming.STATE, naming.IDENTITY)]
+    out += policy.pdbs(ctx)
+    out += policy.network_policies(ctx)
+    if ctx.capabilities.istio:
+        out += istio.objects(ctx)
+    out += monitoring.objects(ctx)
+    return out

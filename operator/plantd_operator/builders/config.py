@@ -1,0 +1,99 @@
+"""The ConfigMap of plantd settings (PLANTD_<COMPONENT>_<KEY>) and the ServiceAccounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plantd.common import contract
+from plantd_operator import naming
+from plantd_operator.context import ClusterContext
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def settings(ctx: ClusterContext) -> dict[str, str]:
+    """Every non-secret setting, keyed by its environment variable name."""
+    spec = ctx.spec
+    curve = _flag(spec.security.curve.enabled)
+    hb = spec.broker.heartbeat
+    out: dict[str, str] = {}
+
+    def put(component: str, key: str, value: str | int) -> None:
+        out[contract.env_key(component, key)] = str(value)
+
+    components = [naming.BROKER, naming.STATE, naming.IDENTITY]
+    if spec.sidecars.grpc.enabled:
+        components.append(naming.GATEWAY)
+    for c in components:
+        put(c, contract.KEY_HTTP_PORT, contract.HTTP_PORTS[c])
+        put(c, contract.KEY_HTTP_HOST, "0.0.0.0")
+        put(c, contract.KEY_CURVE, curve)
+        put(c, contract.KEY_CURVE_KEYS, contract.CONTAINER_CURVE_KEYS_DIR)
+        put(c, contract.KEY_LOG_LEVEL, spec.log_level)
+        put(c, contract.KEY_LOG_FORMAT, contract.DEFAULT_LOG_FORMAT)
+        put(c, contract.KEY_HEARTBEAT_MS, hb.interval_ms)
+        if c != naming.BROKER:
+            put(c, contract.KEY_BROKER_ENDPOINT, ctx.broker_endpoint)
+
+    put(naming.BROKER, contract.KEY_ENDPOINT, contract.DEFAULT_BROKER_BIND)
+    put(naming.BROKER, contract.KEY_BUS_BIND, "*")
+    put(naming.BROKER, contract.KEY_HEARTBEAT_LIVENESS, hb.liveness)
+
+    redis = spec.state.redis
+    scheme = "redis"
+    database = 0
+    if redis.mode == "external" and redis.external is not None:
+        database = redis.external.database
+        if redis.external.tls.enabled:
+            scheme = "rediss"
+            if redis.external.tls.ca_secret_ref is not None:
+                put(
+                    naming.STATE,
+                    contract.KEY_STATE_REDIS_CA_FILE,
+                    f"{contract.CONTAINER_REDIS_TLS_DIR}/ca.crt",
+                )
+    put(naming.STATE, contract.KEY_STATE_STORE, "redis")
+    put(naming.STATE, contract.KEY_STATE_REDIS_URL, f"{scheme}://{ctx.redis_address}/{database}")
+    put(naming.STATE, contract.KEY_STATE_BUS_ENDPOINT, ctx.bus_endpoint("state", "pub"))
+
+    if spec.sidecars.grpc.enabled:
+        put(naming.GATEWAY, contract.KEY_GRPC_PORT, spec.sidecars.grpc.port)
+    put(
+        naming.IDENTITY,
+        contract.KEY_JWT_KEY_FILE,
+        f"{contract.CONTAINER_JWT_DIR}/{contract.JWT_KEY_FILE_NAME}",
+    )
+    return out
+
+
+def settings_for(ctx: ClusterContext, *components: str) -> dict[str, str]:
+    """The settings the given components read (what their pods' config hash covers)."""
+    prefixes = tuple(contract.env_key(c, "") for c in components)
+    return {k: v for k, v in settings(ctx).items() if k.startswith(prefixes)}
+
+
+def config_map(ctx: ClusterContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": ctx.metadata(naming.child(ctx.name, "config")),
+        "data": settings(ctx),
+    }
+
+
+def service_accounts(ctx: ClusterContext) -> list[dict[str, Any]]:
+    """One per component, so mesh policies and RBAC can tell them apart; no API token."""
+    components = [naming.BROKER, naming.STATE, naming.IDENTITY]
+    if ctx.spec.state.redis.mode == "managed":
+        components.append(naming.REDIS)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": ctx.metadata(ctx.service_account(c), c),
+            "automountServiceAccountToken": False,
+        }
+        for c in components
+    ]

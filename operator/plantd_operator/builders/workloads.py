@@ -1,0 +1,251 @@
+"""The broker, state and identity Deployments and their Services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plantd.common import contract
+from plantd_operator import naming
+from plantd_operator.builders import config, pods
+from plantd_operator.context import ClusterContext
+from plantd_operator.models import Resources
+
+
+def broker_container_ports() -> list[dict[str, Any]]:
+    ports = [
+        {"name": contract.PORT_NAME_ZMTP, "containerPort": contract.MDP_PORT, "protocol": "TCP"}
+    ]
+    for bus, (front, back) in contract.BUS_PORTS.items():
+        for side, port in zip(contract.BUS_SIDES, (front, back), strict=True):
+            ports.append(
+                {
+                    "name": contract.bus_container_port_name(bus, side),
+                    "containerPort": port,
+                    "protocol": "TCP",
+                }
+            )
+    ports.append(
+        {
+            "name": contract.PORT_NAME_METRICS,
+            "containerPort": contract.HTTP_PORTS[naming.BROKER],
+            "protocol": "TCP",
+        }
+    )
+    return ports
+
+
+def broker_service_ports() -> list[dict[str, Any]]:
+    """Service ports: names say the protocol (Istio reads the tcp-/grpc/http- prefix)."""
+    ports = [
+        {
+            "name": contract.PORT_NAME_ZMTP,
+            "port": contract.MDP_PORT,
+            "targetPort": contract.MDP_PORT,
+            "protocol": "TCP",
+            "appProtocol": "tcp",
+        }
+    ]
+    for bus, (front, back) in contract.BUS_PORTS.items():
+        for side, port in zip(contract.BUS_SIDES, (front, back), strict=True):
+            ports.append(
+                {
+                    "name": contract.bus_port_name(bus, side),
+                    "port": port,
+                    "targetPort": port,
+                    "protocol": "TCP",
+                    "appProtocol": "tcp",
+                }
+            )
+    ports.append(_metrics_port(naming.BROKER))
+    return ports
+
+
+def _metrics_port(component: str, name: str = contract.PORT_NAME_METRICS) -> dict[str, Any]:
+    port = contract.HTTP_PORTS[component]
+    return {"name": name, "port": port, "targetPort": port, "protocol": "TCP"}
+
+
+def _component_spec(ctx: ClusterContext, component: str) -> tuple[int, Resources]:
+    if component == naming.BROKER:
+        return ctx.spec.broker.replicas, ctx.spec.broker.resources
+    if component == naming.STATE:
+        return ctx.spec.state.replicas, ctx.spec.state.resources
+    return ctx.spec.identity.replicas, ctx.spec.identity.resources
+
+
+def _digest(ctx: ClusterContext, component: str) -> str:
+    """Config hash of a component's pods: its settings, its sidecar's, and its Secrets."""
+    readers = [component]
+    if component != naming.BROKER and ctx.spec.sidecars.grpc.enabled:
+        readers.append(naming.GATEWAY)
+    secrets = {k: v for k, v in ctx.secret_digests.items() if k.split(":", 1)[0] in readers}
+    if ctx.spec.security.curve.enabled:
+        secrets["curve"] = ctx.secret_digests.get("curve", "")
+    return pods.config_hash(config.settings_for(ctx, *readers), secrets)
+
+
+def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
+    replicas, res = _component_spec(ctx, component)
+    volumes = [pods.tmp_volume()]
+    curve = pods.curve_volume(ctx, component)
+    if curve:
+        volumes.append(curve)
+    env: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if component == naming.BROKER:
+        ports = broker_container_ports()
+    else:
+        ports = [
+            {
+                "name": contract.PORT_NAME_METRICS,
+                "containerPort": contract.HTTP_PORTS[component],
+                "protocol": "TCP",
+            }
+        ]
+    if component == naming.STATE:
+        env, extra_volumes, mounts = _state_store_wiring(ctx)
+        volumes += extra_volumes
+    if component == naming.IDENTITY:
+        volumes.append(
+            {
+                "name": pods.JWT_VOLUME,
+                "secret": {
+                    "secretName": naming.child(ctx.name, "jwt"),
+                    "defaultMode": 0o440,
+                    "items": [
+                        {"key": contract.JWT_KEY_FILE_NAME, "path": contract.JWT_KEY_FILE_NAME}
+                    ],
+                },
+            }
+        )
+        mounts.append(
+            {"name": pods.JWT_VOLUME, "mountPath": contract.CONTAINER_JWT_DIR, "readOnly": True}
+        )
+    containers = [
+        pods.plantd_container(ctx, component, res, ports=ports, extra_env=env, extra_mounts=mounts)
+    ]
+    if component != naming.BROKER and ctx.spec.sidecars.grpc.enabled:
+        sidecar = pods.gateway_sidecar(ctx)
+        if curve:
+            # The sidecar is its own bus client with its own key pair.
+            sidecar["volumeMounts"][1] = {
+                "name": f"{pods.CURVE_VOLUME}-gw",
+                "mountPath": contract.CONTAINER_CURVE_KEYS_DIR,
+                "readOnly": True,
+            }
+            gw = pods.curve_volume(ctx, naming.GATEWAY)
+            assert gw is not None
+            volumes.append({**gw, "name": f"{pods.CURVE_VOLUME}-gw"})
+        containers.append(sidecar)
+    template = pods.pod_template(
+        ctx, component, containers, volumes, config_digest=_digest(ctx, component)
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": ctx.metadata(naming.child(ctx.name, component), component),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": naming.selector_labels(ctx.name, component)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": template,
+        },
+    }
+
+
+def _state_store_wiring(
+    ctx: ClusterContext,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Env, volumes and mounts that connect the state service to its Redis."""
+    redis = ctx.spec.state.redis
+    password_env = contract.env_key(naming.STATE, contract.KEY_STATE_REDIS_PASSWORD)
+    env: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if redis.mode == "managed":
+        env.append(
+            {
+                "name": password_env,
+                "valueFrom": {
+                    "secretKeyRef": {"name": naming.child(ctx.name, "redis"), "key": "password"}
+                },
+            }
+        )
+    elif redis.external is not None:
+        ref = redis.external.secret_ref
+        if ref is not None:
+            env.append(
+                {
+                    "name": password_env,
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                }
+            )
+        ca = redis.external.tls.ca_secret_ref
+        if redis.external.tls.enabled and ca is not None:
+            volumes.append(
+                {
+                    "name": pods.REDIS_TLS_VOLUME,
+                    "secret": {
+                        "secretName": ca.name,
+                        "defaultMode": 0o444,
+                        "items": [{"key": ca.key, "path": "ca.crt"}],
+                    },
+                }
+            )
+            mounts.append(
+                {
+                    "name": pods.REDIS_TLS_VOLUME,
+                    "mountPath": contract.CONTAINER_REDIS_TLS_DIR,
+                    "readOnly": True,
+                }
+            )
+    return env, volumes, mounts
+
+
+def services(ctx: ClusterContext) -> list[dict[str, Any]]:
+    """ClusterIP + headless Service for the broker; ClusterIP for state and identity."""
+    out: list[dict[str, Any]] = []
+    broker_ports = broker_service_ports()
+    sel = naming.selector_labels(ctx.name, naming.BROKER)
+    out.append(_service(ctx, naming.child(ctx.name, naming.BROKER), naming.BROKER, broker_ports))
+    headless = _service(ctx, naming.headless(ctx.name, naming.BROKER), naming.BROKER, broker_ports)
+    headless["spec"]["clusterIP"] = "None"
+    headless["spec"]["publishNotReadyAddresses"] = False
+    headless["spec"]["selector"] = sel
+    out.append(headless)
+    for component in (naming.STATE, naming.IDENTITY):
+        ports = [_metrics_port(component)]
+        if ctx.spec.sidecars.grpc.enabled:
+            grpc = ctx.spec.sidecars.grpc.port
+            ports.insert(
+                0,
+                {
+                    "name": contract.PORT_NAME_GRPC,
+                    "port": grpc,
+                    "targetPort": grpc,
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+            )
+            ports.append(_metrics_port(naming.GATEWAY, "http-metrics-gw"))
+        out.append(_service(ctx, naming.child(ctx.name, component), component, ports))
+    return out
+
+
+def _service(
+    ctx: ClusterContext, name: str, component: str, ports: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": ctx.metadata(name, component, extra_labels={"plantd.io/metrics": "true"}),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": naming.selector_labels(ctx.name, component),
+            "ports": ports,
+        },
+    }

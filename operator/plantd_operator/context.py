@@ -1,0 +1,117 @@
+"""Everything a builder needs to render one PlantdCluster's children, as plain data."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from plantd.common import contract
+from plantd_operator import naming
+from plantd_operator.models import PlantdClusterSpec, PodOverrides
+
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Optional APIs found in the cluster (discovery); absent ones are skipped, not failed."""
+
+    istio: bool = False
+    service_monitor: bool = False
+    prometheus_rule: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterContext:
+    name: str
+    namespace: str
+    uid: str
+    spec: PlantdClusterSpec
+    default_repository: str = "plantd/plantd"
+    default_version: str = "0.1.0"
+    runbook_url: str = "https://plantd.dev/docs/operator"
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    # Digests of Secret contents a component reads, so a rotation rolls exactly its pods.
+    secret_digests: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def image(self) -> str:
+        if self.spec.image:
+            return self.spec.image
+        return f"{self.default_repository}:{self.spec.version or self.default_version}"
+
+    @property
+    def version(self) -> str:
+        """Version shown in labels and status: the tag, or 'custom' for a digest."""
+        if self.spec.image is None:
+            return self.spec.version or self.default_version
+        ref = self.spec.image.split("@", 1)[0]
+        tail = ref.rsplit("/", 1)[-1]
+        tag = tail.split(":", 1)[1] if ":" in tail else "custom"
+        return _LABEL_VALUE.sub("-", tag)[:63].strip("-_.") or "custom"
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}",
+            "kind": "PlantdCluster",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(
+        self,
+        name: str,
+        component: str | None = None,
+        *,
+        annotations: dict[str, str] | None = None,
+        extra_labels: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": {**(extra_labels or {}), **naming.labels(self.name, component)},
+            "ownerReferences": [self.owner_reference()],
+        }
+        if annotations:
+            meta["annotations"] = annotations
+        return meta
+
+    def service_account(self, component: str) -> str:
+        return naming.child(self.name, component)
+
+    def host(self, component: str) -> str:
+        return naming.service_host(self.name, component, self.namespace)
+
+    @property
+    def broker_endpoint(self) -> str:
+        return f"tcp://{self.host(naming.BROKER)}:{contract.MDP_PORT}"
+
+    def bus_endpoint(self, bus: str, side: str) -> str:
+        front, back = contract.BUS_PORTS[bus]
+        return f"tcp://{self.host(naming.BROKER)}:{front if side == 'pub' else back}"
+
+    @property
+    def redis_address(self) -> str:
+        redis = self.spec.state.redis
+        if redis.mode == "external" and redis.external is not None:
+            return redis.external.address
+        return f"{self.host(naming.REDIS)}:{contract.REDIS_PORT}"
+
+    def pod_overrides(self, component: str) -> PodOverrides:
+        """Cluster-wide pod settings, replaced field by field by the component's own."""
+        own: PodOverrides | None = {
+            naming.BROKER: self.spec.broker.pod,
+            naming.STATE: self.spec.state.pod,
+            naming.IDENTITY: self.spec.identity.pod,
+        }.get(component)
+        base = self.spec.pod
+        if own is None:
+            return base
+        chosen = {
+            f: getattr(own, f) if f in own.model_fields_set else getattr(base, f)
+            for f in PodOverrides.model_fields
+        }
+        return PodOverrides(**chosen)

@@ -1,0 +1,573 @@
+"""The PlantdCluster API (plantd.io/v1alpha1) as pydantic models.
+
+These models are the single source of truth for the CRD: ``plantd_operator.crd`` turns them
+into the structural OpenAPI schema in ``crds/`` (descriptions, defaults, enums, bounds and CEL
+rules all come from here), and the operator parses each object's spec with them, so the schema
+and the code cannot disagree. Evolve additively only: kopf has no conversion webhooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+from plantd.common import contract
+
+
+def cel(rule: str, message: str, **extra: str) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` entry."""
+    return {"rule": rule, "message": message, **extra}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _new(cls: type[M]) -> Callable[[], M]:
+    """A default factory that builds a sub-model from its own field defaults."""
+    return lambda: cls.model_validate({})
+
+
+class _Model(BaseModel):
+    # camelCase on the wire; unknown fields ignored so an older operator reads a newer CRD.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+# A Kubernetes quantity ("500m", "1Gi", 2): int-or-string, checked by CEL where it matters.
+Quantity = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+            r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+        }
+    ),
+]
+
+# Free-form Kubernetes objects we pass through untouched (affinity terms, label selectors).
+FreeForm = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
+
+
+class Resources(_Model):
+    """Compute resources of a container (as in a Pod's resources.requests/limits)."""
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Minimum resources the scheduler reserves, e.g. {cpu: 100m, memory: 64Mi}.",
+        json_schema_extra={"maxProperties": 8},
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Hard caps enforced at run time, e.g. {memory: 256Mi}.",
+        json_schema_extra={"maxProperties": 8},
+    )
+
+
+class Toleration(_Model):
+    """A toleration, as in a Pod spec."""
+
+    key: str | None = Field(None, description="Taint key to tolerate; empty matches all keys.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        None, description="Exists or Equal (the Kubernetes default is Equal)."
+    )
+    value: str | None = Field(None, description="Taint value to match with operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        None, description="For NoExecute: how long the pod stays bound after the taint appears."
+    )
+
+
+class PodOverrides(_Model):
+    """Narrow, supported changes to the rendered pods (not a full pod template)."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels the pods must match.",
+        json_schema_extra={"maxProperties": 32},
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Taints the pods tolerate.",
+        json_schema_extra={"maxItems": 32},
+    )
+    affinity: FreeForm | None = Field(
+        None, description="Pod affinity, anti-affinity and node affinity, as in a Pod spec."
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra annotations on the pods (e.g. for log shippers). Keys under "
+        "plantd.io/ are reserved.",
+        json_schema_extra={
+            "maxProperties": 64,
+            "x-kubernetes-validations": [
+                cel(
+                    "self.all(k, !k.startsWith('plantd.io/'))",
+                    "annotations under plantd.io/ are set by the operator",
+                )
+            ],
+        },
+    )
+
+
+class HeartbeatSpec(_Model):
+    """MDP heartbeating between the broker and its workers."""
+
+    interval_ms: int = Field(
+        contract.HEARTBEAT_MS,
+        ge=100,
+        le=60000,
+        description="Heartbeat interval in milliseconds, used by the broker and every worker.",
+    )
+    liveness: int = Field(
+        contract.HEARTBEAT_LIVENESS,
+        ge=1,
+        le=100,
+        description="Missed heartbeats before a peer is considered dead.",
+    )
+
+
+class BrokerSpec(_Model):
+    """The MDP broker and its pub/sub buses."""
+
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Broker pods. Each broker is independent: clients reach one through the "
+        "ClusterIP Service, so more than one needs broker-aware workers (headless Service).",
+    )
+    resources: Resources = Field(
+        default_factory=_new(Resources), description="Resources of the broker container."
+    )
+    heartbeat: HeartbeatSpec = Field(
+        default_factory=_new(HeartbeatSpec), description="Heartbeat settings for the bus."
+    )
+    pod: PodOverrides = Field(
+        default_factory=_new(PodOverrides), description="Scheduling and annotations of broker pods."
+    )
+
+
+class StorageSpec(_Model):
+    """A PersistentVolumeClaim template for the managed Redis."""
+
+    size: Quantity = Field(
+        "1Gi",
+        description="Volume size. Can grow, never shrink.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "isQuantity(string(self)) && quantity(string(self)).isGreaterThan("
+                    "quantity('0'))",
+                    "size must be a positive quantity such as 1Gi",
+                ),
+                cel(
+                    "quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0",
+                    "managed Redis storage can grow but not shrink",
+                ),
+            ]
+        },
+    )
+    storage_class_name: str | None = Field(
+        None, description="StorageClass of the volume; empty uses the cluster default."
+    )
+
+
+class ManagedRedisSpec(_Model):
+    """A single Redis run by the operator: StatefulSet with a volume and append-only file."""
+
+    image: str = Field(
+        "redis:7.4",
+        min_length=1,
+        description="Redis container image.",
+    )
+    persistence: bool = Field(
+        True,
+        description="Keep data on a PersistentVolumeClaim (with AOF). false uses an emptyDir: "
+        "data is lost when the pod moves.",
+    )
+    storage: StorageSpec = Field(
+        default_factory=_new(StorageSpec), description="The volume, when persistence is on."
+    )
+    resources: Resources = Field(
+        default_factory=_new(Resources), description="Resources of the Redis container."
+    )
+
+
+class SecretKeyRef(_Model):
+    """A key in a Secret in the cluster's namespace."""
+
+    name: str = Field(
+        min_length=1, max_length=253, description="Name of the Secret (same namespace)."
+    )
+    key: str = Field("password", min_length=1, max_length=253, description="Key inside the Secret.")
+
+
+class RedisTLSSpec(_Model):
+    """TLS towards an external Redis."""
+
+    enabled: bool = Field(False, description="Connect with TLS (rediss://).")
+    ca_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="CA bundle to verify the server, as a Secret key (default key: ca.crt). "
+        "Empty trusts the image's system CAs.",
+    )
+
+
+class ExternalRedisSpec(_Model):
+    """A Redis run elsewhere; the operator only wires the state service to it."""
+
+    address: str = Field(
+        min_length=1,
+        max_length=512,
+        description="host:port of the Redis server.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.matches('^[^:/ ]+:[0-9]{1,5}$')",
+                    "address must be host:port, e.g. redis.example.svc:6379",
+                )
+            ]
+        },
+    )
+    database: int = Field(0, ge=0, le=15, description="Redis database number.")
+    secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding the Redis password; empty means no AUTH."
+    )
+    tls: RedisTLSSpec = Field(default_factory=_new(RedisTLSSpec), description="TLS settings.")
+
+
+class RedisSpec(_Model):
+    """Where the state service keeps its data."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.mode != 'external' || has(self.external)",
+                    "state.redis.mode external needs state.redis.external.address (host:port)",
+                ),
+                cel(
+                    "self.mode != 'managed' || !has(self.external)",
+                    "state.redis.external is only used with mode: external; remove it or "
+                    "set mode: external",
+                ),
+                cel(
+                    "self.mode == oldSelf.mode",
+                    "state.redis.mode cannot change: create a new cluster and migrate the data",
+                ),
+                cel(
+                    "!has(self.external) || !has(self.external.tls) || "
+                    "!has(self.external.tls.caSecretRef) || self.external.tls.enabled",
+                    "state.redis.external.tls.caSecretRef needs tls.enabled: true",
+                ),
+            ]
+        }
+    )
+
+    mode: Literal["managed", "external"] = Field(
+        "managed",
+        description="managed: the operator runs Redis; external: use an existing server.",
+    )
+    managed: ManagedRedisSpec = Field(
+        default_factory=_new(ManagedRedisSpec), description="Settings of the managed Redis."
+    )
+    external: ExternalRedisSpec | None = Field(
+        None, description="The external Redis (required when mode is external)."
+    )
+
+
+class StateSpec(_Model):
+    """The state service (org.plantd.State) and its Redis store."""
+
+    replicas: int = Field(1, ge=1, le=16, description="State service pods.")
+    resources: Resources = Field(
+        default_factory=_new(Resources), description="Resources of the state container."
+    )
+    redis: RedisSpec = Field(default_factory=_new(RedisSpec), description="The Redis store.")
+    pod: PodOverrides = Field(
+        default_factory=_new(PodOverrides), description="Scheduling and annotations of state pods."
+    )
+
+
+class IdentitySpec(_Model):
+    """The identity service (org.plantd.Identity)."""
+
+    replicas: int = Field(1, ge=1, le=16, description="Identity service pods.")
+    resources: Resources = Field(
+        default_factory=_new(Resources), description="Resources of the identity container."
+    )
+    pod: PodOverrides = Field(
+        default_factory=_new(PodOverrides),
+        description="Scheduling and annotations of identity pods.",
+    )
+
+
+class GrpcSidecarSpec(_Model):
+    """The gRPC gateway sidecar (plantd gateway) in each service pod."""
+
+    enabled: bool = Field(True, description="Add the gRPC sidecar to state and identity pods.")
+    port: int = Field(
+        contract.GRPC_PORT, ge=1024, le=65535, description="gRPC port of the sidecar."
+    )
+    resources: Resources = Field(
+        default_factory=_new(Resources), description="Resources of each sidecar container."
+    )
+
+
+class SidecarsSpec(_Model):
+    """Sidecar containers added to service pods."""
+
+    grpc: GrpcSidecarSpec = Field(
+        default_factory=_new(GrpcSidecarSpec), description="gRPC gateway."
+    )
+
+
+class CurveSpec(_Model):
+    """CurveZMQ on the bus."""
+
+    enabled: bool = Field(
+        True,
+        description="Encrypt and authenticate every bus connection with CurveZMQ (keys are "
+        "generated once into a Secret). Turn off only for debugging.",
+    )
+    client_keys_config_map: str | None = Field(
+        None,
+        max_length=253,
+        description="ConfigMap of extra client public keys (entries NAME.key) the broker "
+        "accepts, e.g. for modules outside the cluster.",
+    )
+
+
+class SecuritySpec(_Model):
+    """Security settings."""
+
+    curve: CurveSpec = Field(default_factory=_new(CurveSpec), description="CurveZMQ on the bus.")
+
+
+class IstioSpec(_Model):
+    """Istio service-mesh integration."""
+
+    enabled: bool = Field(
+        False,
+        description="Inject sidecars and render PeerAuthentication, DestinationRules and "
+        "AuthorizationPolicies per allowed edge. Needs Istio's CRDs.",
+    )
+    mtls_mode: Literal["STRICT", "PERMISSIVE"] = Field(
+        "STRICT", description="PeerAuthentication mode for the cluster's pods."
+    )
+    client_principals: list[str] = Field(
+        default_factory=list,
+        description="Extra SPIFFE principals (cluster.local/ns/NS/sa/SA) allowed to reach the "
+        "broker and the gRPC sidecars.",
+        json_schema_extra={"maxItems": 64, "items": {"type": "string", "maxLength": 253}},
+    )
+
+
+class MeshSpec(_Model):
+    """Service mesh."""
+
+    istio: IstioSpec = Field(default_factory=_new(IstioSpec), description="Istio settings.")
+
+
+class LabelSelector(_Model):
+    """A label selector."""
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels the pods must carry.",
+        json_schema_extra={"maxProperties": 16},
+    )
+
+
+class NetworkPolicySpec(_Model):
+    """NetworkPolicies for the cluster's pods."""
+
+    enabled: bool = Field(
+        False, description="Default-deny for the cluster's pods plus the allowed edges."
+    )
+    client_selector: LabelSelector = Field(
+        default_factory=lambda: LabelSelector.model_validate(
+            {"matchLabels": {"plantd.io/client": "true"}}
+        ),
+        description="Pods in the namespace allowed to reach the broker and the gRPC sidecars.",
+    )
+
+
+class ServiceMonitorSpec(_Model):
+    """A Prometheus Operator ServiceMonitor for the cluster's metrics."""
+
+    enabled: bool = Field(False, description="Render a ServiceMonitor (needs its CRD).")
+    interval: str = Field(
+        "30s", pattern=r"^[0-9]+(ms|s|m|h)$", description="Scrape interval, e.g. 30s."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels, e.g. the release label your Prometheus selects.",
+        json_schema_extra={"maxProperties": 16},
+    )
+
+
+class PrometheusRuleSpec(_Model):
+    """A Prometheus Operator PrometheusRule with the cluster's alerts."""
+
+    enabled: bool = Field(False, description="Render a PrometheusRule (needs its CRD).")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels, e.g. the label your Prometheus rule selector uses.",
+        json_schema_extra={"maxProperties": 16},
+    )
+
+
+class MonitoringSpec(_Model):
+    """Prometheus Operator integration."""
+
+    service_monitor: ServiceMonitorSpec = Field(
+        default_factory=_new(ServiceMonitorSpec), description="ServiceMonitor settings."
+    )
+    prometheus_rule: PrometheusRuleSpec = Field(
+        default_factory=_new(PrometheusRuleSpec), description="PrometheusRule settings."
+    )
+
+
+class PlantdClusterSpec(_Model):
+    """The desired state of a plantd control system."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.image) || !has(self.version)",
+                    "set either version (the operator picks the image) or image, not both",
+                )
+            ]
+        }
+    )
+
+    version: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$",
+        description="plantd version to run (the image tag). Empty: the operator's default.",
+    )
+    image: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="Full image reference (overrides version), e.g. registry/plantd@sha256:...",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Pull policy of the plantd containers."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Secrets used to pull the images.",
+        json_schema_extra={"maxItems": 16, "items": {"type": "string", "maxLength": 253}},
+    )
+    paused: bool = Field(
+        False,
+        description="Stop all changes to the children (the plantd.io/paused: 'true' "
+        "annotation does the same). Status keeps being reported.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of every plantd process."
+    )
+    broker: BrokerSpec = Field(default_factory=_new(BrokerSpec), description="The MDP broker.")
+    state: StateSpec = Field(default_factory=_new(StateSpec), description="The state service.")
+    identity: IdentitySpec = Field(
+        default_factory=_new(IdentitySpec), description="The identity service."
+    )
+    sidecars: SidecarsSpec = Field(default_factory=_new(SidecarsSpec), description="Sidecars.")
+    security: SecuritySpec = Field(default_factory=_new(SecuritySpec), description="Security.")
+    mesh: MeshSpec = Field(default_factory=_new(MeshSpec), description="Service mesh.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=_new(NetworkPolicySpec), description="NetworkPolicies."
+    )
+    monitoring: MonitoringSpec = Field(
+        default_factory=_new(MonitoringSpec), description="Prometheus Operator objects."
+    )
+    pod: PodOverrides = Field(
+        default_factory=_new(PodOverrides),
+        description="Defaults for every pod; a component's own pod settings replace these "
+        "field by field.",
+    )
+
+
+# ----------------------------------------------------------------------------- status
+
+
+class Condition(_Model):
+    """A status condition (the metav1.Condition shape)."""
+
+    type: str = Field(max_length=316, description="Condition type, e.g. Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=1024, description="CamelCase reason for the last transition.")
+    message: str = Field("", max_length=32768, description="Human-readable details.")
+    last_transition_time: str = Field(
+        description="When status last changed.", json_schema_extra={"format": "date-time"}
+    )
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation this condition was computed for."
+    )
+
+
+class ComponentStatus(_Model):
+    """Ready and desired pods of one component."""
+
+    ready: int = Field(0, ge=0, description="Pods ready.")
+    desired: int = Field(0, ge=0, description="Pods wanted.")
+    replicas: str = Field("0/0", description="ready/desired, for display.")
+
+
+class Endpoints(_Model):
+    """Addresses clients use, inside the cluster."""
+
+    broker: str | None = Field(None, description="MDP broker, tcp://HOST:9797.")
+    buses: dict[str, str] = Field(
+        default_factory=dict, description="Bus name to tcp://HOST:PUB,SUB addresses."
+    )
+    state_grpc: str | None = Field(None, description="gRPC address of the state sidecars.")
+    identity_grpc: str | None = Field(None, description="gRPC address of the identity sidecars.")
+    redis: str | None = Field(None, description="Redis host:port used by the state service.")
+
+
+class PlantdClusterStatus(_Model):
+    """Observed state, written only by the operator."""
+
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation last applied to the children."
+    )
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "Paused"] | None = (
+        Field(None, description="One-word summary of the conditions.")
+    )
+    version: str | None = Field(None, description="plantd image running (from the spec).")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Reconciling, Degraded, BrokerReady, StateReady, StateStoreReady, "
+        "IdentityReady, Paused.",
+        json_schema_extra={
+            "maxItems": 32,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    components: dict[str, ComponentStatus] = Field(
+        default_factory=dict, description="broker, state, identity, redis: ready/desired pods."
+    )
+    broker_replicas: str | None = Field(None, description="Broker ready/desired, for display.")
+    endpoints: Endpoints | None = Field(None, description="Addresses clients use.")
+
+
+def parse_spec(spec: dict[str, Any]) -> PlantdClusterSpec:
+    """Validate a (schema-defaulted) spec from the API server."""
+    return PlantdClusterSpec.model_validate(spec)

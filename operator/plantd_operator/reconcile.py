@@ -1,0 +1,504 @@
+"""The level-based reconcile: ensure Secrets, check references, render, apply, report.
+
+One function serves create, update, resume, the drift timer and child-deletion events; it is
+idempotent (server-side apply) and never writes the user's spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from plantd.common import contract
+from plantd_operator import drift, naming, secrets, status
+from plantd_operator.builders import render_children
+from plantd_operator.context import Capabilities, ClusterContext
+from plantd_operator.kube import ApiError, Kube
+from plantd_operator.metrics import Metrics
+from plantd_operator.models import PlantdClusterSpec, parse_spec
+
+log = logging.getLogger(__name__)
+
+API_VERSION = f"{contract.API_GROUP}/{contract.API_VERSION}"
+KIND = "PlantdCluster"
+# Kinds that can disappear from the rendered set (a feature switched off): listed and pruned.
+PRUNABLE = [
+    ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    ("security.istio.io/v1", "PeerAuthentication", "peerauthentications"),
+    ("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies"),
+    ("networking.istio.io/v1", "DestinationRule", "destinationrules"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+    ("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
+]
+
+
+FIRST_WAVE = {"ServiceAccount", "ConfigMap"}
+
+
+def mark(obj: dict[str, Any]) -> int:
+    """Ordering mark of an object version: generation where it exists, else resourceVersion."""
+    meta = obj.get("metadata") or {}
+    try:
+        return int(meta.get("generation") or meta.get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_of(obj: dict[str, Any]) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+@dataclass
+class ClusterState:
+    """What the operator remembers about one PlantdCluster between events (memory only)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Status writes are serialised so a slower, older computation never lands last.
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # (kind, name) -> metadata.generation (or resourceVersion) our last apply returned:
+    # watch events older than that describe the object before our write, not drift.
+    applied_marks: dict[tuple[str, str], int] = field(default_factory=dict)
+    rendered: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    problems: tuple[status.Problem, ...] = ()
+    applied_generation: int | None = None
+    workloads: dict[str, status.Workload] = field(default_factory=dict)
+    ctx: ClusterContext | None = None
+    body: dict[str, Any] | None = None
+    # The status we last wrote: watch events can deliver older bodies, so comparing against
+    # them would rewrite the status and re-post events for transitions already reported.
+    written: dict[str, Any] | None = None
+
+
+@dataclass
+class Settings:
+    default_repository: str = "plantd/plantd"
+    default_version: str = "0.1.0"
+    runbook_url: str = "https://plantd.dev/docs/operator"
+    capability_ttl: float = 60.0
+    apply_concurrency: int = 24
+
+
+def paused_by(spec: PlantdClusterSpec, meta: dict[str, Any]) -> str:
+    if spec.paused:
+        return "spec.paused"
+    value = (meta.get("annotations") or {}).get(naming.ANNOTATION_PAUSED, "")
+    if value.lower() in ("true", "1", "yes"):
+        return f"the {naming.ANNOTATION_PAUSED} annotation"
+    return ""
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, metrics: Metrics, settings: Settings | None = None) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self.settings = settings or Settings()
+        self.clusters: dict[tuple[str, str], ClusterState] = {}
+        self._caps: tuple[float, Capabilities] | None = None
+        self._sem = asyncio.Semaphore(self.settings.apply_concurrency)
+
+    def state(self, namespace: str, name: str) -> ClusterState:
+        return self.clusters.setdefault((namespace, name), ClusterState())
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.clusters.pop((namespace, name), None)
+        self.metrics.forget_cluster(namespace, name)
+
+    async def capabilities(self) -> Capabilities:
+        cached = self._caps
+        if cached and time.monotonic() - cached[0] < self.settings.capability_ttl:
+            return cached[1]
+        istio, sm, pr = await asyncio.gather(
+            self.kube.ahas_resource("security.istio.io/v1", "authorizationpolicies"),
+            self.kube.ahas_resource("monitoring.coreos.com/v1", "servicemonitors"),
+            self.kube.ahas_resource("monitoring.coreos.com/v1", "prometheusrules"),
+        )
+        caps = Capabilities(istio=istio, service_monitor=sm, prometheus_rule=pr)
+        self._caps = (time.monotonic(), caps)
+        return caps
+
+    def context(
+        self,
+        body: dict[str, Any],
+        spec: PlantdClusterSpec,
+        caps: Capabilities,
+        digests: dict[str, str],
+    ) -> ClusterContext:
+        meta = body["metadata"]
+        return ClusterContext(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            spec=spec,
+            default_repository=self.settings.default_repository,
+            default_version=self.settings.default_version,
+            runbook_url=self.settings.runbook_url,
+            capabilities=caps,
+            secret_digests=digests,
+        )
+
+    # ------------------------------------------------------------------ the reconcile
+    async def reconcile(self, body: dict[str, Any], trigger: str) -> None:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        st = self.state(ns, name)
+        started = time.perf_counter()
+        log.info("reconciling %s/%s (%s)", ns, name, trigger)
+        result = "error"
+        async with st.lock:
+            try:
+                result = await self._reconcile(body, st, trigger)
+            finally:
+                elapsed = time.perf_counter() - started
+                self.metrics.reconciled(result, elapsed, trigger)
+                log.info("reconciled %s/%s: %s in %.3fs", ns, name, result, elapsed)
+        await self.refresh_status(ns, name)
+        if result == "blocked":
+            blocking = [p for p in st.problems if p.blocking]
+            raise kopf.TemporaryError(f"{blocking[0].reason}: {blocking[0].message}", delay=10)
+
+    async def _reconcile(self, body: dict[str, Any], st: ClusterState, trigger: str) -> str:
+        meta = body["metadata"]
+        st.body = body
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except ValidationError as exc:
+            # The schema should have caught this; say what the operator could not read.
+            st.problems = (status.Problem("InvalidSpec", f"spec not understood: {exc}"),)
+            return "blocked"
+        caps = await self.capabilities()
+        if paused_by(spec, meta):
+            st.ctx = self.context(body, spec, caps, st.ctx.secret_digests if st.ctx else {})
+            return "paused"
+        problems: list[status.Problem] = []
+        digests: dict[str, str] = {}
+        ctx = self.context(body, spec, caps, digests)
+        await self._ensure_secrets(ctx, digests, problems)
+        await self._check_references(ctx, digests, problems)
+        if spec.mesh.istio.enabled and not caps.istio:
+            problems.append(
+                status.Problem(
+                    "IstioNotInstalled",
+                    "mesh.istio.enabled is true but Istio's CRDs (security.istio.io/v1) are not "
+                    "installed: install Istio or set mesh.istio.enabled: false",
+                )
+            )
+        for wanted, present, what in (
+            (spec.monitoring.service_monitor.enabled, caps.service_monitor, "ServiceMonitor"),
+            (spec.monitoring.prometheus_rule.enabled, caps.prometheus_rule, "PrometheusRule"),
+        ):
+            if wanted and not present:
+                problems.append(
+                    status.Problem(
+                        f"{what}CRDMissing",
+                        f"monitoring asks for a {what} but the monitoring.coreos.com/v1 CRD is "
+                        "not installed: install the Prometheus Operator CRDs or disable it",
+                        blocking=False,
+                    )
+                )
+        ctx = self.context(body, spec, caps, digests)
+        children = render_children(ctx)
+        failures = await self._apply_all(children)
+        problems += failures
+        if trigger != "create":  # a new cluster has nothing to prune
+            await self._prune(ctx, {key_of(c) for c in children})
+        st.ctx = ctx
+        st.rendered = {key_of(c): c for c in children}
+        st.problems = tuple(problems)
+        if not failures:
+            st.applied_generation = int(meta.get("generation") or 0)
+        return "blocked" if any(p.blocking for p in problems) else "applied"
+
+    async def _apply_all(self, children: list[dict[str, Any]]) -> list[status.Problem]:
+        async def one(obj: dict[str, Any]) -> status.Problem | None:
+            async with self._sem:
+                try:
+                    await self.apply_one(obj)
+                except ApiError as exc:
+                    return status.Problem(
+                        "ApplyFailed",
+                        f"the API server refused {obj['kind']} {obj['metadata']['name']}: "
+                        f"{exc.message} (HTTP {exc.status})",
+                    )
+            return None
+
+        # Identities and settings first: a pod whose ServiceAccount does not exist yet is
+        # refused by admission, and the ReplicaSet controller then backs off for seconds.
+        first = [c for c in children if c["kind"] in FIRST_WAVE]
+        rest = [c for c in children if c["kind"] not in FIRST_WAVE]
+        results = await asyncio.gather(*(one(c) for c in first))
+        results += await asyncio.gather(*(one(c) for c in rest))
+        return [p for p in results if p is not None]
+
+    async def apply_one(self, obj: dict[str, Any]) -> None:
+        live = await self.kube.aapply(obj)
+        self.metrics.applied(obj["kind"])
+        meta = obj["metadata"]
+        st = self.clusters.get((meta["namespace"], meta["labels"][naming.LABEL_CLUSTER]))
+        if st is not None:
+            st.applied_marks[key_of(obj)] = mark(live)
+
+    async def _ensure_secrets(
+        self, ctx: ClusterContext, digests: dict[str, str], problems: list[status.Problem]
+    ) -> None:
+        """Create each generated Secret once; add missing entries; never replace values."""
+        wanted = secrets.wanted(ctx)
+        results = await asyncio.gather(
+            *(self._ensure_secret(ctx, name, kind) for name, kind in wanted.items())
+        )
+        for (sname, kind), result in zip(wanted.items(), results, strict=True):
+            if isinstance(result, ApiError):
+                problems.append(
+                    status.Problem(
+                        "SecretFailed", f"could not ensure Secret {sname}: {result.message}"
+                    )
+                )
+                continue
+            data = result
+            if kind == ["jwt"]:
+                digests["identity:jwt"] = secrets.digest(data)
+            elif kind == ["redis"]:
+                digests["redis:auth"] = secrets.digest(data, ["users.acl"])
+                digests["state:redis"] = secrets.digest(data, ["password"])
+            else:
+                digests["curve"] = secrets.digest(data)
+
+    async def _ensure_secret(
+        self, ctx: ClusterContext, sname: str, kind: list[str]
+    ) -> dict[str, str] | ApiError:
+        """The Secret's data after making sure it exists with every entry ``kind`` needs."""
+        try:
+            live = await self.kube.aget("v1", "Secret", ctx.namespace, sname)
+            if live is None:
+                entries = secrets.missing_entries(kind, {})
+                try:
+                    live = await self.kube.acreate(secrets.manifest(ctx, sname, entries))
+                    log.info("generated Secret %s/%s", ctx.namespace, sname)
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
+                    live = await self.kube.aget("v1", "Secret", ctx.namespace, sname)
+            else:
+                add = secrets.missing_entries(kind, live.get("data") or {})
+                if add:
+                    live = await self.kube.amerge_patch(
+                        "v1", "Secret", ctx.namespace, sname, {"data": secrets.encode(add)}
+                    )
+                    log.info("added %s to Secret %s/%s", sorted(add), ctx.namespace, sname)
+        except ApiError as exc:
+            return exc
+        return dict((live or {}).get("data") or {})
+
+    async def _check_references(
+        self, ctx: ClusterContext, digests: dict[str, str], problems: list[status.Problem]
+    ) -> None:
+        """Secrets and ConfigMaps the user names must exist, or the pods cannot start."""
+        redis = ctx.spec.state.redis
+        if redis.mode == "external" and redis.external is not None:
+            refs = []
+            if redis.external.secret_ref is not None:
+                refs.append(("password", redis.external.secret_ref, "secretRef", "Redis"))
+            if redis.external.tls.enabled and redis.external.tls.ca_secret_ref is not None:
+                refs.append(("ca", redis.external.tls.ca_secret_ref, "tls.caSecretRef", "RedisCA"))
+            for role, ref, where, prefix in refs:
+                sec = await self.kube.aget("v1", "Secret", ctx.namespace, ref.name)
+                field_path = f"spec.state.redis.external.{where}"
+                if sec is None:
+                    problems.append(
+                        status.Problem(
+                            f"{prefix}SecretNotFound",
+                            f"Secret {ref.name!r} named in {field_path} does not exist in "
+                            f"namespace {ctx.namespace}: create it with key {ref.key!r}",
+                        )
+                    )
+                    continue
+                data = sec.get("data") or {}
+                if ref.key not in data:
+                    problems.append(
+                        status.Problem(
+                            f"{prefix}SecretKeyMissing",
+                            f"Secret {ref.name!r} named in {field_path} has no key {ref.key!r} "
+                            f"(it has: {', '.join(sorted(data)) or 'nothing'})",
+                        )
+                    )
+                    continue
+                digests[f"state:{role}"] = secrets.digest(data, [ref.key])
+        cm_name = ctx.spec.security.curve.client_keys_config_map
+        if ctx.spec.security.curve.enabled and cm_name:
+            cm = await self.kube.aget("v1", "ConfigMap", ctx.namespace, cm_name)
+            if cm is None:
+                problems.append(
+                    status.Problem(
+                        "ClientKeysNotFound",
+                        f"ConfigMap {cm_name!r} (security.curve.clientKeysConfigMap) does not "
+                        "exist: only the cluster's own components can reach the broker",
+                        blocking=False,
+                    )
+                )
+            else:
+                digests["broker:clientkeys"] = secrets.digest(cm.get("data") or {})
+
+    async def _prune(self, ctx: ClusterContext, keep: set[tuple[str, str]]) -> None:
+        """Delete children of kinds that may vanish when a feature is turned off."""
+        caps = ctx.capabilities
+        kinds = [
+            (api_version, kind, plural)
+            for api_version, kind, plural in PRUNABLE
+            if not (
+                api_version.startswith(("security.istio", "networking.istio")) and not caps.istio
+            )
+            and not (kind == "ServiceMonitor" and not caps.service_monitor)
+            and not (kind == "PrometheusRule" and not caps.prometheus_rule)
+        ]
+        await asyncio.gather(*(self._prune_kind(ctx, keep, *k) for k in kinds))
+
+    async def _prune_kind(
+        self,
+        ctx: ClusterContext,
+        keep: set[tuple[str, str]],
+        api_version: str,
+        kind: str,
+        plural: str,
+    ) -> None:
+        root = f"/apis/{api_version}/namespaces/{ctx.namespace}/{plural}"
+        try:
+            found = await asyncio.to_thread(
+                self.kube.request,
+                "GET",
+                root,
+                query={"labelSelector": f"{naming.LABEL_CLUSTER}={ctx.name}"},
+                what=f"list {plural}",
+            )
+        except ApiError as exc:
+            log.warning("cannot list %s to prune: %s", plural, exc)
+            return
+        for item in (found or {}).get("items", []):
+            meta = item["metadata"]
+            owners = [o.get("uid") for o in meta.get("ownerReferences") or []]
+            if (kind, meta["name"]) in keep or ctx.uid not in owners:
+                continue
+            try:
+                await asyncio.to_thread(
+                    self.kube.request, "DELETE", f"{root}/{meta['name']}", what="prune"
+                )
+                log.info("pruned %s %s/%s", kind, ctx.namespace, meta["name"])
+            except ApiError as exc:
+                if exc.status != 404:
+                    log.warning("cannot prune %s %s: %s", kind, meta["name"], exc)
+
+    # ------------------------------------------------------------------ children events
+    async def child_changed(self, body: dict[str, Any], deleted: bool) -> None:
+        """A Deployment/StatefulSet/Service/ConfigMap we manage changed or went away."""
+        meta = body["metadata"]
+        labels = meta.get("labels") or {}
+        cluster, component = labels.get(naming.LABEL_CLUSTER), labels.get(naming.LABEL_COMPONENT)
+        if not cluster:
+            return
+        ns = meta["namespace"]
+        st = self.state(ns, cluster)
+        kind = body.get("kind", "")
+        if kind in ("Deployment", "StatefulSet") and component:
+            if deleted:
+                st.workloads.pop(component, None)
+            else:
+                st.workloads[component] = status.workload_from(body)
+        desired = st.rendered.get((kind, meta["name"]))
+        spec = st.ctx.spec if st.ctx else PlantdClusterSpec.model_validate({})
+        if deleted:
+            st.applied_marks.pop((kind, meta["name"]), None)  # a recreated child starts over
+        stale = mark(body) < st.applied_marks.get((kind, meta["name"]), 0)
+        if (
+            desired is not None
+            and st.body is not None
+            and not stale
+            and not paused_by(spec, st.body["metadata"])
+        ):
+            where = "deleted" if deleted else drift.diff(desired, body)
+            if where:
+                await self._repair(ns, cluster, desired, where)
+        await self.refresh_status(ns, cluster)
+
+    async def _repair(self, ns: str, cluster: str, desired: dict[str, Any], where: str) -> None:
+        parent = await self.kube.aget(API_VERSION, KIND, ns, cluster)
+        if parent is None or parent["metadata"].get("deletionTimestamp"):
+            return  # the cluster is going away; let the garbage collector finish
+        uid = desired["metadata"]["ownerReferences"][0]["uid"]
+        if parent["metadata"]["uid"] != uid:
+            return  # a new cluster with the same name: its own reconcile renders it
+        log.info(
+            "repairing %s %s/%s (drift at %s)",
+            desired["kind"],
+            ns,
+            desired["metadata"]["name"],
+            where,
+        )
+        self.metrics.drift(desired["kind"])
+        try:
+            await self.apply_one(desired)
+        except ApiError as exc:
+            log.warning("repair of %s failed: %s", desired["metadata"]["name"], exc)
+
+    # ------------------------------------------------------------------ status
+    async def refresh_status(self, ns: str, name: str) -> None:
+        st = self.clusters.get((ns, name))
+        if st is None:
+            return
+        async with st.status_lock:
+            await self._refresh_status(ns, name, st)
+
+    async def _refresh_status(self, ns: str, name: str, st: ClusterState) -> None:
+        if st.body is None or st.ctx is None:
+            return
+        body = st.body
+        meta = body["metadata"]
+        reason = paused_by(st.ctx.spec, meta)
+        obs = status.Observation(
+            generation=int(meta.get("generation") or 0),
+            applied_generation=st.applied_generation,
+            paused=bool(reason),
+            paused_by=reason,
+            problems=st.problems,
+            workloads=dict(st.workloads),
+        )
+        old = st.written if st.written is not None else (body.get("status") or {})
+        new = status.build(st.ctx, obs, old, now())
+        self.metrics.phase(ns, name, new["phase"])
+        if status.same(old, new):
+            return
+        try:
+            updated = await self.kube.amerge_patch(
+                API_VERSION, KIND, ns, name, {"status": new}, subresource="status"
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return
+            log.warning("cannot write status of %s/%s: %s", ns, name, exc)
+            return
+        if old.get("phase") != new["phase"]:
+            log.info("%s/%s: phase %s -> %s", ns, name, old.get("phase"), new["phase"])
+        st.written = updated.get("status", new)
+        for t in status.transitions(old.get("conditions") or [], new["conditions"]):
+            with contextlib.suppress(LookupError):  # no running operator (unit tests)
+                kopf.event(
+                    kopf.Body(body),  # type: ignore[arg-type]
+                    type=t.event_type,
+                    reason=t.reason,
+                    message=f"{t.type}: {t.message}",
+                )
+
+    def observe(self, body: dict[str, Any]) -> None:
+        """Remember the latest body of a cluster (its status is what we compare against)."""
+        meta = body["metadata"]
+        st = self.state(meta["namespace"], meta["name"])
+        st.body = body

@@ -1,0 +1,259 @@
+"""Pure builders: security, ports, wiring, config hashes, optional features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from plantd.common import contract
+from plantd_operator.builders import render_children, workloads
+from plantd_operator.context import Capabilities, ClusterContext
+
+pytestmark = pytest.mark.unit
+Factory = Callable[..., ClusterContext]
+
+
+def by_kind(children: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {c["metadata"]["name"]: c for c in children if c["kind"] == kind}
+
+
+def pod_specs(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        c["spec"]["template"]["spec"]
+        for c in children
+        if c["kind"] in ("Deployment", "StatefulSet")
+    ]
+
+
+def test_default_cluster_children(ctx_factory: Factory) -> None:
+    children = render_children(ctx_factory())
+    kinds = sorted({c["kind"] for c in children})
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+        "StatefulSet",
+    ]
+    assert set(by_kind(children, "Deployment")) == {"demo-broker", "demo-state", "demo-identity"}
+    assert set(by_kind(children, "Service")) == {
+        "demo-broker",
+        "demo-broker-headless",
+        "demo-state",
+        "demo-identity",
+        "demo-redis",
+        "demo-redis-headless",
+    }
+    assert by_kind(children, "Service")["demo-broker-headless"]["spec"]["clusterIP"] == "None"
+    for c in children:
+        ref = c["metadata"]["ownerReferences"][0]
+        assert ref["uid"] == "uid-1" and ref["controller"] is True
+        assert c["metadata"]["labels"]["plantd.io/cluster"] == "demo"
+        assert c["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "plantd-operator"
+
+
+def test_every_pod_is_restricted(ctx_factory: Factory) -> None:
+    for spec in pod_specs(render_children(ctx_factory())):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert "livenessProbe" in c and "readinessProbe" in c
+
+
+def test_port_names_say_the_protocol_and_fit_kubernetes_limits(ctx_factory: Factory) -> None:
+    children = render_children(ctx_factory())
+    for spec in pod_specs(children):
+        for c in spec["containers"]:
+            for p in c["ports"]:
+                assert len(p["name"]) <= 15, p  # IANA service name limit for container ports
+                assert p["name"].startswith(("tcp-", "http-", "grpc")), p
+    broker = by_kind(children, "Service")["demo-broker"]
+    names = {p["name"] for p in broker["spec"]["ports"]}
+    assert {"tcp-zmtp", "tcp-bus-state-pub", "tcp-bus-metric-sub", "http-metrics"} <= names
+    state = by_kind(children, "Service")["demo-state"]
+    assert state["spec"]["ports"][0]["name"] == "grpc"
+
+
+def test_image_contract(ctx_factory: Factory) -> None:
+    children = render_children(ctx_factory({"version": "1.2.3"}))
+    deps = by_kind(children, "Deployment")
+    broker = deps["demo-broker"]["spec"]["template"]["spec"]["containers"][0]
+    assert broker["command"] == ["plantd", "broker"]
+    assert broker["image"] == "plantd/plantd:1.2.3"
+    state = deps["demo-state"]["spec"]["template"]["spec"]["containers"]
+    assert [c["command"] for c in state] == [["plantd", "state"], ["plantd", "gateway"]]
+    data = by_kind(children, "ConfigMap")["demo-config"]["data"]
+    assert data["PLANTD_STATE_BROKER_ENDPOINT"] == "tcp://demo-broker.plant.svc:9797"
+    assert data["PLANTD_STATE_REDIS_URL"] == "redis://demo-redis.plant.svc:6379/0"
+    assert data["PLANTD_BROKER_HEARTBEAT_MS"] == str(contract.HEARTBEAT_MS)
+    assert all(k.startswith("PLANTD_") for k in data)
+    # No secret ever sits in the ConfigMap or a literal env value.
+    assert not any("PASSWORD" in k for k in data)
+    env = state[0]["env"][0]
+    assert env["name"] == "PLANTD_STATE_REDIS_PASSWORD" and "secretKeyRef" in env["valueFrom"]
+
+
+def test_config_hash_rolls_only_the_component_whose_config_changed(ctx_factory: Factory) -> None:
+    def hashes(spec: dict[str, Any]) -> dict[str, str]:
+        deps = by_kind(render_children(ctx_factory(spec)), "Deployment")
+        return {
+            n: d["spec"]["template"]["metadata"]["annotations"]["plantd.io/config-hash"]
+            for n, d in deps.items()
+        }
+
+    base = hashes({})
+    assert hashes({}) == base, "hash must be stable"
+    assert hashes({"broker": {"replicas": 3}}) == base, "scaling is not a config change"
+    changed = hashes({"broker": {"heartbeat": {"liveness": 5}}})
+    assert changed["demo-broker"] != base["demo-broker"]
+    assert changed["demo-state"] == base["demo-state"]
+    secret_rotated = ctx_factory(secret_digests={"state:password": "new"})
+    deps = by_kind(render_children(secret_rotated), "Deployment")
+    state_hash = deps["demo-state"]["spec"]["template"]["metadata"]["annotations"]
+    assert state_hash["plantd.io/config-hash"] != base["demo-state"]
+
+
+def test_external_redis_wiring(ctx_factory: Factory) -> None:
+    spec = {
+        "state": {
+            "redis": {
+                "mode": "external",
+                "external": {
+                    "address": "redis.db:6380",
+                    "database": 2,
+                    "secretRef": {"name": "r", "key": "pw"},
+                    "tls": {"enabled": True, "caSecretRef": {"name": "ca", "key": "ca.pem"}},
+                },
+            }
+        }
+    }
+    children = render_children(ctx_factory(spec))
+    assert "StatefulSet" not in {c["kind"] for c in children}
+    data = by_kind(children, "ConfigMap")["demo-config"]["data"]
+    assert data["PLANTD_STATE_REDIS_URL"] == "rediss://redis.db:6380/2"
+    assert data["PLANTD_STATE_REDIS_CA_FILE"].endswith("/ca.crt")
+    pod = by_kind(children, "Deployment")["demo-state"]["spec"]["template"]["spec"]
+    ref = pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "r", "key": "pw"}
+    assert any(v.get("secret", {}).get("secretName") == "ca" for v in pod["volumes"])
+
+
+def test_managed_redis_keeps_password_off_the_command_line(ctx_factory: Factory) -> None:
+    sts = by_kind(render_children(ctx_factory()), "StatefulSet")["demo-redis"]
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert "--aclfile" in container["args"] and "--appendonly" in container["args"]
+    assert not any("pass" in a.lower() for a in container["args"])
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
+        "storage": "1Gi"
+    }
+
+
+def test_curve_keys_mounted_least_privilege(ctx_factory: Factory) -> None:
+    deps = by_kind(render_children(ctx_factory()), "Deployment")
+
+    def items(name: str, volume: str = "curve-keys") -> set[str]:
+        vols = {v["name"]: v for v in deps[name]["spec"]["template"]["spec"]["volumes"]}
+        src = vols[volume]["projected"]["sources"][0]["secret"]["items"]
+        return {i["path"] for i in src}
+
+    assert items("demo-state") == {"state.key_secret", "state.key", "broker.key"}
+    assert items("demo-state", "curve-keys-gw") == {
+        "gateway.key_secret",
+        "gateway.key",
+        "broker.key",
+    }
+    assert items("demo-broker") == {
+        "broker.key_secret",
+        "broker.key",
+        "state.key",
+        "identity.key",
+        "gateway.key",
+    }
+    off = by_kind(
+        render_children(ctx_factory({"security": {"curve": {"enabled": False}}})), "Deployment"
+    )
+    assert all(
+        v["name"] != "curve-keys" for v in off["demo-broker"]["spec"]["template"]["spec"]["volumes"]
+    )
+
+
+def test_network_policies_default_deny_plus_edges(ctx_factory: Factory) -> None:
+    assert not by_kind(render_children(ctx_factory()), "NetworkPolicy")
+    nps = by_kind(
+        render_children(ctx_factory({"networkPolicy": {"enabled": True}})), "NetworkPolicy"
+    )
+    deny = nps["demo-default-deny"]["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny
+    redis = nps["demo-redis"]["spec"]["ingress"][0]
+    assert redis["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "state"
+    assert redis["ports"] == [{"protocol": "TCP", "port": 6379}]
+
+
+def test_istio_objects_per_edge_with_service_account_principals(ctx_factory: Factory) -> None:
+    spec = {"mesh": {"istio": {"enabled": True, "clientPrincipals": ["cluster.local/ns/x/sa/y"]}}}
+    children = render_children(ctx_factory(spec))
+    pa = by_kind(children, "PeerAuthentication")["demo"]
+    assert pa["spec"]["mtls"]["mode"] == "STRICT"
+    aps = by_kind(children, "AuthorizationPolicy")
+    redis_from = aps["demo-redis-allow"]["spec"]["rules"][0]["from"][0]["source"]["principals"]
+    assert redis_from == ["cluster.local/ns/plant/sa/demo-state"]
+    broker_from = aps["demo-broker-allow"]["spec"]["rules"][0]["from"][0]["source"]["principals"]
+    assert "cluster.local/ns/x/sa/y" in broker_from
+    drs = by_kind(children, "DestinationRule")
+    assert drs["demo-broker"]["spec"]["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL"
+    pod = by_kind(children, "Deployment")["demo-broker"]["spec"]["template"]["metadata"]
+    assert pod["labels"]["sidecar.istio.io/inject"] == "true"
+    assert "holdApplicationUntilProxyStarts" in pod["annotations"]["proxy.istio.io/config"]
+    # Without Istio's CRDs nothing Istio is rendered (the reconcile reports it instead).
+    bare = render_children(ctx_factory(spec, capabilities=Capabilities()))
+    assert not by_kind(bare, "AuthorizationPolicy")
+
+
+def test_monitoring_needs_flag_and_crd(ctx_factory: Factory) -> None:
+    spec = {"monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "k"}}}}
+    sm = by_kind(render_children(ctx_factory(spec)), "ServiceMonitor")["demo"]
+    assert sm["metadata"]["labels"]["release"] == "k"
+    assert {e["port"] for e in sm["spec"]["endpoints"]} == {"http-metrics", "http-metrics-gw"}
+    assert not by_kind(
+        render_children(ctx_factory(spec, capabilities=Capabilities())), "ServiceMonitor"
+    )
+
+
+def test_sidecar_disabled_removes_gateway(ctx_factory: Factory) -> None:
+    children = render_children(ctx_factory({"sidecars": {"grpc": {"enabled": False}}}))
+    state = by_kind(children, "Deployment")["demo-state"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in state["containers"]] == ["state"]
+    svc = by_kind(children, "Service")["demo-state"]
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["http-metrics"]
+
+
+def test_pod_overrides_merge_field_by_field(ctx_factory: Factory) -> None:
+    spec = {
+        "pod": {"nodeSelector": {"zone": "a"}, "annotations": {"team": "x"}},
+        "broker": {"pod": {"nodeSelector": {"zone": "b"}}},
+    }
+    deps = by_kind(render_children(ctx_factory(spec)), "Deployment")
+    broker = deps["demo-broker"]["spec"]["template"]
+    state = deps["demo-state"]["spec"]["template"]
+    assert broker["spec"]["nodeSelector"] == {"zone": "b"}
+    assert broker["metadata"]["annotations"]["team"] == "x"
+    assert state["spec"]["nodeSelector"] == {"zone": "a"}
+
+
+def test_version_label_from_image_override(ctx_factory: Factory) -> None:
+    assert ctx_factory({"image": "reg:5000/p/plantd:2.0.0-rc1"}).version == "2.0.0-rc1"
+    assert ctx_factory({"image": "reg/p@sha256:abc"}).version == "custom"
+
+
+def test_broker_ports_cover_every_bus() -> None:
+    ports = {p["containerPort"] for p in workloads.broker_container_ports()}
+    for front, back in contract.BUS_PORTS.values():
+        assert {front, back} <= ports

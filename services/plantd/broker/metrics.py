@@ -49,11 +49,12 @@ class BrokerCollector(Collector):
             yield c
         errors = CounterMetricFamily(
             "plantd_broker_errors",
-            "Error replies sent, by service and code",
-            labels=["service", "code"],
+            "Error replies sent, by service, the client's dialect and code "
+            '(service "" gathers names the broker does not track)',
+            labels=["service", "dialect", "code"],
         )
-        for (service, code), n in sorted(s.errors.items()):
-            errors.add_metric([service, code], n)
+        for (service, dialect, code), n in sorted(s.dialect_errors.items()):
+            errors.add_metric([service, dialect, code], n)
         yield errors
         malformed = CounterMetricFamily(
             "plantd_broker_malformed_messages",

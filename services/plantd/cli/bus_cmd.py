@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -20,17 +21,46 @@ def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
+# What the original (Go) `plant echo` sent as the body: kept for --envelope.
+ENVELOPE_SERVICE = "org.plantd.Client"
+
+
+def _envelope(message: str) -> str:
+    """The original CLI's echo body for ``message``."""
+    return json.dumps({"service": ENVELOPE_SERVICE, "message": message})
+
+
+def unwrap(frame: bytes) -> str:
+    """The ``message`` of an echoed envelope, else the frame as text."""
+    try:
+        doc = json.loads(frame)
+    except ValueError:
+        return output.frame_text(frame)
+    if isinstance(doc, dict) and isinstance(doc.get("message"), str):
+        return str(doc["message"])
+    return output.frame_text(frame)
+
+
 @click.command("echo")
 @click.argument("messages", nargs=-1, required=True, metavar="MSG...")
-def echo(messages: tuple[str, ...]) -> None:
+@click.option(
+    "--envelope",
+    is_flag=True,
+    help='wrap each MSG as the original plantd CLI did: {"service": "org.plantd.Client", '
+    '"message": MSG} (printed unwrapped)',
+)
+def echo(messages: tuple[str, ...], envelope: bool) -> None:
     """Send MSG... to the echo module (org.plantd.module.Echo); print each reply frame.
 
-    The request is the frames ["echo", MSG...]; the module answers with the MSG frames.
+    The request is the frames ["echo", MSG...]; the module answers with the MSG frames, so
+    each MSG comes back on its own line. With or without --envelope, this module and the
+    original Go echo module both answer: they echo whatever frames they get.
     """
     settings = get_settings()
     start = time.perf_counter()
+    frames = [_envelope(m) for m in messages] if envelope else list(messages)
     with session(settings) as client:
-        reply = client.request(contract.SERVICE_ECHO, "echo", *messages)
+        reply = client.request(contract.SERVICE_ECHO, "echo", *frames)
     if settings.json_output:
         output.print_json(
             {
@@ -39,6 +69,10 @@ def echo(messages: tuple[str, ...]) -> None:
                 "elapsed_ms": _ms_since(start),
             }
         )
+    elif envelope:
+        for frame in reply:
+            sys.stdout.write(unwrap(frame) + "\n")
+        sys.stdout.flush()
     else:
         output.print_frames(reply)
 
@@ -122,16 +156,8 @@ def request(service: str, frames: tuple[str, ...], stream: bool) -> None:
             else:
                 output.print_frames(reply)
             return
-        parts = client.stream(service, *frames)
-        if not settings.json_output:
-            for part in parts:  # printed as it arrives
-                output.print_frames(part)
-            return
-        # JSON marks the FINAL, which is known only once the iterator ends: hold one part back.
-        previous: list[bytes] | None = None
-        for part in parts:
-            if previous is not None:
-                output.print_json({"final": False, "frames": output.frames_json(previous)})
-            previous = part
-        if previous is not None:
-            output.print_json({"final": True, "frames": output.frames_json(previous)})
+        for part in client.stream_parts(service, *frames):  # each printed as it arrives
+            if settings.json_output:
+                output.print_json({"final": part.final, "frames": output.frames_json(part.frames)})
+            else:
+                output.print_frames(part.frames)

@@ -60,7 +60,15 @@ def generate(
         if not force and secret.exists():
             # Re-derive the public file if someone deleted it: the allow-list depends on it.
             if not public.exists():
-                pair = curve.load_keypair(secret)
+                try:
+                    pair = curve.load_keypair(secret)
+                except curve.CurveKeyError as exc:
+                    raise CliError(
+                        f"cannot re-create {public.name} from {secret}: {exc}",
+                        hint=f"replace the pair with `plantd keys generate --dir {directory} "
+                        f"--force --name {name}`",
+                        code=ExitCode.CONFIG,
+                    ) from exc
                 curve.write_public_key(directory, name, pair.public)
             done.append((name, False))
             continue

@@ -22,6 +22,7 @@ from plantd.cli import keys, stack
 from plantd.cli.errors import CliError, ExitCode
 from plantd.cli.supervisor import ChildSpec, Supervisor
 from plantd.common import contract
+from plantd.common.keys import KeysError, load_client, load_server
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 
@@ -101,6 +102,55 @@ def check_ports(plan: stack.StackPlan) -> None:
             hint="is another `plantd up` running? stop it, or run this one with --port-offset 100",
             code=ExitCode.CONFIG,
         )
+
+
+def check_keys(keys_dir: Path, components: list[str]) -> None:
+    """Load every key the children will load, so a bad file stops `plantd up` at once with a
+    clear message instead of sending a child into a crash-restart loop."""
+    try:
+        for component in components:
+            if component == contract.BROKER:
+                load_server(keys_dir)
+            else:
+                load_client(keys_dir, component)
+        load_client(keys_dir, keys.CLIENT_KEY)
+    except KeysError as exc:
+        raise CliError(
+            f"unusable CURVE keys: {exc}",
+            hint=f"fix the file, or replace the pair with `plantd keys generate --dir {keys_dir} "
+            "--force --name NAME` (then restart anything using it)",
+            code=ExitCode.CONFIG,
+        ) from exc
+
+
+def prepare_state(
+    plan: stack.StackPlan, components: list[str], reporter: ConsoleReporter
+) -> stack.StackPlan:
+    """Create the state directory, keys (checked) and secret files; returns the final plan.
+
+    Raises OSError when the filesystem refuses, CliError when a key is unusable."""
+    plan.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if plan.curve:
+        created = [
+            n
+            for n, new in keys.generate(
+                plan.keys_dir, [keys.BROKER_KEY, *components, keys.CLIENT_KEY]
+            )
+            if new
+        ]
+        if created:
+            reporter.info(f"generated CURVE keys for {', '.join(created)} in {plan.keys_dir}")
+        check_keys(plan.keys_dir, components)
+    if contract.STATE in components and not plan.redis_url:
+        plan.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if plan.redis_url:
+        # Secrets live in 0600 files, not in the children's environment (readable in /proc).
+        url, password = split_password(plan.redis_url)
+        secret_file = None
+        if password is not None:
+            secret_file = write_secret(plan.state_dir / "redis-password", password)
+        plan = replace(plan, redis_url=url, redis_password_file=secret_file)
+    return plan
 
 
 def available_components(wanted: list[str], warn: ConsoleReporter) -> list[str]:
@@ -257,26 +307,14 @@ def up(
         )
     plan = replace(plan, components=tuple(components))
     check_ports(plan)
-    plan.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if plan.curve:
-        created = [
-            n
-            for n, new in keys.generate(
-                plan.keys_dir, [keys.BROKER_KEY, *components, keys.CLIENT_KEY]
-            )
-            if new
-        ]
-        if created:
-            reporter.info(f"generated CURVE keys for {', '.join(created)} in {plan.keys_dir}")
-    if contract.STATE in components and not plan.redis_url:
-        plan.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if plan.redis_url:
-        # Secrets live in 0600 files, not in the children's environment (readable in /proc).
-        url, password = split_password(plan.redis_url)
-        secret_file = None
-        if password is not None:
-            secret_file = write_secret(plan.state_dir / "redis-password", password)
-        plan = replace(plan, redis_url=url, redis_password_file=secret_file)
+    try:
+        plan = prepare_state(plan, components, reporter)
+    except OSError as exc:
+        raise CliError(
+            f"cannot prepare the state directory {plan.state_dir}: {exc}",
+            hint="fix its permissions, or choose another with --state-dir DIR",
+            code=ExitCode.CONFIG,
+        ) from exc
 
     specs = [
         ChildSpec(

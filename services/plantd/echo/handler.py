@@ -3,9 +3,10 @@
 This is the whole of the module's logic; :mod:`plantd.echo.main` only wires it to the bus.
 
 Compatible with the original echo module: a request ``[b"echo", p1, p2, ...]`` is answered with
-``[p1, p2, ...]`` verbatim (``plant echo MSG`` sends ``["echo", json]`` and prints the JSON it gets
-back). The original answered any other operation with empty frames; here the caller gets a JSON
-error per part instead, so a typo is visible.
+``[p1, p2, ...]`` verbatim, whatever the parts hold: ``plant echo MSG`` sends ``["echo", MSG]``,
+the original ``plant echo`` (and ``plant echo --envelope``) ``["echo", '{"service": ...,
+"message": MSG}']``; both come back unchanged. The original answered any other operation with
+empty frames; here the caller gets a JSON error per part instead, so a typo is visible.
 """
 
 from __future__ import annotations

@@ -4,16 +4,19 @@ Public API::
 
     Broker(endpoints, *, heartbeat_ms, liveness, request_timeout, max_queue, ..., curve, context)
     Client(endpoint, *, timeout, retries, dialect, curve, context).request(service, *body)
-    AsyncClient(endpoint, *, ..., max_sockets).request(service, *body)
+        .stream(service, *body) -> parts; .stream_parts(service, *body) -> StreamPart(frames, final)
+    AsyncClient(endpoint, *, ..., max_sockets).request(service, *body) (same stream methods)
     Worker(endpoint, service, handler, *, credit, dialect, ...).run() / .start() / .stop()
     AsyncWorker(endpoint, service, handler | batch_handler=..., *, credit, ...).run() / .stop()
+    A handler streams by returning an iterator: items go out as PARTIALs, FinalPart(frames)
+    (or a sync generator's ``return frames``) is the FINAL.
 
 See docs/protocol.md for the wire format, error codes and limits.
 """
 
 from plantd.common.curve import CurveClient, CurveServer
 from plantd.mdp.broker import Broker
-from plantd.mdp.client import AsyncClient, Client
+from plantd.mdp.client import AsyncClient, Client, StreamPart
 from plantd.mdp.codec import Dialect
 from plantd.mdp.errors import (
     BrokerError,
@@ -24,7 +27,7 @@ from plantd.mdp.errors import (
     RequestTimeout,
 )
 from plantd.mdp.stats import BrokerSnapshot, BrokerStats
-from plantd.mdp.worker import AsyncWorker, Worker
+from plantd.mdp.worker import AsyncWorker, FinalPart, Worker
 
 __all__ = [
     "AsyncClient",
@@ -39,8 +42,10 @@ __all__ = [
     "CurveServer",
     "Dialect",
     "ErrorCode",
+    "FinalPart",
     "MDPError",
     "ProtocolError",
     "RequestTimeout",
+    "StreamPart",
     "Worker",
 ]

@@ -63,6 +63,9 @@ _MDPW02: Final = codec.MDPW02
 _MDPC02: Final = codec.MDPC02
 _W_FINAL: Final = codec.W02_FINAL
 _C_REQUEST: Final = codec.C02_REQUEST
+# ``_Req.pbuf`` of a request already failed mid-stream: its remaining parts are swallowed, and
+# its FINAL only returns the worker's credit.
+_FAILED: Final[list[bytes]] = []
 
 # Reply prefixes indexed [dialect][delimited]; MDP/0.1 has no PARTIAL (buffered instead).
 _FINAL_PREFIX: Final = tuple(
@@ -81,7 +84,18 @@ _PARTIAL_PREFIX: Final = tuple(
 class _Req:
     """One client request, from arrival until its FINAL (or error) is sent."""
 
-    __slots__ = ("body", "client", "deadline", "dialect", "fp", "pbuf", "pp", "service", "t0")
+    __slots__ = (
+        "body",
+        "client",
+        "deadline",
+        "dialect",
+        "fp",
+        "pbuf",
+        "pp",
+        "psize",
+        "service",
+        "t0",
+    )
 
     def __init__(
         self, client: bytes, service: bytes, body: list[bytes], dialect: Dialect, delim: bool
@@ -95,6 +109,8 @@ class _Req:
         self.t0 = 0.0
         self.deadline = 0.0
         self.pbuf: list[bytes] | None = None  # MDP/0.1 clients: PARTIAL bodies kept for FINAL
+        # self.psize (bytes in pbuf) is set with pbuf, off the per-request path.
+        self.psize: int
 
 
 class _Worker:
@@ -103,6 +119,7 @@ class _Worker:
         "delimited",
         "dialect",
         "expiry",
+        "hb",
         "ident",
         "in_ready",
         "inflight",
@@ -123,6 +140,7 @@ class _Worker:
         self.in_ready = False
         self.expiry = 0.0
         self.prefix = worker_request_prefix(dialect, delimited)
+        self.hb = [ident, *encode_broker_heartbeat(dialect, delimited)]
         self.inflight: dict[bytes, list[_Req]] = {}
 
 
@@ -148,7 +166,8 @@ class _Service:
         self.requests = [0] * _N_DIALECTS
         self.replies = [0] * _N_DIALECTS
         self.partials = [0] * _N_DIALECTS
-        self.errors: dict[str, int] = {}
+        # Error replies by the client's dialect, then code (off the hot path: errors only).
+        self.errors: list[dict[str, int]] = [{} for _ in range(_N_DIALECTS)]
 
 
 class Broker:
@@ -206,7 +225,8 @@ class Broker:
         self._workers: dict[bytes, _Worker] = {}
         self._malformed: dict[str, int] = {}
         self._malformed_logged: dict[str, float] = {}
-        self._untracked_errors: dict[str, int] = {}  # errors of services not in the table
+        # Errors of services not in the table, by dialect then code.
+        self._untracked_errors: list[dict[str, int]] = [{} for _ in range(_N_DIALECTS)]
         self._hist = LatencyHistogram()
         self._lock = threading.Lock()
         self._started_at = time.monotonic()
@@ -540,20 +560,32 @@ class Broker:
         svc = w.service
         if not final:
             req = lst[0]
+            pbuf = req.pbuf
+            if pbuf is _FAILED:
+                return
             svc.partials[req.dialect] += 1
             if req.pp:
                 self._send_raw([client, *req.pp, req.service, *body])
-            else:
-                if req.pbuf is None:
-                    req.pbuf = []
-                req.pbuf.extend(body)
+                return
+            # MDP/0.1 client: keep the parts for the one REPLY, bounded as it grows.
+            if pbuf is None:
+                pbuf = req.pbuf = []
+                req.psize = 0
+            pbuf.extend(body)
+            req.psize += sum(map(len, body))
+            if req.psize > self.max_message_size:
+                self._fail_stream(req, svc, "streamed reply exceeds the size limit")
             return
         req = lst.pop(0)
         if not lst:
             del w.inflight[client]
         if req.pbuf is not None:
+            if req.pbuf is _FAILED:
+                self._release(w, svc)
+                return
+            size = req.psize + sum(map(len, body))
             body = req.pbuf + body
-            if sum(map(len, body)) > self.max_message_size:
+            if size > self.max_message_size:
                 self._release(w, svc)
                 self._reply_error(
                     req, svc, ErrorCode.MESSAGE_TOO_LARGE, "streamed reply exceeds the size limit"
@@ -563,6 +595,12 @@ class Broker:
         svc.replies[req.dialect] += 1
         self._hist.observe(now - req.t0)
         self._release(w, svc)
+
+    def _fail_stream(self, req: _Req, svc: _Service, why: str) -> None:
+        """Fail a request whose worker is still streaming: the client gets the error now; the
+        request stays in flight (as failed) until the worker's FINAL returns its credit."""
+        req.pbuf = _FAILED
+        self._reply_error(req, svc, ErrorCode.MESSAGE_TOO_LARGE, why)
 
     def _release(self, w: _Worker, svc: _Service) -> None:
         w.load -= 1
@@ -608,6 +646,9 @@ class Broker:
         svc.had_worker = True
         w.in_ready = True
         svc.ready.append(w)
+        # Answer READY at once, so the worker knows it is registered without waiting a whole
+        # heartbeat interval (its readiness probe and `plantd up` depend on that).
+        self._send_raw(w.hb)
         if svc.queue:
             self._dispatch(svc)
 
@@ -623,7 +664,8 @@ class Broker:
             self._send(w.ident, encode_broker_disconnect(w.dialect, w.delimited))
         for reqs in w.inflight.values():
             for req in reqs:
-                self._reply_error(req, svc, ErrorCode.WORKER_LOST, why)
+                if req.pbuf is not _FAILED:  # those clients have had their error
+                    self._reply_error(req, svc, ErrorCode.WORKER_LOST, why)
         w.inflight.clear()
         w.load = 0
 
@@ -633,19 +675,12 @@ class Broker:
         self._send_raw([req.client, *req.fp, req.service, *body])
 
     def _reply_error(self, req: _Req, svc: _Service | None, code: str, message: str) -> None:
-        if svc is not None:
-            svc.errors[code] = svc.errors.get(code, 0) + 1
-        else:
-            self._count_error(req.service, code)
-        self._send_raw([req.client, *req.fp, req.service, *error_body(code, message)])
-
-    def _count_error(self, service: bytes, code: str) -> None:
-        # Errors for services we do not track (mmi, table full, shutdown) land on a shared entry.
-        svc = self._services.get(service)
         if svc is None:
-            self._untracked_errors[code] = self._untracked_errors.get(code, 0) + 1
-        else:
-            svc.errors[code] = svc.errors.get(code, 0) + 1
+            # Services we do not track (mmi, table full, shutdown) share one entry.
+            svc = self._services.get(req.service)
+        errors = (svc.errors if svc is not None else self._untracked_errors)[req.dialect]
+        errors[code] = errors.get(code, 0) + 1
+        self._send_raw([req.client, *req.fp, req.service, *error_body(code, message)])
 
     def _too_large(self, ident: bytes, frames: list[bytes], size: int) -> None:
         self._count("message_too_large")
@@ -661,19 +696,24 @@ class Broker:
                 ErrorCode.MESSAGE_TOO_LARGE,
                 f"request of {size} bytes exceeds the broker limit of {self.max_message_size}",
             )
-        elif isinstance(msg, WorkerReply) and msg.final:
+        elif isinstance(msg, WorkerReply):
             w = self._workers.get(ident)
             lst = w.inflight.get(msg.client) if w is not None else None
-            if w is not None and lst:
-                req = lst.pop(0)
-                if not lst:
-                    del w.inflight[msg.client]
-                self._reply_error(
+            if w is None or not lst:
+                return
+            w.expiry = self._now + self.expiry_s
+            req = lst[0]
+            if req.pbuf is not _FAILED:
+                what = "reply" if msg.final else "streamed reply part"
+                self._fail_stream(
                     req,
                     w.service,
-                    ErrorCode.MESSAGE_TOO_LARGE,
-                    f"reply of {size} bytes exceeds the broker limit of {self.max_message_size}",
+                    f"{what} of {size} bytes exceeds the broker limit of {self.max_message_size}",
                 )
+            if msg.final:
+                lst.pop(0)
+                if not lst:
+                    del w.inflight[msg.client]
                 self._release(w, w.service)
 
     def _count(self, reason: str) -> None:
@@ -715,16 +755,22 @@ class Broker:
                 del self._services[name]
 
     def _fold_errors(self, svc: _Service) -> None:
-        for code, n in svc.errors.items():
-            self._untracked_errors[code] = self._untracked_errors.get(code, 0) + n
+        for into, errors in zip(self._untracked_errors, svc.errors, strict=True):
+            for code, n in errors.items():
+                into[code] = into.get(code, 0) + n
 
     def _heartbeat(self, now: float) -> None:
         expired = [w for w in self._workers.values() if w.expiry < now]
         for w in expired:
             self._remove_worker(w, "worker expired (no heartbeat)", send_disconnect=True)
         # Every worker, busy or idle, so a worker running a long handler keeps its broker.
+        sock = self._sock
+        assert sock is not None
         for w in self._workers.values():
-            self._send(w.ident, encode_broker_heartbeat(w.dialect, w.delimited))
+            try:
+                send_multipart(sock, w.hb, _NOBLOCK)
+            except zmq.Again:
+                self._count("send_dropped")
 
     def _drain_step(self, now: float) -> bool:
         """One step of graceful shutdown; True when the loop may exit."""
@@ -755,7 +801,8 @@ class Broker:
         for w in list(self._workers.values()):
             for reqs in w.inflight.values():
                 for req in reqs:
-                    self._reply_error(req, w.service, code, why)
+                    if req.pbuf is not _FAILED:
+                        self._reply_error(req, w.service, code, why)
             w.inflight.clear()
             with contextlib.suppress(Exception):
                 self._send(w.ident, encode_broker_disconnect(w.dialect, w.delimited))
@@ -777,6 +824,7 @@ class Broker:
             replies: dict[tuple[str, str], int] = {}
             partials: dict[tuple[str, str], int] = {}
             errors: dict[tuple[str, str], int] = {}
+            dialect_errors: dict[tuple[str, str, str], int] = {}
             depth: dict[str, int] = {}
             workers: dict[str, int] = {}
             busy: dict[str, int] = {}
@@ -789,13 +837,11 @@ class Broker:
                         replies[name, d.label] = svc.replies[d]
                     if svc.partials[d]:
                         partials[name, d.label] = svc.partials[d]
-                for code, n in svc.errors.items():
-                    errors[name, code] = n
+                _add_errors(errors, dialect_errors, name, svc.errors)
                 depth[name] = len(svc.queue)
                 workers[name] = len(svc.workers)
                 busy[name] = sum(1 for w in svc.workers.values() if w.load)
-            for code, n in self._untracked_errors.items():
-                errors["", code] = errors.get(("", code), 0) + n
+            _add_errors(errors, dialect_errors, "", self._untracked_errors)
             hist = HistogramSnapshot(
                 LATENCY_BUCKETS, tuple(self._hist.cumulative()), self._hist.sum, self._hist.count
             )
@@ -812,6 +858,7 @@ class Broker:
                 busy_workers=busy,
                 handshakes=handshakes,
                 latency=hist,
+                dialect_errors=dialect_errors,
             )
 
     def snapshot(self) -> BrokerSnapshot:
@@ -853,3 +900,15 @@ class Broker:
 
     def _mmi_workers(self) -> dict[bytes, _Worker]:
         return self._workers
+
+
+def _add_errors(
+    by_code: dict[tuple[str, str], int],
+    by_dialect: dict[tuple[str, str, str], int],
+    service: str,
+    errors: list[dict[str, int]],
+) -> None:
+    for d, per_code in zip(Dialect, errors, strict=True):
+        for code, n in per_code.items():
+            by_code[service, code] = by_code.get((service, code), 0) + n
+            by_dialect[service, d.label, code] = n

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import zmq
 import zmq.asyncio
@@ -32,6 +32,13 @@ DEFAULT_TIMEOUT: Final = 10.0
 DEFAULT_RETRIES: Final = 2
 
 Frame = bytes | str
+
+
+class StreamPart(NamedTuple):
+    """One reply part of a stream: its body frames, and whether it is the FINAL."""
+
+    frames: list[bytes]
+    final: bool
 
 
 def _b(x: Frame) -> bytes:
@@ -143,9 +150,17 @@ class Client:
         """Yield each PARTIAL body and then the FINAL body (each wait gets a full timeout).
 
         Closing the generator early is safe: the socket is replaced, so parts still on their
-        way cannot reach a later request."""
+        way cannot reach a later request. :meth:`stream_parts` also says which is the FINAL."""
         for part, _ in self._exchange(_b(service), _frames(body), timeout, False):
             yield part
+
+    def stream_parts(
+        self, service: Frame, *body: Frame, timeout: float | None = None
+    ) -> Generator[StreamPart, None, None]:
+        """Like :meth:`stream`, as ``StreamPart(frames, final)``: the last one has
+        ``final=True``. A ``plantd.error`` FINAL raises :class:`BrokerError` instead."""
+        for part, final in self._exchange(_b(service), _frames(body), timeout, False):
+            yield StreamPart(part, final)
 
     def _exchange(
         self, service: bytes, body: list[bytes], timeout: float | None, idempotent: bool
@@ -307,6 +322,17 @@ class AsyncClient:
         """Yield each PARTIAL body and then the FINAL body."""
         async for part, _ in self._exchange(_b(service), _frames(body), timeout, False):
             yield part
+
+    async def stream_parts(
+        self,
+        service: Frame,
+        *body: Frame,
+        timeout: float | None = None,  # noqa: ASYNC109 - per-request deadline
+    ) -> AsyncIterator[StreamPart]:
+        """Like :meth:`stream`, as ``StreamPart(frames, final)``: the last one has
+        ``final=True``. A ``plantd.error`` FINAL raises :class:`BrokerError` instead."""
+        async for part, final in self._exchange(_b(service), _frames(body), timeout, False):
+            yield StreamPart(part, final)
 
     async def mmi(self, name: str, *args: Frame, timeout: float | None = None) -> list[bytes]:  # noqa: ASYNC109 - per-request deadline
         full = name if name.startswith("mmi.") else f"mmi.{name}"

@@ -74,7 +74,7 @@ class BrokerStats:
     requests: dict[tuple[str, str], int]
     replies: dict[tuple[str, str], int]
     partials: dict[tuple[str, str], int]
-    # Error replies sent, keyed by (service, code).
+    # Error replies sent, keyed by (service, code): the sum over dialects of ``dialect_errors``.
     errors: dict[tuple[str, str], int]
     # Messages dropped, keyed by reason slug (ProtocolError.reason or broker reasons).
     malformed: dict[str, int]
@@ -87,6 +87,8 @@ class BrokerStats:
     latency: HistogramSnapshot = field(
         default_factory=lambda: HistogramSnapshot(LATENCY_BUCKETS, (0,) * 17, 0.0, 0)
     )
+    # Error replies sent, keyed by (service, the client's dialect label, code).
+    dialect_errors: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     @property
     def total_requests(self) -> int:

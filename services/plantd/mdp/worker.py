@@ -6,9 +6,11 @@ socket watched with ``loop.add_reader`` on its ZMQ_FD (edge-triggered: ``EVENTS`
 after every send and before every wait); this is markedly cheaper than zmq.asyncio.
 
 Handlers
-  ``handler(frames) -> frames``            one FINAL reply
-  ``handler(frames) -> iterator of frames`` PARTIAL..., FINAL (the last item is the FINAL, so
-                                            each part is sent once the next one exists)
+  ``handler(frames) -> frames``             one FINAL reply
+  ``handler(frames) -> iterator of frames`` a stream: each item is sent as a PARTIAL the moment
+                                            it is produced; the FINAL is ``FinalPart(frames)``
+                                            if the iterator yields one (it ends the stream), or
+                                            a sync generator's ``return frames``, else empty.
   Either may be ``async``. Exceptions become a ``plantd.error`` / ``HANDLER_ERROR`` reply.
   ``batch_handler(list of frames) -> list of replies`` (AsyncWorker): gets every request that
   is ready at once in one call (e.g. one Redis pipeline per batch). Requires ``credit > 1``
@@ -23,8 +25,9 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, cast
 
 import zmq
@@ -76,6 +79,24 @@ def _frames(reply: ReplyLike) -> Frames:
 
 def _is_single_reply(result: object) -> bool:
     return isinstance(result, list | tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class FinalPart:
+    """Yield this from a streaming handler to send ``frames`` as the FINAL and end the stream.
+
+    Every other item a handler's iterator yields goes out at once as a PARTIAL. A stream that
+    ends without a ``FinalPart`` (and without a sync generator ``return frames``) gets an empty
+    FINAL. Clients that only read the FINAL (``Client.request``, the original Go ``Recv()``)
+    see just its frames, so put a summary there when such clients matter.
+    """
+
+    frames: ReplyLike
+
+
+def _stream_end(value: object) -> Frames:
+    """The FINAL body for a stream that ended with ``return value`` (None: empty)."""
+    return [] if value is None else _frames(cast(ReplyLike, value))
 
 
 class AsyncWorker:
@@ -350,6 +371,8 @@ class AsyncWorker:
 
     def _error(self, gen: int, client: bytes, exc: BaseException) -> None:
         self.errors += 1
+        # MDP/0.1: parts held for a failed stream must not leak into the client's next reply.
+        self._held.pop(client, None)
         log.warning(
             "worker %s: handler failed: %s: %s",
             self.service.decode(errors="replace"),
@@ -388,20 +411,32 @@ class AsyncWorker:
             self._error(gen, req.client, exc)
 
     def _sync_stream(self, fn: Handler, body: Frames, gen: int, client: bytes) -> Any:
-        """Run a sync handler in a pool thread. A generator is iterated here too: each part but
-        the last is handed to the loop as it comes (PARTIAL); the last is returned (FINAL)."""
+        """Run a sync handler in a pool thread. A generator is iterated here too: each part is
+        handed to the loop as it comes (PARTIAL); the FINAL body is returned."""
         result = fn(body)
         if _is_single_reply(result) or not isinstance(result, Iterable):
             return result
         loop = self._loop
         assert loop is not None
-        prev: Frames | None = None
-        for item in result:
-            if prev is not None:
-                loop.call_soon_threadsafe(self._partial_now, gen, client, prev)
-            prev = _frames(item)
-        # Partials queued above run on the loop before this return value is seen (FIFO).
-        return [] if prev is None else prev
+        it: Iterator[Any] = iter(result)
+        try:
+            while True:
+                try:
+                    item = next(it)
+                except StopIteration as end:
+                    final = _stream_end(end.value)
+                    break
+                if item.__class__ is FinalPart:
+                    final = _frames(item.frames)
+                    break
+                loop.call_soon_threadsafe(self._partial_now, gen, client, _frames(item))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # run the generator's cleanup now, not at garbage collection
+        # Partials queued above run on the loop before this return value is seen (FIFO); a
+        # list so that _deliver sends it as the FINAL.
+        return final
 
     def _partial_now(self, gen: int, client: bytes, frames: Frames) -> None:
         self._partial(gen, client, frames)
@@ -436,20 +471,43 @@ class AsyncWorker:
         if _is_single_reply(result):
             self._final(gen, client, _frames(result))
             return
-        parts: list[Frames] = []
-        if hasattr(result, "__aiter__"):
-            async for item in result:
-                parts.append(_frames(item))
-                if len(parts) > 1:
-                    self._partial(gen, client, parts.pop(0))
+        final: Frames = []
+        if result.__class__ is FinalPart:  # returned rather than yielded: a plain reply
+            final = _frames(result.frames)
+        elif hasattr(result, "__aiter__"):
+            try:
+                async for item in result:
+                    if item.__class__ is FinalPart:
+                        final = _frames(item.frames)
+                        break
+                    self._partial(gen, client, _frames(item))
+                    self._kick()  # the stream may go on for long: keep reading requests
+            finally:
+                aclose = getattr(result, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         elif isinstance(result, Iterable):
-            for item in result:
-                parts.append(_frames(item))
-                if len(parts) > 1:
-                    self._partial(gen, client, parts.pop(0))
+            # Only from an async handler or a batch handler (sync handlers' iterators are
+            # consumed in their thread): iterate here, on the loop.
+            it: Iterator[Any] = iter(result)
+            try:
+                while True:
+                    try:
+                        item = next(it)
+                    except StopIteration as end:
+                        final = _stream_end(end.value)
+                        break
+                    if item.__class__ is FinalPart:
+                        final = _frames(item.frames)
+                        break
+                    self._partial(gen, client, _frames(item))
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
         else:
             raise TypeError(f"handler returned {type(result).__name__}, not frames or an iterator")
-        self._final(gen, client, parts[0] if parts else [])
+        self._final(gen, client, final)
 
     def _final(self, gen: int, client: bytes, final: Frames) -> None:
         if self._held:  # MDP/0.1: parts held back go out with the FINAL

@@ -30,6 +30,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: all held open at once, so the kernel cannot hand one out
+    twice (separate ``free_port()`` calls can, and the broker then refuses its bus list)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll ``cond`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -65,13 +78,25 @@ def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) 
     return 0.0
 
 
+def _bus_ports() -> dict[str, tuple[int, int]]:
+    ports = iter(free_ports(2 * len(contract.BUS_PORTS)))
+    return {name: (next(ports), next(ports)) for name in contract.BUS_PORTS}
+
+
 @dataclass
 class BrokerPorts:
     mdp: int = field(default_factory=free_port)
     http: int = field(default_factory=free_port)
-    buses: dict[str, tuple[int, int]] = field(
-        default_factory=lambda: {name: (free_port(), free_port()) for name in contract.BUS_PORTS}
-    )
+    buses: dict[str, tuple[int, int]] = field(default_factory=_bus_ports)
+
+    def __post_init__(self) -> None:
+        # Distinct from each other as well (the bus ports are distinct among themselves).
+        taken = {p for pair in self.buses.values() for p in pair}
+        while self.mdp in taken:
+            self.mdp = free_port()
+        taken.add(self.mdp)
+        while self.http in taken:
+            self.http = free_port()
 
     @property
     def endpoint(self) -> str:

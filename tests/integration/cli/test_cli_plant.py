@@ -31,6 +31,21 @@ def test_echo_json(stack: Stack) -> None:
     assert doc["elapsed_ms"] > 0
 
 
+def test_echo_with_the_original_envelope(stack: Stack) -> None:
+    # The original `plant echo` sent {"service": "org.plantd.Client", "message": MSG}; the module
+    # echoes it verbatim and the CLI prints the message, not the JSON.
+    r = stack.plant("echo", "--envelope", "hello", "you")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["hello", "you"]
+    doc = json.loads(stack.plant("--json", "echo", "--envelope", "hi").stdout)
+    assert [json.loads(f) for f in doc["reply"]] == [
+        {"service": "org.plantd.Client", "message": "hi"}
+    ]
+    # Without --envelope a JSON-looking MSG is echoed exactly as typed.
+    raw = stack.plant("echo", '{"message": "x"}')
+    assert raw.stdout.splitlines() == ['{"message": "x"}']
+
+
 def test_services_lists_echo_and_broker(stack: Stack) -> None:
     table = stack.plant("services")
     assert table.returncode == 0, table.stderr

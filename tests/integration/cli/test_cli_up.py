@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from clikit import Redis, Stack, pid_alive, require, wait_for
+from clikit import Redis, Stack, free_port_offset, pid_alive, require, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +132,38 @@ def test_children_die_with_a_killed_supervisor(home: Path) -> None:
         wait_for(lambda: not any(pid_alive(p) for p in pids), 10, "the orphans to exit")
     finally:
         s.kill_all()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "world-readable", "corrupt-no-public"])
+def test_up_refuses_unusable_keys_before_starting_anything(
+    home: Path, env: dict[str, str], damage: str
+) -> None:
+    keys = home / ".local" / "state" / "plantd" / "keys"
+    gen = run_cli("plantd", ["keys", "generate", "--dir", str(keys)], env)
+    assert gen.returncode == 0, gen.stderr
+    victim = keys / ("broker.key_secret" if damage == "world-readable" else "echo.key_secret")
+    if damage == "world-readable":
+        victim.chmod(0o644)
+    else:
+        victim.write_text("not a certificate\n")
+        if damage == "corrupt-no-public":
+            (keys / "echo.key").unlink()
+    offset = free_port_offset()
+    r = run_cli("plantd", ["up", "--port-offset", str(offset), "--without", "state"], env)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert victim.name in r.stderr, r.stderr
+    assert "plantd keys generate" in r.stderr and "Traceback" not in r.stderr
+    assert "plantd up" not in r.stdout  # no banner: nothing was started
+
+
+def test_up_with_an_unusable_state_dir_says_so(env: dict[str, str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = run_cli(
+        "plantd",
+        ["up", "--port-offset", str(free_port_offset()), "--state-dir", str(blocker / "state")],
+        env,
+    )
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "cannot prepare the state directory" in r.stderr and "--state-dir" in r.stderr
+    assert "Traceback" not in r.stderr

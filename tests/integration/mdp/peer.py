@@ -3,8 +3,12 @@
     python peer.py worker --endpoint EP --service S [--dialect mdp02] [--mode echo] ...
     python peer.py broker --endpoint EP [--hb 100]
 
-Modes: echo (reply = request), stream (3 PARTIALs then FINAL), slow (sleep --delay, then echo),
-slowstream (two parts, sleep --delay, FINAL),
+Modes: echo (reply = request), stream (3 PARTIALs then a FINAL from the generator's return),
+astream (the same from an async generator ending in FinalPart), trailing (3 PARTIALs, then the
+generator just ends: empty FINAL), slow (sleep --delay, then echo),
+slowstream (two parts, sleep --delay, FinalPart), failstream (two parts, then raise if the
+request is 'boom', else return the FINAL), bigstream (a part, then for 'big' a 5 KB part, for
+'many' six 1 KB parts, then the FINAL),
 fail (raise), batch (AsyncWorker batch_handler that tags each reply with the batch size).
 """
 
@@ -14,10 +18,10 @@ import argparse
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from plantd.common.curve import CurveClient, load_keypair
-from plantd.mdp import AsyncWorker, Broker, Dialect, Worker
+from plantd.mdp import AsyncWorker, Broker, Dialect, FinalPart, Worker
 
 DIALECTS = {"mdp02": Dialect.MDP02, "mdp01": Dialect.MDP01, "legacy": Dialect.LEGACY}
 
@@ -28,6 +32,26 @@ def run_worker(a: argparse.Namespace) -> None:
         pair = load_keypair(a.curve_keys)
         assert pair.secret is not None
         curve = CurveClient(pair.secret, pair.public, load_keypair(a.server_key).public)
+
+    if a.mode == "astream":
+
+        async def astream(frames: list[bytes]) -> AsyncIterator[object]:
+            for i in range(3):
+                yield [b"part", str(i).encode()]
+                await asyncio.sleep(0)
+            yield FinalPart([b"final", *frames])
+            yield [b"never sent"]
+
+        async def amain() -> None:
+            w = AsyncWorker(
+                a.endpoint, a.service, astream, heartbeat_ms=a.hb, dialect=DIALECTS[a.dialect]
+            )
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(w.stop(1.0)))
+            await w.run()
+
+        asyncio.run(amain())
+        return
 
     if a.mode == "batch":
 
@@ -58,13 +82,33 @@ def run_worker(a: argparse.Namespace) -> None:
     def stream(frames: list[bytes]) -> Iterator[list[bytes]]:
         for i in range(3):
             yield [b"part", str(i).encode()]
-        yield [b"final", *frames]
+        return [b"final", *frames]
 
-    def slowstream(frames: list[bytes]) -> Iterator[list[bytes]]:
+    def trailing(frames: list[bytes]) -> Iterator[list[bytes]]:
+        for i in range(3):
+            yield [b"part", str(i).encode()]
+
+    def slowstream(frames: list[bytes]) -> Iterator[object]:
         yield [b"first"]
         yield [b"second"]
         time.sleep(a.delay)
-        yield [b"last", *frames]
+        yield FinalPart([b"last", *frames])
+
+    def failstream(frames: list[bytes]) -> Iterator[list[bytes]]:
+        yield [b"first"]
+        yield [b"second"]
+        if frames[:1] == [b"boom"]:
+            raise RuntimeError("stream exploded on purpose")
+        return [b"last", *frames]
+
+    def bigstream(frames: list[bytes]) -> Iterator[list[bytes]]:
+        yield [b"small"]
+        if frames[:1] == [b"big"]:
+            yield [b"x" * 1000] * 5  # one part above a 4 KiB message limit
+        elif frames[:1] == [b"many"]:
+            for _ in range(6):  # parts below the limit, 6 KB in all
+                yield [b"y" * 1000]
+        return [b"end", *frames]
 
     def slow(frames: list[bytes]) -> list[bytes]:
         time.sleep(a.delay)
@@ -75,7 +119,16 @@ def run_worker(a: argparse.Namespace) -> None:
             return frames
         raise RuntimeError("handler exploded on purpose")
 
-    modes = {"echo": echo, "stream": stream, "slow": slow, "fail": fail, "slowstream": slowstream}
+    modes = {
+        "echo": echo,
+        "stream": stream,
+        "trailing": trailing,
+        "slow": slow,
+        "fail": fail,
+        "slowstream": slowstream,
+        "failstream": failstream,
+        "bigstream": bigstream,
+    }
     handler = modes[a.mode]
     w = Worker(
         a.endpoint,

@@ -82,19 +82,23 @@ async def test_async_client_many_in_flight_in_process(broker: Broker) -> None:
         await asyncio.wait_for(task, 5)
 
 
-def _curve_setup(tmp_path: Path) -> tuple[CurveServer, CurveClient, CurveClient, Path, Path]:
+def _curve_setup(
+    tmp_path: Path,
+) -> tuple[CurveServer, CurveClient, CurveClient, Path, Path, Path]:
     server = generate_keypair()
     good = generate_keypair()
     bad = generate_keypair()
     assert server.secret and good.secret and bad.secret
     write_keypair(tmp_path, "server", server)
     _, good_file = write_keypair(tmp_path / "clients", "good", good)
+    _, bad_file = write_keypair(tmp_path / "strangers", "bad", bad)
     cs = CurveServer(server.secret, server.public, {good.public})
     return (
         cs,
         CurveClient(good.secret, good.public, server.public),
         CurveClient(bad.secret, bad.public, server.public),
         good_file,
+        bad_file,
         tmp_path / "server.key",
     )
 
@@ -103,11 +107,17 @@ def test_curve_allow_and_deny(
     make_broker: Callable[..., Broker], peers: Peers, tmp_path: Path
 ) -> None:
     require(zmq.has("curve"), "libzmq built without CURVE")
-    cs, good, bad, good_file, server_pub = _curve_setup(tmp_path)
+    cs, good, bad, good_file, bad_file, server_pub = _curve_setup(tmp_path)
     b = make_broker(curve=cs)
     ep = b.endpoints[0]
+    # A worker with an unknown key cannot register: its handshake is refused.
+    peers.worker(ep, "evil", "--curve-keys", str(bad_file), "--server-key", str(server_pub))
+    wait_for(lambda: b.stats().handshakes.get("auth_failed", 0) >= 1, 10, "the refused worker")
     peers.worker(ep, "echo", "--curve-keys", str(good_file), "--server-key", str(server_pub))
     service_up(ep, "echo", curve=good)
+    with Client(ep, timeout=3, curve=good) as c:
+        assert c.mmi("mmi.service", "evil") == [b"404"]
+    assert [w.service for w in b.snapshot().workers] == ["echo"]
     with Client(ep, timeout=3, curve=good) as c:
         assert c.request("echo", "secret") == [b"secret"]
     with Client(ep, timeout=1.0, retries=0, curve=bad) as c, pytest.raises(RequestTimeout):

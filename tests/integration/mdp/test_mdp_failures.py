@@ -13,7 +13,16 @@ import pytest
 import zmq
 from mdp_helpers import HB_MS, Peers, free_port, service_up, wait_for
 
-from plantd.mdp import AsyncClient, Broker, BrokerError, Client, ErrorCode, RequestTimeout
+from plantd.mdp import (
+    AsyncClient,
+    Broker,
+    BrokerError,
+    Client,
+    Dialect,
+    ErrorCode,
+    RequestTimeout,
+    StreamPart,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -179,6 +188,35 @@ def test_oversized_messages_refused(make_broker: Callable[..., Broker], peers: P
     with Client(ep, timeout=3) as c:
         assert c.request("echo", "still fine") == [b"still fine"]
     assert b.stats().malformed.get("message_too_large") == 1
+
+
+def test_oversized_stream_part_fails_the_request_and_nothing_leaks(
+    make_broker: Callable[..., Broker], peers: Peers
+) -> None:
+    b = make_broker(max_frame_size=1024, max_message_size=4096)
+    ep = b.endpoints[0]
+    peers.worker(ep, "big", "--mode", "bigstream")
+    service_up(ep, "big")
+    with Client(ep, timeout=3) as c:
+        got: list[StreamPart] = []
+        with pytest.raises(BrokerError) as info:
+            for part in c.stream_parts("big", "big"):
+                got.append(part)
+        assert info.value.code == ErrorCode.MESSAGE_TOO_LARGE
+        assert "streamed reply part of" in info.value.message
+        assert got == [StreamPart([b"small"], False)]
+        # Same socket: the swallowed FINAL must not answer this request, and the worker's
+        # credit came back (a credit-1 worker would otherwise never be sent another request).
+        assert list(c.stream("big", "ok")) == [[b"small"], [b"end", b"ok"]]
+    with Client(ep, timeout=3, dialect=Dialect.MDP01) as c:
+        # MDP/0.1: parts are buffered for the one REPLY; the buffer is bounded while it grows.
+        with pytest.raises(BrokerError) as info:
+            c.request("big", "many")
+        assert info.value.code == ErrorCode.MESSAGE_TOO_LARGE
+        assert c.request("big", "ok") == [b"small", b"end", b"ok"]
+    stats = b.stats()
+    assert stats.errors[("big", ErrorCode.MESSAGE_TOO_LARGE)] == 2
+    assert stats.busy_workers["big"] == 0 and stats.workers["big"] == 1
 
 
 def test_long_handler_keeps_heartbeating(broker: Broker, peers: Peers) -> None:

@@ -32,6 +32,7 @@ def test_counters_gauges_and_histogram() -> None:
         busy_workers={"svc": 1},
         handshakes={"auth_failed": 2, "no_detail": 1, "succeeded": 9},
         latency=HistogramSnapshot(LATENCY_BUCKETS, cumulative, 0.5, 5),
+        dialect_errors={("svc", "mdp02", "QUEUE_FULL"): 1, ("svc", "legacy", "WORKER_LOST"): 2},
     )
     buses = {"state": BusStats(10, 100, 8, 80, 2, 3)}
     text = _render(stats, buses)
@@ -39,7 +40,8 @@ def test_counters_gauges_and_histogram() -> None:
         'plantd_broker_requests_total{dialect="mdp02",service="svc"} 10.0',
         'plantd_broker_requests_total{dialect="legacy",service="svc"} 2.0',
         'plantd_broker_replies_total{dialect="mdp02",service="svc"} 9.0',
-        'plantd_broker_errors_total{code="QUEUE_FULL",service="svc"} 1.0',
+        'plantd_broker_errors_total{code="QUEUE_FULL",dialect="mdp02",service="svc"} 1.0',
+        'plantd_broker_errors_total{code="WORKER_LOST",dialect="legacy",service="svc"} 2.0',
         'plantd_broker_malformed_messages_total{reason="bad_header"} 4.0',
         'plantd_broker_queue_depth{service="svc"} 3.0',
         'plantd_broker_workers{service="svc"} 2.0',

@@ -23,3 +23,10 @@ def test_other_operations_get_one_error_per_part() -> None:
     assert json.loads(reply[0])["code"] == "bad_request"
     assert len(handle([b"nope"])) == 1
     assert "empty request" in json.loads(handle([])[0])["error"]
+
+
+def test_both_request_forms_come_back_unchanged() -> None:
+    # `plant echo MSG` sends plain frames; the original CLI (and --envelope) a JSON envelope.
+    envelope = b'{"service": "org.plantd.Client", "message": "hello"}'
+    assert handle([b"echo", b"hello", b"world"]) == [b"hello", b"world"]
+    assert handle([b"echo", envelope]) == [envelope]

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test tiers run for real (redis-server), when missing.
+# Installs the Debian packages the test tiers run for real (redis-server, openssl), when missing.
 # The tests start their own redis-server on a free port; the system service is not used.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # TLS certificates for the Redis TLS test
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

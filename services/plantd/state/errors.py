@@ -1,0 +1,115 @@
+"""Error codes of ``org.plantd.State`` and the exception that carries them.
+
+Every error reply is ``{"success": false, "error": "<human message>", "code": "<CODE>"}``
+(plus ``field`` when one request field is at fault, and ``details`` for CAS conflicts). The codes
+are stable: clients and the gRPC gateway switch on them, so never rename one; add new ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+
+class Code:
+    """Stable error codes (documented in docs/state.md)."""
+
+    INVALID_REQUEST: Final = "INVALID_REQUEST"  # malformed JSON, missing or mistyped field
+    UNKNOWN_OPERATION: Final = "UNKNOWN_OPERATION"  # operation name we do not serve
+    VALUE_TOO_LARGE: Final = "VALUE_TOO_LARGE"  # key, value, batch or reply above a limit
+    SCOPE_NOT_FOUND: Final = "SCOPE_NOT_FOUND"
+    SCOPE_EXISTS: Final = "SCOPE_EXISTS"  # create-scope of an existing scope
+    CONFLICT: Final = "CONFLICT"  # if_version did not match (compare-and-set lost)
+    STORE_UNAVAILABLE: Final = "STORE_UNAVAILABLE"  # the store is down; retry later
+    UNAUTHENTICATED: Final = "UNAUTHENTICATED"  # reserved for the identity issue
+    PERMISSION_DENIED: Final = "PERMISSION_DENIED"  # reserved for the identity issue
+    INTERNAL: Final = "INTERNAL"  # a bug: the message says what broke
+
+    ALL: Final = (
+        INVALID_REQUEST,
+        UNKNOWN_OPERATION,
+        VALUE_TOO_LARGE,
+        SCOPE_NOT_FOUND,
+        SCOPE_EXISTS,
+        CONFLICT,
+        STORE_UNAVAILABLE,
+        UNAUTHENTICATED,
+        PERMISSION_DENIED,
+        INTERNAL,
+    )
+
+
+class StateError(Exception):
+    """A request that cannot be served; becomes one error reply, never a crash."""
+
+    __slots__ = ("code", "details", "field", "message")
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details
+
+    def envelope(self) -> dict[str, Any]:
+        """The reply document for this error."""
+        doc: dict[str, Any] = {"success": False, "error": self.message, "code": self.code}
+        if self.field is not None:
+            doc["field"] = self.field
+        if self.details:
+            doc["details"] = self.details
+        return doc
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StateError) and (
+            self.code,
+            self.message,
+            self.field,
+            self.details,
+        ) == (other.code, other.message, other.field, other.details)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.message))
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached; the whole batch fails with ``STORE_UNAVAILABLE``."""
+
+
+def scope_not_found(scope: str) -> StateError:
+    return StateError(
+        Code.SCOPE_NOT_FOUND,
+        f"Scope '{scope}' does not exist; create it with create-scope "
+        "(or state-set, which creates it)",
+        field="service",
+    )
+
+
+def scope_exists(scope: str) -> StateError:
+    return StateError(Code.SCOPE_EXISTS, f"Scope '{scope}' already exists", field="service")
+
+
+def conflict(scope: str, conflicts: list[tuple[str, int, int]]) -> StateError:
+    """CAS lost: ``conflicts`` holds ``(key, expected, actual)``; 0 means "absent"."""
+    shown = ", ".join(f"'{k}' is at version {a}, not {e}" for k, e, a in conflicts[:5])
+    more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+    return StateError(
+        Code.CONFLICT,
+        f"version mismatch in scope '{scope}': {shown}{more}; re-read and retry",
+        field="if_version",
+        details={"conflicts": [{"key": k, "expected": e, "actual": a} for k, e, a in conflicts]},
+    )
+
+
+def store_unavailable(detail: str) -> StateError:
+    return StateError(
+        Code.STORE_UNAVAILABLE,
+        f"the state store is unavailable ({detail}); the request was not acknowledged, "
+        "retry shortly (a write whose reply is lost may still have been applied: re-read)",
+    )

@@ -1,0 +1,148 @@
+"""The state worker's request path: a batch of MDP requests -> one store round trip -> replies.
+
+``StateService.handle_batch`` is the ``batch_handler`` of an :class:`plantd.mdp.AsyncWorker`:
+the worker passes every request the broker delivered at once, and this turns them into ONE
+``store.execute`` (one Redis pipeline / one SQLite transaction). Bad requests are answered
+without touching the store; nothing a client sends can raise out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Sequence
+
+from plantd.state import events, operations
+from plantd.state.auth import AllowAll, Authorizer
+from plantd.state.errors import Code, StateError, StoreUnavailable, store_unavailable
+from plantd.state.group import GroupCommit
+from plantd.state.limits import Limits
+from plantd.state.metrics import StateMetrics
+from plantd.state.model import Change, Op, Result
+from plantd.state.store import Store
+
+log = logging.getLogger("plantd.state")
+
+
+class StateService:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        limits: Limits | None = None,
+        sink: events.Sink | None = None,
+        authorizer: Authorizer | None = None,
+        metrics: StateMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.limits = limits or store.limits
+        self.sink = sink
+        self.authorizer: Authorizer = authorizer or AllowAll()
+        self.metrics = metrics
+        self.published = 0
+        self._commit: GroupCommit[Op, Result | StateError] = GroupCommit(store.execute)
+
+    async def handle_batch(self, batch: Sequence[list[bytes]]) -> list[list[bytes]]:
+        """One reply (a single JSON frame) per request, in order."""
+        started = time.perf_counter()
+        tally: Tally[tuple[str, str]] = Tally()
+        replies: list[bytes] = [b""] * len(batch)
+        pending: list[tuple[int, operations.Request]] = []
+        health = operations.HealthInfo(self.store.kind, self.store.available)
+        for i, frames in enumerate(batch):
+            try:
+                req = operations.decode(frames, self.limits, health)
+            except StateError as err:
+                replies[i] = operations.failure(err)
+                tally[(_op_label(frames), err.code)] += 1
+                continue
+            refused = self.authorizer.check(req.context, req.permission)
+            if refused is not None:
+                replies[i] = operations.failure(refused)
+                tally[(req.name, refused.code)] += 1
+            elif req.op is None:
+                replies[i] = operations.reply(req, None, self.limits)
+                tally[(req.name, "ok")] += 1
+            else:
+                pending.append((i, req))
+        if pending:
+            results = await self._execute(pending)
+            changes: list[Change] = []
+            for (i, req), res in zip(pending, results, strict=True):
+                replies[i] = operations.reply(req, res, self.limits)
+                tally[(req.name, res.code if isinstance(res, StateError) else "ok")] += 1
+                if res is not None and not isinstance(res, StateError) and res.changes:
+                    changes.extend(res.changes)
+            if changes:
+                self._publish(changes)
+        if self.metrics is not None:
+            self.metrics.record(tally, time.perf_counter() - started, len(batch))
+        return [[r] for r in replies]
+
+    async def _execute(
+        self, pending: list[tuple[int, operations.Request]]
+    ) -> list[Result | StateError | None]:
+        ops = [req.op for _, req in pending if req.op is not None]
+        try:
+            out: list[Result | StateError | None] = list(await self._commit.submit(ops))
+            return out
+        except StoreUnavailable as exc:
+            if self.metrics is not None:
+                self.metrics.store_errors.inc()
+            err = store_unavailable(str(exc))
+            # health reports "unhealthy" (None) rather than failing
+            return [None if req.name == operations.HEALTH else err for _, req in pending]
+        except Exception as exc:  # a store bug must cost one batch, not the worker
+            log.exception("store failed on a batch", extra={"requests": len(pending)})
+            bug = StateError(Code.INTERNAL, f"the store failed: {type(exc).__name__}: {exc}")
+            return [bug for _ in pending]
+
+    def _publish(self, changes: list[Change]) -> None:
+        if self.sink is None:
+            return
+        try:
+            sent = events.publish(self.sink, changes)
+        except Exception:  # the bus is best effort; the write is committed regardless
+            log.exception("publishing change events failed")
+            return
+        self.published += sent
+        if self.metrics is not None and sent:
+            self.metrics.events.inc(sent)
+
+    async def sweep_once(self) -> int:
+        """Delete expired keys and announce them; returns how many expired."""
+        try:
+            changes = await self.store.sweep_expired()
+        except StoreUnavailable:
+            return 0
+        if changes:
+            self._publish(changes)
+            if self.metrics is not None:
+                self.metrics.expired.inc(len(changes))
+        return len(changes)
+
+    async def run_sweeper(self, interval: float) -> None:
+        """Sweep every ``interval`` seconds (immediately again while a sweep was full)."""
+        while True:
+            try:
+                n = await self.sweep_once()
+            except Exception:
+                log.exception("expiry sweep failed; retrying")
+                n = 0
+            if n < 1000:
+                await asyncio.sleep(interval)
+            else:
+                await asyncio.sleep(0)
+
+
+def _op_label(frames: Sequence[bytes]) -> str:
+    """Metric label for a request that failed to parse: its op if known, else 'invalid'."""
+    with contextlib.suppress(Exception):
+        name = frames[0].decode("ascii")
+        name = operations.ALIASES.get(name, name)
+        if name in operations.NAMES:
+            return name
+    return "invalid"

@@ -1,0 +1,106 @@
+"""The Redis store over TLS with a password, against a real redis-server (TLS build)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from statekit import INSTALL_HINT, REDIS_SERVER, free_port, require, stop_process, wait_for
+
+from plantd.state.model import Get, GetResult, Set, SetItem
+from plantd.state.redis_store import RedisStore
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "s3cret-for-tests"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certs(d: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1 (EC keys: fast to make)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+             "-subj", "/CN=plantd-test-ca", cwd=d)  # fmt: skip
+    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=127.0.0.1", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext",
+             cwd=d)  # fmt: skip
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    require(REDIS_SERVER is not None, f"redis-server is not installed ({INSTALL_HINT})")
+    require(
+        shutil.which("openssl") is not None, "openssl is not installed (apt-get install openssl)"
+    )
+    make_certs(tmp_path)
+    port = free_port()
+    assert REDIS_SERVER is not None
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
+         "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no",
+         "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening, 10, "the TLS redis-server to listen")
+        yield port, tmp_path
+    finally:
+        stop_process(proc)
+
+
+async def test_tls_with_password_file_and_ca(tls_redis: tuple[int, Path]) -> None:
+    port, d = tls_redis
+    secret = d / "redis-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    store = RedisStore(f"rediss://127.0.0.1:{port}/0", password_file=secret, ca_file=d / "ca.crt")
+    await store.open()
+    try:
+        assert store.available, store.down_reason
+        [w] = await store.execute([Set("s", (SetItem("k", "over tls"),))])
+        assert not isinstance(w, Exception)
+        [g] = await store.execute([Get("s", ("k",))])
+        assert isinstance(g, GetResult) and g.entries[0] is not None
+        assert g.entries[0].value == "over tls"
+    finally:
+        await store.close()
+
+
+async def test_tls_refusals_are_reported_not_hidden(tls_redis: tuple[int, Path]) -> None:
+    port, d = tls_redis
+    wrong = RedisStore(f"rediss://127.0.0.1:{port}/0", password="not-it", ca_file=d / "ca.crt")
+    await wrong.open()
+    try:
+        assert not wrong.available
+        assert "credentials" in wrong.down_reason or "AUTH" in wrong.down_reason.upper()
+        assert "not-it" not in wrong.down_reason, "a password must never reach messages"
+    finally:
+        await wrong.close()
+    untrusted = RedisStore(f"rediss://:{PASSWORD}@127.0.0.1:{port}/0")  # no CA: must not trust
+    await untrusted.open()
+    try:
+        assert not untrusted.available
+        assert PASSWORD not in untrusted.down_reason
+    finally:
+        await untrusted.close()

@@ -47,7 +47,7 @@ def test_worker_killed_mid_request_fails_fast(broker: Broker, peers: Peers) -> N
         t.join()
         waited = time.monotonic() - sock_ready
     assert info.value.code == ErrorCode.WORKER_LOST
-    # Expiry is liveness x heartbeat (0.3 s) plus up to one heartbeat tick.
+    # Expiry is liveness x heartbeat plus up to one heartbeat tick; x3 leaves room for load.
     assert waited < 3 * HB_MS / 1000 * 3 + 1.0, f"WORKER_LOST took {waited:.2f}s"
     assert broker.stats().errors["slow", "WORKER_LOST"] == 1
 

@@ -1,15 +1,26 @@
-"""kopf handler registration: one reconcile for create/update/resume/timer, plus child watches."""
+"""kopf handler registration: one reconcile for create/update/resume, child watches, resync.
+
+No handler needs kopf's finalizer: children go with their owner (garbage collection), and the
+periodic resync is our own task rather than a ``kopf.timer`` (kopf's timers force a finalizer,
+which costs a round trip before the first reconcile and blocks deletion while the operator is
+down). kopf removes a finalizer left by an older version by itself.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import logging
 from typing import Any
 
 import kopf
 
 from plantd.common import contract
-from plantd_operator import naming
+from plantd_operator import naming, resync
+from plantd_operator.kube import TRANSPORT_ERRORS, ApiError
 from plantd_operator.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
 
 CLUSTERS = (contract.API_GROUP, contract.API_VERSION, "plantdclusters")
 # Children watched for drift and readiness (server-side label selector keeps streams small).
@@ -58,16 +69,23 @@ def register(registry: kopf.OperatorRegistry, rec: Reconciler, drift_interval: f
     async def reconcile(body: kopf.Body, reason: str, **_: Any) -> None:
         await rec.reconcile(_plain(body), trigger=str(reason))
 
-    @kopf.timer(
-        *CLUSTERS,
-        registry=registry,
-        id="drift",
-        interval=drift_interval,
-        initial_delay=drift_interval,
-        idle=min(drift_interval, 10.0),
-    )
-    async def drift(body: kopf.Body, **_: Any) -> None:
-        await rec.reconcile(_plain(body), trigger="timer")
+    tasks: list[asyncio.Task[None]] = []
+
+    # Started from kopf's startup (not beside it) so the task inherits kopf's context:
+    # kopf.event() needs it to post Events for transitions the resync finds.
+    @kopf.on.startup(registry=registry)
+    async def start_resync(**_: Any) -> None:
+        # Discovery and connections now, so the first new cluster waits for neither.
+        try:
+            await asyncio.gather(rec.capabilities(), rec.kube.awarm(rec.settings.apply_concurrency))
+        except (ApiError, *TRANSPORT_ERRORS) as exc:
+            log.warning("API discovery failed (retried on the first reconcile): %s", exc)
+        tasks.append(asyncio.create_task(resync.loop(rec, drift_interval), name="resync"))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_resync(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
 
     @kopf.on.event(*CLUSTERS, registry=registry)
     async def cluster_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
@@ -81,7 +99,8 @@ def register(registry: kopf.OperatorRegistry, rec: Reconciler, drift_interval: f
 
         def make(kind: str) -> Any:
             async def child_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-                obj = _plain(body)
+                # Read-only use, and the most frequent event: a shallow copy, not a deep one.
+                obj = dict(body)
                 obj.setdefault("kind", kind)
                 await rec.child_changed(obj, deleted=event.get("type") == "DELETED")
 

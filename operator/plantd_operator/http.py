@@ -12,11 +12,23 @@ from plantd_operator.metrics import Metrics
 
 
 class Probe:
-    """Liveness is the event loop answering; the timestamp shows it is not stuck."""
+    """Liveness is the event loop answering; readiness says the replica can do its job.
+
+    Roles: ``starting``; ``standby`` (talks to the API server, waits for the Lease: ready, so a
+    rolling update can proceed and it can take over at once); ``leader`` or ``single`` (kopf
+    is running and acting).
+    """
 
     def __init__(self) -> None:
         self.started = time.time()
-        self.ready = False
+        self.role = "starting"
+
+    @property
+    def ready(self) -> bool:
+        return self.role != "starting"
+
+    def set_role(self, role: str) -> None:
+        self.role = role
 
 
 def app(metrics: Metrics, probe: Probe) -> web.Application:
@@ -25,8 +37,8 @@ def app(metrics: Metrics, probe: Probe) -> web.Application:
 
     async def readyz(_: web.Request) -> web.Response:
         if not probe.ready:
-            return web.json_response({"status": "starting"}, status=503)
-        return web.json_response({"status": "ready"})
+            return web.json_response({"status": "starting", "role": probe.role}, status=503)
+        return web.json_response({"status": "ready", "role": probe.role})
 
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import urllib3
 from kubernetes import client, config
 
 from plantd_operator import naming
@@ -36,7 +38,10 @@ PLURALS: Final[dict[tuple[str, str], str]] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
     ("plantd.io/v1alpha1", "PlantdCluster"): "plantdclusters",
+    ("coordination.k8s.io/v1", "Lease"): "leases",
 }
+# What a call raises when the API server cannot be reached or does not answer in time.
+TRANSPORT_ERRORS: Final = (OSError, urllib3.exceptions.HTTPError)
 
 
 @dataclass
@@ -70,15 +75,29 @@ def load_config() -> None:
 
 
 class Kube:
-    """Blocking calls (thread-safe: one urllib3 pool) plus async wrappers."""
+    """Blocking calls (thread-safe: one urllib3 pool) plus async wrappers.
 
-    def __init__(self, api: client.ApiClient | None = None, timeout: float = 10.0) -> None:
+    ``fence`` is called before every write and may raise to refuse it (leader election: a
+    replica that no longer holds the Lease must not change anything).
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient | None = None,
+        timeout: float = 10.0,
+        *,
+        pool_size: int = 32,
+        fence: Callable[[], None] | None = None,
+    ) -> None:
         if api is None:
             cfg = client.Configuration.get_default_copy()
-            cfg.connection_pool_maxsize = 32
+            # The stock pool keeps 4 connections: a burst of applies would open and drop
+            # sockets (a TLS handshake each) instead of reusing them.
+            cfg.connection_pool_maxsize = pool_size
             api = client.ApiClient(cfg)
         self.api = api
         self.timeout = timeout
+        self.fence = fence
 
     def request(
         self,
@@ -91,6 +110,8 @@ class Kube:
         what: str = "",
     ) -> dict[str, Any] | None:
         """One call; returns the decoded body, None on 404 for GET, raises ApiError otherwise."""
+        if method != "GET" and self.fence is not None:
+            self.fence()
         params = self.api.param_serialize(
             method=method,
             resource_path=url,
@@ -145,6 +166,19 @@ class Kube:
         assert out is not None
         return out
 
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT: optimistic concurrency on ``metadata.resourceVersion`` (409 if it moved)."""
+        meta = obj["metadata"]
+        out = self.request(
+            "PUT",
+            path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+            query={"fieldManager": naming.MANAGER},
+            body=obj,
+            what=f"replace {obj['kind']} {meta['namespace']}/{meta['name']}",
+        )
+        assert out is not None
+        return out
+
     def merge_patch(
         self,
         api_version: str,
@@ -179,6 +213,17 @@ class Kube:
         if doc is None:
             return False
         return any(r.get("name") == plural for r in doc.get("resources", []))
+
+    async def awarm(self, connections: int) -> None:
+        """Open ``connections`` pooled connections now, so the first burst of applies does not
+        pay TLS handshakes (a new cluster is latency-sensitive; start-up is not)."""
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(self.request, "GET", "/version", what="warm-up")
+                for _ in range(connections)
+            ),
+            return_exceptions=True,
+        )
 
     # ------------------------------------------------------------------ async wrappers
     async def aapply(self, obj: dict[str, Any]) -> dict[str, Any]:

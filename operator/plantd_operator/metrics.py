@@ -47,6 +47,11 @@ class Metrics:
             ["namespace", "name", "phase"],
             registry=r,
         )
+        self.leader = Gauge(
+            "plantd_operator_leader",
+            "1 while this replica holds the leader Lease and acts, 0 while it stands by.",
+            registry=r,
+        )
         self._phases: dict[tuple[str, str], str] = {}
         for p in PHASES:
             self.clusters.labels(p).set(0)

@@ -40,7 +40,10 @@ PRUNABLE = [
 ]
 
 
-FIRST_WAVE = {"ServiceAccount", "ConfigMap"}
+# Pod owners: their config hash covers Secret contents, and their pods need ServiceAccounts.
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet"})
+# What pods need before they can start: applied first, together with the Secrets.
+FIRST_KINDS = frozenset({"ServiceAccount", "ConfigMap"})
 
 
 def mark(obj: dict[str, Any]) -> int:
@@ -79,6 +82,8 @@ class ClusterState:
     # The status we last wrote: watch events can deliver older bodies, so comparing against
     # them would rewrite the status and re-post events for transitions already reported.
     written: dict[str, Any] | None = None
+    # time.monotonic() of the last finished reconcile (the resync skips fresh clusters).
+    last_reconciled: float = 0.0
 
 
 @dataclass
@@ -87,7 +92,10 @@ class Settings:
     default_version: str = "0.1.0"
     runbook_url: str = "https://plantd.dev/docs/operator"
     capability_ttl: float = 60.0
-    apply_concurrency: int = 24
+    # Concurrent API writes. More does not help on a busy API server: every request just gets
+    # slower (and each extra one opens a connection, a TLS handshake, on first use). Enough
+    # for one cluster's first wave plus its Services.
+    apply_concurrency: int = 16
 
 
 def paused_by(spec: PlantdClusterSpec, meta: dict[str, Any]) -> str:
@@ -106,6 +114,7 @@ class Reconciler:
         self.settings = settings or Settings()
         self.clusters: dict[tuple[str, str], ClusterState] = {}
         self._caps: tuple[float, Capabilities] | None = None
+        self._caps_refresh: asyncio.Task[Capabilities] | None = None
         self._sem = asyncio.Semaphore(self.settings.apply_concurrency)
 
     def state(self, namespace: str, name: str) -> ClusterState:
@@ -115,10 +124,31 @@ class Reconciler:
         self.clusters.pop((namespace, name), None)
         self.metrics.forget_cluster(namespace, name)
 
+    def due_for_resync(self, interval: float) -> list[dict[str, Any]]:
+        """Bodies of the clusters not reconciled for ``interval`` seconds (not being deleted)."""
+        now = time.monotonic()
+        return [
+            st.body
+            for st in self.clusters.values()
+            if st.body is not None
+            and not st.body["metadata"].get("deletionTimestamp")
+            and now - st.last_reconciled >= interval
+            and not st.lock.locked()
+        ]
+
     async def capabilities(self) -> Capabilities:
+        """Optional APIs, cached: a stale answer is served while a refresh runs in the
+        background, so only the very first reconcile waits for discovery."""
         cached = self._caps
-        if cached and time.monotonic() - cached[0] < self.settings.capability_ttl:
-            return cached[1]
+        if cached is None:
+            return await self._discover()
+        if time.monotonic() - cached[0] >= self.settings.capability_ttl and (
+            self._caps_refresh is None or self._caps_refresh.done()
+        ):
+            self._caps_refresh = asyncio.create_task(self._discover())
+        return cached[1]
+
+    async def _discover(self) -> Capabilities:
         istio, sm, pr = await asyncio.gather(
             self.kube.ahas_resource("security.istio.io/v1", "authorizationpolicies"),
             self.kube.ahas_resource("monitoring.coreos.com/v1", "servicemonitors"),
@@ -160,6 +190,7 @@ class Reconciler:
             try:
                 result = await self._reconcile(body, st, trigger)
             finally:
+                st.last_reconciled = time.monotonic()
                 elapsed = time.perf_counter() - started
                 self.metrics.reconciled(result, elapsed, trigger)
                 log.info("reconciled %s/%s: %s in %.3fs", ns, name, result, elapsed)
@@ -181,11 +212,50 @@ class Reconciler:
         if paused_by(spec, meta):
             st.ctx = self.context(body, spec, caps, st.ctx.secret_digests if st.ctx else {})
             return "paused"
-        problems: list[status.Problem] = []
         digests: dict[str, str] = {}
-        ctx = self.context(body, spec, caps, digests)
-        await self._ensure_secrets(ctx, digests, problems)
-        await self._check_references(ctx, digests, problems)
+        base = self.context(body, spec, caps, {})
+        early = [c for c in render_children(base) if c["kind"] not in WORKLOAD_KINDS]
+        first = [c for c in early if c["kind"] in FIRST_KINDS]
+        services = [c for c in early if c["kind"] == "Service"]
+        rest = [c for c in early if c["kind"] not in FIRST_KINDS and c["kind"] != "Service"]
+        # Latency: the critical path to running pods is identities, settings and Secrets
+        # (together), then the workloads; everything else follows. Workloads wait for the
+        # Secrets (their config hash covers them) and for their ServiceAccounts (a pod whose
+        # ServiceAccount does not exist yet is refused by admission, and the ReplicaSet
+        # controller then backs off). Services depend on nothing but are slow to create (the
+        # API server allocates each ClusterIP in turn), so they start first, in the background.
+        # With 2 cores, sending all ~20 objects at once makes every one of them slower.
+        services_applied = asyncio.ensure_future(self._apply_all(services))
+        try:
+            secret_problems: list[status.Problem] = []
+            ref_problems: list[status.Problem] = []
+            failures, _, _ = await asyncio.gather(
+                self._apply_all(first),
+                self._ensure_secrets(base, digests, secret_problems, fresh=trigger == "create"),
+                self._check_references(base, digests, ref_problems),
+            )
+            ctx = self.context(body, spec, caps, digests)
+            children = render_children(ctx)
+            workloads = [c for c in children if c["kind"] in WORKLOAD_KINDS]
+            failures += await self._apply_all(workloads)
+            failures += await self._apply_all(rest)
+        finally:
+            service_failures = await services_applied
+        failures += service_failures
+        problems = secret_problems + ref_problems + self._missing_apis(spec, caps) + failures
+        if trigger != "create":  # a new cluster has nothing to prune
+            await self._prune(ctx, {key_of(c) for c in children})
+        st.ctx = ctx
+        st.rendered = {key_of(c): c for c in children}
+        st.problems = tuple(problems)
+        if not failures:
+            st.applied_generation = int(meta.get("generation") or 0)
+        return "blocked" if any(p.blocking for p in problems) else "applied"
+
+    @staticmethod
+    def _missing_apis(spec: PlantdClusterSpec, caps: Capabilities) -> list[status.Problem]:
+        """Features asked for whose CRDs are not installed."""
+        problems = []
         if spec.mesh.istio.enabled and not caps.istio:
             problems.append(
                 status.Problem(
@@ -207,20 +277,11 @@ class Reconciler:
                         blocking=False,
                     )
                 )
-        ctx = self.context(body, spec, caps, digests)
-        children = render_children(ctx)
-        failures = await self._apply_all(children)
-        problems += failures
-        if trigger != "create":  # a new cluster has nothing to prune
-            await self._prune(ctx, {key_of(c) for c in children})
-        st.ctx = ctx
-        st.rendered = {key_of(c): c for c in children}
-        st.problems = tuple(problems)
-        if not failures:
-            st.applied_generation = int(meta.get("generation") or 0)
-        return "blocked" if any(p.blocking for p in problems) else "applied"
+        return problems
 
     async def _apply_all(self, children: list[dict[str, Any]]) -> list[status.Problem]:
+        """Apply concurrently (bounded); each refusal becomes a Problem naming the object."""
+
         async def one(obj: dict[str, Any]) -> status.Problem | None:
             async with self._sem:
                 try:
@@ -233,16 +294,18 @@ class Reconciler:
                     )
             return None
 
-        # Identities and settings first: a pod whose ServiceAccount does not exist yet is
-        # refused by admission, and the ReplicaSet controller then backs off for seconds.
-        first = [c for c in children if c["kind"] in FIRST_WAVE]
-        rest = [c for c in children if c["kind"] not in FIRST_WAVE]
-        results = await asyncio.gather(*(one(c) for c in first))
-        results += await asyncio.gather(*(one(c) for c in rest))
+        results = await asyncio.gather(*(one(c) for c in children))
         return [p for p in results if p is not None]
 
     async def apply_one(self, obj: dict[str, Any]) -> None:
+        started = time.perf_counter()
         live = await self.kube.aapply(obj)
+        log.debug(
+            "applied %s %s in %.0f ms",
+            obj["kind"],
+            obj["metadata"]["name"],
+            (time.perf_counter() - started) * 1000,
+        )
         self.metrics.applied(obj["kind"])
         meta = obj["metadata"]
         st = self.clusters.get((meta["namespace"], meta["labels"][naming.LABEL_CLUSTER]))
@@ -250,12 +313,21 @@ class Reconciler:
             st.applied_marks[key_of(obj)] = mark(live)
 
     async def _ensure_secrets(
-        self, ctx: ClusterContext, digests: dict[str, str], problems: list[status.Problem]
+        self,
+        ctx: ClusterContext,
+        digests: dict[str, str],
+        problems: list[status.Problem],
+        *,
+        fresh: bool = False,
     ) -> None:
-        """Create each generated Secret once; add missing entries; never replace values."""
+        """Create each generated Secret once; add missing entries; never replace values.
+
+        ``fresh`` (a new cluster): create first and read only on a conflict, saving a round
+        trip on the path every new cluster takes.
+        """
         wanted = secrets.wanted(ctx)
         results = await asyncio.gather(
-            *(self._ensure_secret(ctx, name, kind) for name, kind in wanted.items())
+            *(self._ensure_secret(ctx, name, kind, fresh) for name, kind in wanted.items())
         )
         for (sname, kind), result in zip(wanted.items(), results, strict=True):
             if isinstance(result, ApiError):
@@ -275,10 +347,19 @@ class Reconciler:
                 digests["curve"] = secrets.digest(data)
 
     async def _ensure_secret(
-        self, ctx: ClusterContext, sname: str, kind: list[str]
+        self, ctx: ClusterContext, sname: str, kind: list[str], fresh: bool
     ) -> dict[str, str] | ApiError:
         """The Secret's data after making sure it exists with every entry ``kind`` needs."""
         try:
+            if fresh:
+                manifest = secrets.manifest(ctx, sname, secrets.missing_entries(kind, {}))
+                try:
+                    created = await self.kube.acreate(manifest)
+                    log.info("generated Secret %s/%s", ctx.namespace, sname)
+                    return dict(created.get("data") or {})
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
             live = await self.kube.aget("v1", "Secret", ctx.namespace, sname)
             if live is None:
                 entries = secrets.missing_entries(kind, {})

@@ -18,6 +18,7 @@ import pytest
 from k8skit import (
     CHART,
     ROOT,
+    Lease,
     OperatorProcess,
     TestEnv,
     delete_clusters,
@@ -26,10 +27,7 @@ from k8skit import (
     testenv_environment,
 )
 
-CRD_FILES = [
-    ROOT / "crds" / "plantd.io_plantdclusters.yaml",
-    CHART / "crds" / "kopf.dev_peerings.yaml",
-]
+CRD_FILES = [ROOT / "crds" / "plantd.io_plantdclusters.yaml"]
 UP_TIMEOUT = 3600  # a cold build of the control plane takes a while; warm start is seconds
 
 
@@ -55,7 +53,7 @@ def testenv() -> TestEnv:
 
 @pytest.fixture(scope="session")
 def crds(testenv: TestEnv) -> None:
-    """Our CRD and the peering CRDs, server-side applied (as docs/operator.md says)."""
+    """Our CRD, server-side applied (as docs/operator.md says)."""
     args = ["apply", "--server-side", "--force-conflicts"]
     for f in CRD_FILES:
         args += ["-f", str(f)]
@@ -65,8 +63,6 @@ def crds(testenv: TestEnv) -> None:
         "--for=condition=Established",
         "--timeout=60s",
         "crd/plantdclusters.plantd.io",
-        "crd/kopfpeerings.kopf.dev",
-        "crd/clusterkopfpeerings.kopf.dev",
     )
 
 
@@ -99,12 +95,16 @@ def release(testenv: TestEnv, crds: None) -> Iterator[dict[str, str]]:
         "--wait",
         "--timeout",
         "120s",
-        "--set",
-        "peering.name=" + name,
         timeout=180,
     )
     try:
-        yield {"name": name, "namespace": ns, "serviceAccount": f"{name}-plantd-operator"}
+        # The Lease name is the chart's default: the release's full name.
+        yield {
+            "name": name,
+            "namespace": ns,
+            "serviceAccount": f"{name}-plantd-operator",
+            "lease": f"{name}-plantd-operator",
+        }
     finally:
         testenv.run("helm", "uninstall", name, "--namespace", ns, "--wait", check=False)
         testenv.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -117,6 +117,12 @@ def operator_kubeconfig(
     """Credentials of the chart's ServiceAccount: the operator runs with exactly its RBAC."""
     path = tmp_path_factory.mktemp("sa") / "kubeconfig"
     return sa_kubeconfig(testenv, release["namespace"], release["serviceAccount"], path)
+
+
+@pytest.fixture(scope="session")
+def lease(release: dict[str, str]) -> Lease:
+    """The one Lease the chart lets the operator's ServiceAccount use."""
+    return Lease(release["namespace"], release["lease"])
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +142,11 @@ def operator(
     testenv: TestEnv,
     namespace: str,
     operator_kubeconfig: Path,
+    lease: Lease,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(operator_kubeconfig, namespace, log)
+    op = OperatorProcess(operator_kubeconfig, namespace, log, lease=lease)
     try:
         op.wait_ready()
         yield op

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import importlib.util
 import json
@@ -48,15 +49,16 @@ def wait_for(
 ) -> T:
     """Poll ``fn`` until it returns something truthy; fail naming ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
-            last = fn()
+            got = fn()
         except AssertionError as exc:
             last = exc
         else:
-            if last:
-                return last
+            last = got
+            if got:
+                return got
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
@@ -132,7 +134,7 @@ class TestEnv:
         proc = self.kubectl("get", kind, "-n", namespace, *sel, "-o", "json")
         return list(json.loads(proc.stdout)["items"])
 
-    def apply(self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str) -> str:
+    def apply(self, obj: dict[str, Any] | builtins.list[dict[str, Any]], *extra: str) -> str:
         docs = obj if isinstance(obj, list) else [obj]
         text = yaml.safe_dump_all(docs)
         return self.kubectl("apply", "--server-side", "-f", "-", *extra, input=text).stdout
@@ -161,28 +163,42 @@ def sa_kubeconfig(env: TestEnv, namespace: str, sa: str, path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Where operator processes elect their leader (the chart's RBAC names one Lease)."""
+
+    namespace: str
+    name: str
+
+
+# Leader-election timings for tests that kill or race replicas: short, but with room for a
+# loaded 2-core machine (a renewal has 4 s to succeed before the leader gives up).
+FAST_ELECTION = (6.0, 4.0, 1.0)
+
+
 class OperatorProcess:
     """``python -m plantd_operator`` as a subprocess, with its log captured to a file."""
 
     def __init__(
         self,
         kubeconfig: Path,
-        namespace: str,
+        namespace: str | None,
         log_path: Path,
         *,
+        lease: Lease,
+        identity: str | None = None,
+        election: tuple[float, float, float] | None = None,
         drift_interval: float = 3.0,
-        peering: str | None = None,
-        priority: int | None = None,
-        peering_lifetime: int = 8,
+        log_level: str = "info",
     ) -> None:
         self.port = free_port()
         self.log_path = log_path
+        self.identity = identity or f"test-{secrets.token_hex(3)}"
         args = [
             sys.executable,
             "-m",
             "plantd_operator",
-            "--namespace",
-            namespace,
+            *(["--namespace", namespace] if namespace else []),  # None: the whole cluster
             "--drift-interval",
             str(drift_interval),
             "--http-host",
@@ -190,15 +206,26 @@ class OperatorProcess:
             "--http-port",
             str(self.port),
             "--log-level",
-            "debug" if peering else "info",
+            log_level,
+            "--leader-elect-namespace",
+            lease.namespace,
+            "--leader-elect-lease-name",
+            lease.name,
+            "--leader-elect-identity",
+            self.identity,
         ]
-        if peering:
-            args += ["--peering", peering, "--peering-lifetime", str(peering_lifetime)]
-        if priority is not None:
-            args += ["--priority", str(priority)]
+        if election:
+            duration, deadline, retry = election
+            args += [
+                "--leader-elect-lease-duration",
+                str(duration),
+                "--leader-elect-renew-deadline",
+                str(deadline),
+                "--leader-elect-retry-period",
+                str(retry),
+            ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLANTD_")}
         env["KUBECONFIG"] = str(kubeconfig)
-        env["POD_ID"] = f"test-{secrets.token_hex(3)}"
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
@@ -209,15 +236,24 @@ class OperatorProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, ""
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def role(self) -> str:
+        """``starting``, ``standby`` or ``leader`` (from /readyz); ``down`` if not answering."""
+        try:
+            code, body = self.http("/readyz")
+        except OSError:
+            return "down"
+        if code != 200:
+            return "starting"
+        return str(json.loads(body).get("role", ""))
+
+    def wait_ready(self, role: str = "leader", timeout: float = 60) -> None:
+        """Until /readyz says ``role`` (``standby``: ready to take over; ``leader``: acting)."""
+
         def ready() -> bool:
             assert self.proc.poll() is None, f"operator exited: {self.log()[-3000:]}"
-            try:
-                return self.http("/readyz")[0] == 200
-            except OSError:
-                return False
+            return self.role() == role
 
-        wait_for(ready, "the operator's /readyz", timeout)
+        wait_for(ready, f"the operator's /readyz to say {role}", timeout)
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples whose labels include ``labels``."""
@@ -289,7 +325,8 @@ def timer() -> Iterator[Callable[[], float]]:
 
 
 def delete_clusters(testenv: TestEnv, ns: str) -> None:
-    """Delete every PlantdCluster while an operator still runs (it removes its finalizer)."""
+    """Delete every PlantdCluster and wait until they are gone (the operator sets no
+    finalizer, so this needs no operator; a finalizer left by an old version is removed)."""
     testenv.kubectl("delete", "pdc", "--all", "-n", ns, "--wait=false", check=False)
     try:
         wait_for(lambda: not testenv.list("pdc", ns), f"PlantdClusters in {ns} to go", timeout=60)

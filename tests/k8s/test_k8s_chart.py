@@ -22,10 +22,31 @@ def test_values_schema_rejects_bad_values(testenv: TestEnv) -> None:
     assert bad.returncode != 0 and "replicaCount" in bad.stderr
     unknown = testenv.run("helm", "template", "x", str(CHART), "--set", "nope=1", check=False)
     assert unknown.returncode != 0 and "nope" in unknown.stderr
-    no_peering = testenv.run(
-        "helm", "template", "x", str(CHART), "--set", "peering.enabled=false", check=False
+    no_election = testenv.run(
+        "helm", "template", "x", str(CHART), "--set", "leaderElection.enabled=false", check=False
     )
-    assert no_peering.returncode != 0 and "needs peering.enabled" in no_peering.stderr
+    assert no_election.returncode != 0 and "needs leaderElection.enabled" in no_election.stderr
+    unsafe = testenv.run(
+        "helm",
+        "template",
+        "x",
+        str(CHART),
+        "--set",
+        "leaderElection.renewDeadline=20",
+        check=False,
+    )
+    assert unsafe.returncode != 0 and "must exceed leaderElection.renewDeadline" in unsafe.stderr
+    single = testenv.run(
+        "helm",
+        "template",
+        "x",
+        str(CHART),
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "leaderElection.enabled=false",
+    ).stdout
+    assert "--no-leader-elect" in single and "type: Recreate" in single
 
 
 @pytest.mark.parametrize("extra", [[], ["--set", "watchNamespaces={a,b}"]])
@@ -76,23 +97,33 @@ def test_installed_release_runs_restricted_with_least_privilege(
     dep = testenv.get("deployment", f"{name}-plantd-operator", ns)
     assert dep is not None and dep["status"].get("readyReplicas") == 2
     c = dep["spec"]["template"]["spec"]["containers"][0]
-    assert c["args"][0] == "operator" and f"--peering={name}" in c["args"]
+    assert c["args"][0] == "operator"
+    assert f"--leader-elect-lease-name={release['lease']}" in c["args"]
+    assert f"--leader-elect-namespace={ns}" in c["args"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert testenv.get("clusterkopfpeering", name) is not None
     assert testenv.get("pdb", f"{name}-plantd-operator", ns) is not None
 
-    def can(verb: str, resource: str) -> bool:
+    def can(verb: str, resource: str, namespace: str = "default") -> bool:
         out = testenv.kubectl(
             "auth",
             "can-i",
             verb,
             resource,
             "-n",
-            "default",
+            namespace,
             f"--as=system:serviceaccount:{ns}:{sa}",
             check=False,
         )
         return out.stdout.strip() == "yes"
+
+    # Leader election: its one Lease, in its own namespace, and nothing more.
+    lease = f"leases.coordination.k8s.io/{release['lease']}"
+    assert can("get", lease, ns) and can("update", lease, ns)
+    assert can("create", "leases.coordination.k8s.io", ns)
+    assert not can("update", "leases.coordination.k8s.io/someone-else", ns)
+    assert not can("delete", lease, ns)
+    assert not can("get", lease, "default")
+    assert not can("update", "plantdclusters.plantd.io/finalizers"), "no finalizer is used"
 
     assert can("patch", "deployments.apps") and can("create", "secrets")
     assert can("patch", "plantdclusters.plantd.io/status")
@@ -100,12 +131,6 @@ def test_installed_release_runs_restricted_with_least_privilege(
     assert not can("delete", "deployments.apps")
     assert not can("create", "pods")
     assert not can("patch", "nodes")
-
-
-def test_chart_crd_is_the_repository_crd() -> None:
-    a = ROOT / "crds" / "plantd.io_plantdclusters.yaml"
-    b = CHART / "crds" / "plantd.io_plantdclusters.yaml"
-    assert a.read_text() == b.read_text()
 
 
 def test_examples_are_valid(testenv: TestEnv, namespace: str) -> None:

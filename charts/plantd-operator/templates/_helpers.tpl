@@ -36,9 +36,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["plantd.io"]
   resources: ["plantdclusters/status"]
   verbs: ["get", "patch"]
-- apiGroups: ["plantd.io"]
-  resources: ["plantdclusters/finalizers"]
-  verbs: ["update"]
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "list", "watch", "create", "patch"]
@@ -66,7 +63,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "prometheusrules"]
   verbs: ["get", "list", "create", "patch", "delete"]
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+{{- end -}}
+
+{{- define "plantd-operator.leaseName" -}}
+{{- default (include "plantd-operator.fullname" .) .Values.leaderElection.leaseName -}}
 {{- end -}}

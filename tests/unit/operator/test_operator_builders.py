@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from plantd.common import contract
 from plantd_operator.builders import render_children, workloads
 from plantd_operator.context import Capabilities, ClusterContext
+from plantd_operator.reconcile import WORKLOAD_KINDS
 
 pytestmark = pytest.mark.unit
 Factory = Callable[..., ClusterContext]
@@ -257,3 +259,16 @@ def test_broker_ports_cover_every_bus() -> None:
     ports = {p["containerPort"] for p in workloads.broker_container_ports()}
     for front, back in contract.BUS_PORTS.values():
         assert {front, back} <= ports
+
+
+def test_only_workloads_depend_on_secret_contents(ctx_factory: Factory) -> None:
+    """The reconcile applies everything else before the Secrets exist (latency): that is
+    only right if nothing but the pod owners changes with the Secrets' digests."""
+    plain = ctx_factory({"networkPolicy": {"enabled": True}, "mesh": {"istio": {"enabled": True}}})
+    digests = {"curve": "c1", "identity:jwt": "j1", "redis:auth": "r1", "state:redis": "s1"}
+    keyed = replace(plain, secret_digests=digests)
+    before = {(c["kind"], c["metadata"]["name"]): c for c in render_children(plain)}
+    after = {(c["kind"], c["metadata"]["name"]): c for c in render_children(keyed)}
+    assert before.keys() == after.keys()
+    changed = {key[0] for key in before if before[key] != after[key]}
+    assert changed == WORKLOAD_KINDS

@@ -48,3 +48,13 @@ def test_examples_parse_with_the_models(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     assert doc["kind"] == "PlantdCluster"
     parse_spec(doc["spec"])
+
+
+def test_chart_crds_are_exactly_the_repository_crds() -> None:
+    """crds/ is the single source; the chart ships an identical copy and nothing else."""
+    chart = ROOT / "charts" / "plantd-operator" / "crds"
+    assert sorted(p.name for p in chart.iterdir()) == sorted(
+        p.name for p in (ROOT / "crds").iterdir()
+    )
+    for path in (ROOT / "crds").iterdir():
+        assert (chart / path.name).read_bytes() == path.read_bytes(), path.name

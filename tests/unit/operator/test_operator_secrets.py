@@ -5,6 +5,7 @@ import base64
 import pytest
 import zmq
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from plantd_operator import secrets
 
@@ -31,7 +32,8 @@ def test_existing_pairs_are_kept_and_only_missing_ones_generated() -> None:
 def test_jwt_key_is_a_p256_private_key() -> None:
     pem = secrets.jwt_entries()["signing-key.pem"].encode()
     key = serialization.load_pem_private_key(pem, password=None)
-    assert key.curve.name == "secp256r1"  # type: ignore[attr-defined]
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.curve.name == "secp256r1"
 
 
 def test_redis_password_is_in_the_acl_file_and_random() -> None:

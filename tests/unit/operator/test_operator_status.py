@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -124,7 +125,7 @@ def test_transitions_become_events_with_the_right_type(ctx_factory: Factory) -> 
 
 
 def test_workload_from_deployment_and_statefulset() -> None:
-    dep = {
+    dep: dict[str, Any] = {
         "kind": "Deployment",
         "metadata": {"generation": 3},
         "spec": {"replicas": 2},

@@ -1,16 +1,22 @@
 """Broker benchmark: round trips/s and latency through our MDP broker vs two baselines.
 
-    python -m bench.broker            # full run (3 repetitions per cell, medians), < 5 minutes
-    python -m bench.broker --quick    # one short repetition per cell
+    python -m bench.broker               # full run (3 repetitions per cell, medians), < 5 minutes
+    python -m bench.broker --quick       # one short repetition per cell
+    python -m bench.broker --loaders 2   # each in-flight level shared by two load processes
 
 Baselines measured in the same run, each with the same load generator:
   raw        a minimal pyzmq ROUTER forwarding loop (no protocol): the Python ceiling
   majortomo  the majortomo 0.2.0 broker from PyPI with its own Worker class
 
-Every broker, worker and load generator is its own process (``--role``). The load generator
-is one DEALER with N requests pipelined; each request carries its send time, so latency is
-measured in one process. majortomo's Client is synchronous (one request per object), so the
-load generator sends majortomo's exact client frames itself. Our workers are AsyncWorkers
+Every broker, worker and load generator is its own process (``--role``). A load generator is
+one DEALER with N requests pipelined (``--loaders K`` splits N over K processes and merges
+their latencies); each request carries its send time, so latency is measured in the process
+that sent it. Load generators share the cores with the broker, so a closed loop's latency is
+mostly N / throughput: compare our p99 with the raw forwarder's p99 at the same N, printed
+beside it, and see the CPU table for where each round trip's CPU goes.
+
+majortomo's Client is synchronous (one request per object), so the load generator sends
+majortomo's exact client frames itself. Our workers are AsyncWorkers
 with a batch handler and credit=100 (the credit window); majortomo's and raw workers take
 what their broker gives them.
 
@@ -28,7 +34,9 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -154,9 +162,18 @@ _REQUEST_FRAMES: dict[str, Callable[[bytes], list[bytes]]] = {
 
 
 def role_load(
-    endpoint: str, kind: str, levels: Sequence[int], duration: float, warmup: float
+    endpoint: str,
+    kind: str,
+    inflight: int,
+    duration: float,
+    warmup: float,
+    samples: str | None = None,
 ) -> None:
-    """Pipelined load: for each level N keep N requests outstanding; one JSON line per level."""
+    """Pipelined load: keep ``inflight`` requests outstanding on one DEALER; one JSON line.
+
+    With ``samples``, every measured latency (seconds, float64) is also written there, so that
+    several load processes can be merged into one distribution.
+    """
     make = _REQUEST_FRAMES[kind]
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -165,62 +182,76 @@ def role_load(
     sock.connect(endpoint)
     now = time.perf_counter
     pack, unpack = _TS.pack, _TS.unpack
-
-    def send(frames: list[bytes]) -> None:
-        send_multipart(sock, frames)
-
-    def recv() -> list[bytes]:
-        return recv_multipart(sock)
-
-    for inflight in levels:
-        lat: list[float] = []
-        done = 0
-        errors = 0
-        for _ in range(inflight):
-            send(make(pack(now())))
-        t_measure = now() + warmup
-        t_end = t_measure + duration
-        measuring = False
-        t_first = t_measure
+    lat: list[float] = []
+    done = errors = total = 0
+    for _ in range(inflight):
+        send_multipart(sock, make(pack(now())))
+    t_measure = now() + warmup
+    t_end = t_measure + duration
+    measuring = False
+    t_first = t_measure
+    outstanding = inflight
+    t_stop = t_measure
+    while measuring or t_stop == t_measure:
+        # Read every reply that is ready, then send their successors back to back: the same
+        # for every broker, and it keeps this process's own wake-ups from dominating.
+        try:
+            f = recv_multipart(sock)
+        except zmq.Again:
+            errors += 1
+            break
+        replies = []
         while True:
-            try:
-                f = recv()
-            except zmq.Again:
-                errors += 1
-                break
             t = now()
+            total += 1
+            replies.append(t)
             if measuring:
                 lat.append(t - unpack(f[-1])[0])
                 done += 1
                 if t >= t_end:
-                    break
-            elif t >= t_measure:
+                    measuring = False
+                    t_stop = t
+            elif t >= t_measure and t_stop == t_measure:
                 measuring = True
                 t_first = t
-            send(make(pack(t)))
-        elapsed = now() - t_first
-        # Collect what is still in flight so the next level starts clean.
-        for _ in range(inflight - 1):
             try:
-                recv()
+                f = recv_multipart(sock, zmq.NOBLOCK)
             except zmq.Again:
-                errors += 1
                 break
-        pct = percentiles(lat)
-        print(
-            json.dumps(
-                {
-                    "inflight": inflight,
-                    "rps": done / elapsed if elapsed > 0 else 0.0,
-                    "p50_ms": pct["p50"] * 1000,
-                    "p99_ms": pct["p99"] * 1000,
-                    "p999_ms": pct["p99.9"] * 1000,
-                    "n": done,
-                    "errors": errors,
-                }
-            ),
-            flush=True,
-        )
+        if t_stop == t_measure or measuring:
+            for _ in replies:
+                send_multipart(sock, make(pack(now())))
+        else:
+            outstanding -= len(replies)  # the last burst is not replaced
+    elapsed = t_stop - t_first
+    # Collect what is still in flight, so the broker is idle when the next cell starts.
+    for _ in range(outstanding):
+        try:
+            recv_multipart(sock)
+            total += 1
+        except zmq.Again:
+            errors += 1
+            break
+    if samples:
+        with open(samples, "wb") as out:
+            array("d", lat).tofile(out)
+    pct = percentiles(lat)
+    print(
+        json.dumps(
+            {
+                "inflight": inflight,
+                "rps": done / elapsed if elapsed > 0 else 0.0,
+                "p50_ms": pct["p50"] * 1000,
+                "p99_ms": pct["p99"] * 1000,
+                "p999_ms": pct["p99.9"] * 1000,
+                "n": done,
+                "total": total,
+                "errors": errors,
+                "cpu_s": time.process_time(),
+            }
+        ),
+        flush=True,
+    )
     sock.close(0)
     ctx.term()
 
@@ -307,10 +338,87 @@ def _wait_ready(endpoint: str, kind: str, timeout: float = 10.0) -> None:
     raise RuntimeError(f"{kind} broker at {endpoint} did not answer within {timeout}s")
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+CPU_PARTS = ("broker", "worker", "load")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) from /proc; 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _run_level(
+    ep: str,
+    kind: str,
+    inflight: int,
+    loaders: int,
+    duration: float,
+    warmup: float,
+    cpu_pids: dict[str, list[int]],
+) -> dict[str, Any]:
+    """``inflight`` requests kept outstanding by ``loaders`` processes; merged figures."""
+    shares = [inflight // loaders + (i < inflight % loaders) for i in range(loaders)]
+    shares = [n for n in shares if n]
+    with tempfile.TemporaryDirectory(prefix="plantd-bench-broker-") as tmp:
+        before = {k: sum(map(_cpu_s, pids)) for k, pids in cpu_pids.items()}
+        procs = [
+            _spawn(
+                "load",
+                "--endpoint",
+                ep,
+                "--kind",
+                kind,
+                "--inflight",
+                str(n),
+                "--duration",
+                str(duration),
+                "--warmup",
+                str(warmup),
+                "--samples",
+                f"{tmp}/{i}.f64",
+            )
+            for i, n in enumerate(shares)
+        ]
+        rows = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=duration + warmup + 30)
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+        after = {k: sum(map(_cpu_s, pids)) for k, pids in cpu_pids.items()}
+        lat = array("d")
+        for i in range(len(shares)):
+            with open(f"{tmp}/{i}.f64", "rb") as f:
+                lat.frombytes(f.read())
+    pct = percentiles(lat)
+    total = max(1, sum(int(r["total"]) for r in rows))
+    result: dict[str, Any] = {
+        "inflight": inflight,
+        "rps": sum(r["rps"] for r in rows),
+        "p50_ms": pct["p50"] * 1000,
+        "p99_ms": pct["p99"] * 1000,
+        "p999_ms": pct["p99.9"] * 1000,
+        "errors": sum(r["errors"] for r in rows),
+        # CPU per round trip of each process kind (every thread, libzmq's I/O thread included)
+        "cpu_load_us": sum(r["cpu_s"] for r in rows) / total * 1e6,
+    }
+    for k in cpu_pids:
+        result[f"cpu_{k}_us"] = (after[k] - before[k]) / total * 1e6
+    return result
+
+
 def run_setup(
-    kind: str, workers: int, levels: Sequence[int], duration: float, warmup: float
+    kind: str,
+    workers: int,
+    levels: Sequence[int],
+    duration: float,
+    warmup: float,
+    loaders: int = 1,
 ) -> dict[int, dict[str, Any]]:
-    """One broker and its workers; every in-flight level measured in turn by one load process."""
+    """One broker and its workers; each in-flight level measured in turn."""
     ep = _free_endpoint()
     broker = _spawn(f"broker-{kind}", "--endpoint", ep)
     procs = [broker]
@@ -318,22 +426,8 @@ def run_setup(
         procs += [_spawn(f"worker-{kind}", "--endpoint", ep) for _ in range(workers)]
         _wait_ready(ep, kind)
         time.sleep(0.3 if workers > 1 else 0.1)  # let every worker register
-        load = _spawn(
-            "load",
-            "--endpoint",
-            ep,
-            "--kind",
-            kind,
-            "--levels",
-            ",".join(map(str, levels)),
-            "--duration",
-            str(duration),
-            "--warmup",
-            str(warmup),
-        )
-        out, _ = load.communicate(timeout=len(levels) * (duration + warmup + 10) + 10)
-        rows = [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
-        return {int(r["inflight"]): r for r in rows}
+        cpu = {"broker": [broker.pid], "worker": [p.pid for p in procs[1:]]}
+        return {n: _run_level(ep, kind, n, min(loaders, n), duration, warmup, cpu) for n in levels}
     finally:
         _stop(procs)
 
@@ -362,7 +456,9 @@ def run_conns(count: int, procs_n: int = 2) -> dict[str, Any]:
         _stop(procs)
 
 
-def orchestrate(quick: bool, reps: int | None, duration: float | None, conns: int) -> int:
+def orchestrate(
+    quick: bool, reps: int | None, duration: float | None, conns: int, loaders: int
+) -> int:
     reps = reps or (1 if quick else 3)
     duration = duration or (1.0 if quick else 1.5)
     warmup = 0.3
@@ -374,7 +470,7 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None, conns: in
     for rep in range(reps):
         for w in (1, 4):
             for kind in kinds:  # interleaved, so load from elsewhere hits all three alike
-                for n, r in run_setup(kind, w, levels, duration, warmup).items():
+                for n, r in run_setup(kind, w, levels, duration, warmup, loaders).items():
                     results.setdefault((kind, w, n), []).append(r)
                     print(
                         f"  rep {rep + 1}/{reps} {kind:9} workers={w} inflight={n:3}: "
@@ -383,9 +479,9 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None, conns: in
                         file=sys.stderr,
                         flush=True,
                     )
+    metrics = ("rps", "p50_ms", "p99_ms", "p999_ms", *(f"cpu_{p}_us" for p in CPU_PARTS))
     med: dict[tuple[str, int, int], dict[str, float]] = {
-        k: {m: median(x[m] for x in v) for m in ("rps", "p50_ms", "p99_ms", "p999_ms")}
-        for k, v in results.items()
+        k: {m: median(x[m] for x in v) for m in metrics} for k, v in results.items()
     }
     rows = []
     for w, n in cells:
@@ -398,13 +494,17 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None, conns: in
                 ours["p99_ms"],
                 ours["p999_ms"],
                 raw["rps"],
+                raw["p99_ms"],
                 mt["rps"],
                 mt["p99_ms"],
                 ratio(ours["rps"], raw["rps"]),
                 ratio(ours["rps"], mt["rps"]),
             ]
         )
-    print(f"\nMDP broker round trips, medians of {reps} run(s) x {duration:g}s, 64-bit payload")
+    print(
+        f"\nMDP broker round trips, medians of {reps} run(s) x {duration:g}s, 64-bit payload, "
+        f"{loaders} load process{'es' if loaders > 1 else ''}"
+    )
     print(
         table(
             [
@@ -414,6 +514,7 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None, conns: in
                 "p99 ms",
                 "p99.9 ms",
                 "raw req/s",
+                "raw p99 ms",
                 "majortomo req/s",
                 "mt p99 ms",
                 "ours/raw",
@@ -422,6 +523,17 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None, conns: in
             rows,
         )
     )
+    print(
+        "\nCPU microseconds per round trip at 100 in flight (every thread of each process, "
+        "libzmq I/O threads included; all share the same cores)"
+    )
+    rows = []
+    for w in (1, 4):
+        for kind in kinds:
+            m = med[kind, w, 100]
+            parts = [m[f"cpu_{p}_us"] for p in CPU_PARTS]
+            rows.append([f"{kind}, {w} worker{'s' if w > 1 else ''}", *parts, sum(parts)])
+    print(table(["cell", *CPU_PARTS, "total"], rows))
     conn = run_conns(conns) if conns else {"clients": 0, "served": 0, "seconds": float("nan")}
     print(
         f"\n{conn['clients']:,} connected clients: {conn['served']:,} served "
@@ -432,15 +544,19 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None, conns: in
         "bench": "broker",
         "reps": reps,
         "duration_s": duration,
+        "loaders": loaders,
         "ours_1w_100_rps": round(o1["rps"]),
         "ours_4w_100_rps": round(o4["rps"]),
         "ours_1w_100_p99_ms": round(o1["p99_ms"], 3),
         "ours_4w_100_p99_ms": round(o4["p99_ms"], 3),
+        "raw_1w_100_p99_ms": round(med["raw", 1, 100]["p99_ms"], 3),
+        "raw_4w_100_p99_ms": round(med["raw", 4, 100]["p99_ms"], 3),
         "ratio_1w_100_vs_raw": round(ratio(o1["rps"], med["raw", 1, 100]["rps"]), 3),
         "ratio_1w_100_vs_majortomo": round(ratio(o1["rps"], med["majortomo", 1, 100]["rps"]), 3),
         "ratio_4w_100_vs_majortomo": round(ratio(o4["rps"], med["majortomo", 4, 100]["rps"]), 3),
         "clients_connected": conn["clients"],
         "clients_served": conn["served"],
+        "errors": sum(x["errors"] for v in results.values() for x in v),
         "elapsed_s": round(time.monotonic() - t0, 1),
     }
     print(json.dumps(summary))
@@ -459,10 +575,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--clients", type=int, default=10_000, help="connected-clients check size (0 skips)"
     )
+    ap.add_argument(
+        "--loaders",
+        type=int,
+        default=1,
+        help="load processes sharing each in-flight level (default 1; their latencies are "
+        "merged into one distribution)",
+    )
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
     ap.add_argument("--kind", help=argparse.SUPPRESS)
-    ap.add_argument("--levels", default="1,10,100", help=argparse.SUPPRESS)
+    ap.add_argument("--inflight", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--samples", help=argparse.SUPPRESS)
     ap.add_argument("--warmup", type=float, default=0.5, help=argparse.SUPPRESS)
     ap.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -476,13 +600,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "worker-raw": lambda: role_worker_raw(ep),
             "worker-majortomo": lambda: role_worker_majortomo(ep),
             "load": lambda: role_load(
-                ep, a.kind, [int(x) for x in a.levels.split(",")], a.duration or 1.5, a.warmup
+                ep, a.kind, a.inflight, a.duration or 1.5, a.warmup, a.samples
             ),
             "conns": lambda: role_conns(ep, a.count, a.duration or 60.0),
         }
         roles[a.role]()
         return 0
-    return orchestrate(a.quick, a.reps, a.duration, a.clients)
+    if a.loaders < 1:
+        ap.error("--loaders must be at least 1")
+    return orchestrate(a.quick, a.reps, a.duration, a.clients, a.loaders)
 
 
 if __name__ == "__main__":

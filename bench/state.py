@@ -137,32 +137,45 @@ def role_load(
     measuring = False
     t_first = t_measure
     search = _SLOT.search
-    while True:
+    t_stop = 0.0
+    while not t_stop:
+        # Read every reply that is ready, then send their successors back to back: the same
+        # for every cell, and it keeps this process's own wake-ups from dominating.
         try:
             f = recv_multipart(sock)
         except zmq.Again:
             errors += 1
             break
-        t = now()
-        total += 1
-        body = f[-1]
-        m = search(body)
-        if m is None:
-            raise SystemExit(f"unexpected reply: {f!r}")
-        slot = int(m.group(1))
-        if service == STATE and not body.startswith(b'{"success":true'):
-            errors += 1
-        if measuring:
-            lat.append(t - sent[slot])
-            done += 1
-            if t >= t_end:
+        again: list[int] = []
+        while True:
+            t = now()
+            total += 1
+            body = f[-1]
+            m = search(body)
+            if m is None:
+                raise SystemExit(f"unexpected reply: {f!r}")
+            slot = int(m.group(1))
+            if service == STATE and not body.startswith(b'{"success":true'):
+                errors += 1
+            if measuring:
+                lat.append(t - sent[slot])
+                done += 1
+                if t >= t_end:
+                    measuring = False
+                    t_stop = t
+            elif t >= t_measure and not t_stop:
+                measuring = True
+                t_first = t
+            again.append(slot)
+            try:
+                f = recv_multipart(sock, zmq.NOBLOCK)
+            except zmq.Again:
                 break
-        elif t >= t_measure:
-            measuring = True
-            t_first = t
-        sent[slot] = t
-        send_multipart(sock, frames[slot])
-    elapsed = now() - t_first
+        if not t_stop:
+            for slot in again:
+                sent[slot] = now()
+                send_multipart(sock, frames[slot])
+    elapsed = t_stop - t_first if t_stop else 0.0
     pct = percentiles(lat)
     print(
         json.dumps(
@@ -562,6 +575,7 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None) -> int:
                 s["p50_ms"],
                 s["p99_ms"],
                 e["rps"],
+                e["p99_ms"],
                 ratio(s["rps"], e["rps"]),
                 rp["rps"],
                 ratio(s["rps"], rp["rps"]),
@@ -575,6 +589,7 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None) -> int:
                 "p50 ms",
                 "p99 ms",
                 "echo req/s",
+                "echo p99",
                 "x echo",
                 "redis-py ops/s",
                 "x redis-py",
@@ -657,6 +672,7 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None) -> int:
         ]
         return max(cands)
 
+    echo_p99 = min(med["echo", w, 100]["p99_ms"] for w in (1, 2))
     get_r, get_p99 = best("state-get")
     set_r, set_p99 = best("state-set")
     read10 = max(med["redis", "batch-get", 10, w, 100]["rps"] * 10 for w in (1, 2))
@@ -669,7 +685,7 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None) -> int:
         (
             "p99 < 10 ms at 100 in flight (get/set)",
             max(get_p99, set_p99) < 10,
-            f"{get_p99:.2f} / {set_p99:.2f} ms",
+            f"{get_p99:.2f} / {set_p99:.2f} ms (the echo bus alone: {echo_p99:.2f} ms)",
         ),
     ]
     print("\ntargets")
@@ -682,6 +698,9 @@ def orchestrate(quick: bool, reps: int | None, duration: float | None) -> int:
         "get_1w_100_rps": round(med["redis", "state-get", 1, 1, 100]["rps"]),
         "set_1w_100_rps": round(med["redis", "state-set", 1, 1, 100]["rps"]),
         "echo_1w_100_rps": round(med["echo", 1, 100]["rps"]),
+        "echo_1w_100_p99_ms": round(med["echo", 1, 100]["p99_ms"], 3),
+        "get_1w_100_p99_ms": round(med["redis", "state-get", 1, 1, 100]["p99_ms"], 3),
+        "set_1w_100_p99_ms": round(med["redis", "state-set", 1, 1, 100]["p99_ms"], 3),
         "get_vs_echo": round(get_r, 3),
         "set_vs_echo": round(set_r, 3),
         "batch_get_10_keys_s": round(read10),

@@ -45,6 +45,74 @@ def send_multipart(sock: zmq.Socket[Any], frames: Sequence[bytes], flags: int = 
     _send(sock, frames[last], flags)
 
 
+def send_routed(
+    sock: zmq.Socket[Any],
+    to: bytes,
+    head: Sequence[bytes],
+    addr: bytes,
+    body: Sequence[bytes],
+    flags: int = NOBLOCK,
+    delimit: bool = False,
+) -> None:
+    """Send ``[to, *head, addr, (b"" if delimit), *body]`` without building that list.
+
+    The broker's two hot sends: a REQUEST to a worker (``addr`` = client, ``delimit``) and a
+    reply to a client (``addr`` = service). Raises ``zmq.Again`` only before the first frame.
+    """
+    more = SNDMORE | flags
+    _send(sock, to, more)
+    for f in head:
+        _send(sock, f, more)
+    if body:
+        _send(sock, addr, more)
+        if delimit:
+            _send(sock, b"", more)
+        last = len(body) - 1
+        for i in range(last):
+            _send(sock, body[i], more)
+        _send(sock, body[last], flags)
+    elif delimit:
+        _send(sock, addr, more)
+        _send(sock, b"", flags)
+    else:
+        _send(sock, addr, flags)
+
+
+def send_replies(
+    sock: zmq.Socket[Any],
+    head: Sequence[bytes],
+    clients: Sequence[bytes],
+    bodies: Sequence[Sequence[bytes]],
+    flags: int = NOBLOCK,
+) -> int:
+    """Send one message per client: ``head``, the client, an empty frame, then its body.
+
+    For a run of replies in one go: no list is built per message, and the messages follow each
+    other closely enough that libzmq's I/O thread is woken once for many of them rather than
+    once each (that wake-up is most of the cost of a small message). Returns how many were not
+    sent because the queue was full (``zmq.Again``; libzmq refuses only a message's first frame).
+    """
+    more = SNDMORE | flags
+    dropped = 0
+    for client, body in zip(clients, bodies, strict=True):
+        try:
+            for f in head:
+                _send(sock, f, more)
+        except zmq.Again:
+            dropped += 1
+            continue
+        _send(sock, client, more)
+        if body:
+            _send(sock, b"", more)
+            last = len(body) - 1
+            for i in range(last):
+                _send(sock, body[i], more)
+            _send(sock, body[last], flags)
+        else:
+            _send(sock, b"", flags)
+    return dropped
+
+
 def recv_multipart(sock: zmq.Socket[Any], flags: int = 0) -> list[bytes]:
     """Receive one whole message as a list of bytes.
 

@@ -35,7 +35,7 @@ import zmq
 from plantd.common.contract import DEFAULT_BROKER_CONNECT, HEARTBEAT_LIVENESS, HEARTBEAT_MS
 from plantd.common.curve import CurveClient
 from plantd.mdp import codec
-from plantd.mdp._wire import events, recv_multipart, send_multipart
+from plantd.mdp._wire import events, recv_multipart, send_multipart, send_replies
 from plantd.mdp.codec import (
     Dialect,
     Disconnect,
@@ -61,7 +61,6 @@ BatchHandler: TypeAlias = Callable[[list[Frames]], Any]
 
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _EMPTY: Final = b""
-_D02: Final = Dialect.MDP02
 _MDPW02: Final = codec.MDPW02
 _W_REQUEST: Final = codec.W02_REQUEST
 _POLLIN: Final = int(zmq.POLLIN)
@@ -75,6 +74,17 @@ def _frames(reply: ReplyLike) -> Frames:
     if isinstance(reply, bytes | str):
         raise TypeError("a reply is a list of frames, not a single bytes/str")
     return [x if x.__class__ is bytes else _frame(x) for x in reply]
+
+
+def _all_plain(results: Sequence[Any]) -> bool:
+    """True when every result is a list of bytes frames (sendable as is)."""
+    for r in results:
+        if r.__class__ is not list:
+            return False
+        for f in r:
+            if f.__class__ is not bytes:
+                return False
+    return True
 
 
 def _is_single_reply(result: object) -> bool:
@@ -286,7 +296,9 @@ class AsyncWorker:
         next_hb = time.monotonic() + hb
         heard = False
         while True:
-            batch: list[WorkerRequest] = []
+            # Two parallel lists, not an object per request: this loop runs per message.
+            clients: list[bytes] = []
+            bodies: list[Frames] = []
             got = False
             while True:
                 try:
@@ -301,7 +313,8 @@ class AsyncWorker:
                     and frames[2]
                     and not frames[3]
                 ):
-                    batch.append(WorkerRequest(frames[2], frames[4:], _D02))
+                    clients.append(frames[2])
+                    bodies.append(frames[4:])
                     got = True
                     continue
                 try:
@@ -312,7 +325,8 @@ class AsyncWorker:
                     continue
                 got = True
                 if cmd.__class__ is WorkerRequest:
-                    batch.append(cmd)
+                    clients.append(cmd.client)
+                    bodies.append(cmd.body)
                 elif cmd.__class__ is Disconnect:
                     return "disconnect", heard
             if got:
@@ -320,8 +334,8 @@ class AsyncWorker:
                 if not heard:
                     heard = True
                     self.connected.set()
-            if batch:
-                self._submit(batch)
+            if clients:
+                self._submit(clients, bodies)
             now = time.monotonic()
             if now >= next_hb:
                 self._send(encode_worker_heartbeat(self.dialect))
@@ -334,23 +348,23 @@ class AsyncWorker:
 
     # ------------------------------------------------------------------ handlers
 
-    def _submit(self, batch: list[WorkerRequest]) -> None:
+    def _submit(self, clients: list[bytes], bodies: list[Frames]) -> None:
         assert self._loop is not None
         gen = self._gen
         if self._stopping:
-            for req in batch:
+            for client in clients:
                 self._send_reply(
                     gen,
-                    req.client,
+                    client,
                     error_body(ErrorCode.SHUTTING_DOWN, "worker is shutting down"),
                     True,
                 )
             return
         if self.batch_handler is not None:
-            self._spawn(self._run_batch(batch, gen))
+            self._spawn(self._run_batch(clients, bodies, gen))
         else:
-            for req in batch:
-                self._spawn(self._run_one(req, gen))
+            for client, body in zip(clients, bodies, strict=True):
+                self._spawn(self._run_one(client, body, gen))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         assert self._loop is not None
@@ -395,20 +409,20 @@ class AsyncWorker:
             result = await result
         return result
 
-    async def _run_one(self, req: WorkerRequest, gen: int) -> None:
+    async def _run_one(self, client: bytes, body: Frames, gen: int) -> None:
         assert self.handler is not None
         try:
             if self._is_async or self._executor is None:
-                result = await self._call(self.handler, req.body)
+                result = await self._call(self.handler, body)
             else:
                 assert self._loop is not None
                 result = await self._loop.run_in_executor(
-                    self._executor, self._sync_stream, self.handler, req.body, gen, req.client
+                    self._executor, self._sync_stream, self.handler, body, gen, client
                 )
-            await self._deliver(gen, req.client, result)
+            await self._deliver(gen, client, result)
             self.handled += 1
         except Exception as exc:
-            self._error(gen, req.client, exc)
+            self._error(gen, client, exc)
 
     def _sync_stream(self, fn: Handler, body: Frames, gen: int, client: bytes) -> Any:
         """Run a sync handler in a pool thread. A generator is iterated here too: each part is
@@ -442,30 +456,44 @@ class AsyncWorker:
         self._partial(gen, client, frames)
         self._kick()
 
-    async def _run_batch(self, batch: list[WorkerRequest], gen: int) -> None:
+    async def _run_batch(self, clients: list[bytes], bodies: list[Frames], gen: int) -> None:
         assert self.batch_handler is not None
         try:
-            results = await self._call(self.batch_handler, [r.body for r in batch])
-            if not isinstance(results, list | tuple) or len(results) != len(batch):
+            results = await self._call(self.batch_handler, bodies)
+            if not isinstance(results, list | tuple) or len(results) != len(clients):
                 raise TypeError(
-                    f"batch_handler must return one reply per request ({len(batch)}), "
+                    f"batch_handler must return one reply per request ({len(clients)}), "
                     f"got {type(results).__name__}"
                 )
         except Exception as exc:
-            for r in batch:
-                self._error(gen, r.client, exc)
+            for client in clients:
+                self._error(gen, client, exc)
             return
-        for req, result in zip(batch, results, strict=True):
+        # The common case (every reply a list of bytes, socket unchanged) goes out in one tight
+        # loop: libzmq then wakes its I/O thread once for a run of replies, not once per reply.
+        sock = self._sock
+        if sock is not None and gen == self._gen and _all_plain(results):
+            dropped = send_replies(sock, self._fp, clients, results, _NOBLOCK)
+            if dropped:
+                log.warning(
+                    "worker %s: send queue full, %d replies dropped",
+                    self.service.decode(),
+                    dropped,
+                )
+            self._sent = True
+            self.handled += len(clients)
+            return
+        for client, result in zip(clients, results, strict=True):
             try:
                 if isinstance(result, BaseException):
                     raise result
                 if result.__class__ is list:  # the common case, without a coroutine per reply
-                    self._send_reply(gen, req.client, _frames(result), True)
+                    self._send_reply(gen, client, _frames(result), True)
                 else:
-                    await self._deliver(gen, req.client, result)
+                    await self._deliver(gen, client, result)
                 self.handled += 1
             except Exception as exc:
-                self._error(gen, req.client, exc)
+                self._error(gen, client, exc)
 
     async def _deliver(self, gen: int, client: bytes, result: Any) -> None:
         if _is_single_reply(result):

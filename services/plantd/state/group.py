@@ -27,12 +27,21 @@ class GroupCommit(Generic[T, R]):
         self.calls = 0  # store calls made (for tests and metrics)
 
     async def submit(self, items: Sequence[T]) -> list[R]:
-        fut: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
-        self._queue.append((items, fut))
-        if not self._busy:
-            self._busy = True
-            self._task = asyncio.get_running_loop().create_task(self._drain())
-        return await fut
+        if self._busy:
+            fut: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
+            self._queue.append((items, fut))
+            return await fut
+        # An idle store runs this batch from here: no task or future in between (that hop
+        # is a whole event-loop turn per batch, felt at low concurrency).
+        self._busy = True
+        try:
+            self.calls += 1
+            return await self._run(list(items))
+        finally:
+            if self._queue:  # batches that arrived meanwhile go next, together
+                self._task = asyncio.get_running_loop().create_task(self._drain())
+            else:
+                self._busy = False
 
     async def _drain(self) -> None:
         try:

@@ -219,6 +219,9 @@ def _if_version(body: Mapping[str, Any]) -> int | None:
 
 # ---- operations -------------------------------------------------------------------------------
 
+# json.JSONDecoder's C scanner: (text, index) -> (value, end); typeshed does not declare it.
+_scan: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
 # C-accelerated JSON string quoting (the same escaping json.dumps uses): the hot replies are
 # formatted directly, which costs a third of building a dict and dumping it.
 _q = json.encoder.encode_basestring_ascii
@@ -244,7 +247,7 @@ def _fast_get(op: Get, r: Result) -> bytes:
 
 def _fast_batch_get(op: Get, r: Result) -> bytes:
     assert isinstance(r, GetResult)
-    items = "},{".join(_fast_entry(k, e) for k, e in zip(op.keys, r.entries, strict=True))
+    items = "},{".join([_fast_entry(k, e) for k, e in zip(op.keys, r.entries, strict=True)])
     return (
         '{"success":true,"data":{"scope":%s,"count":%d,"items":[{%s}]}}'
         % (_q(op.scope), len(op.keys), items)
@@ -254,8 +257,10 @@ def _fast_batch_get(op: Get, r: Result) -> bytes:
 def _fast_batch_set(op: Set, r: Result) -> bytes:
     assert isinstance(r, SetResult)
     items = "},{".join(
-        '"key":%s,"version":%d' % (_q(it.key), v)
-        for it, v in zip(op.items, r.versions, strict=True)
+        [
+            '"key":%s,"version":%d' % (_q(it.key), v)
+            for it, v in zip(op.items, r.versions, strict=True)
+        ]
     )
     extra = ',"created_scope":true' if r.created_scope else ""
     return (
@@ -567,6 +572,11 @@ HEALTH: Final = "health"
 # Accepted as aliases: the original's docs still name get/set (reference §2.2.3).
 ALIASES: Final = {"get": "state-get", "set": "state-set"}
 NAMES: Final = (*OPERATIONS, HEALTH)
+# The operation frame as sent -> (canonical name, spec): one dict lookup per request.
+_BY_FRAME: Final[dict[bytes, tuple[str, Operation | None]]] = {
+    **{n.encode(): (n, OPERATIONS.get(n)) for n in NAMES},
+    **{a.encode(): (n, OPERATIONS[n]) for a, n in ALIASES.items()},
+}
 
 
 # ---- request / reply --------------------------------------------------------------------------
@@ -578,22 +588,26 @@ def decode(frames: list[bytes], limits: Limits, health: HealthInfo) -> Request:
         raise StateError(
             Code.INVALID_REQUEST, "empty request: send [operation, json]", field="operation"
         )
-    try:
-        name = frames[0].decode("ascii")
-    except UnicodeDecodeError:
-        raise StateError(
-            Code.UNKNOWN_OPERATION,
-            f"operation name is not ASCII text; expected one of: {', '.join(NAMES)}",
-            field="operation",
-        ) from None
-    name = ALIASES.get(name, name)
-    spec = OPERATIONS.get(name)
-    if spec is None and name != HEALTH:
-        raise StateError(
-            Code.UNKNOWN_OPERATION,
-            f"unknown operation {name[:64]!r}; expected one of: {', '.join(NAMES)}",
-            field="operation",
-        )
+    known = _BY_FRAME.get(frames[0])
+    if known is not None:
+        name, spec = known
+    else:
+        try:
+            name = frames[0].decode("ascii")
+        except UnicodeDecodeError:
+            raise StateError(
+                Code.UNKNOWN_OPERATION,
+                f"operation name is not ASCII text; expected one of: {', '.join(NAMES)}",
+                field="operation",
+            ) from None
+        name = ALIASES.get(name, name)
+        spec = OPERATIONS.get(name)
+        if spec is None and name != HEALTH:
+            raise StateError(
+                Code.UNKNOWN_OPERATION,
+                f"unknown operation {name[:64]!r}; expected one of: {', '.join(NAMES)}",
+                field="operation",
+            )
     body = _body(frames, name, limits)
     token = body.get("token")
     token = token if isinstance(token, str) else None
@@ -630,7 +644,14 @@ def _body(frames: list[bytes], name: str, limits: Limits) -> Json:
         )
     try:
         # Decode first: json.loads(bytes) would also guess UTF-16/32 from the byte pattern.
-        body = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        try:
+            # The C scanner alone: json.loads' Python layers cost as much as the parse.
+            body, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):  # whitespace around it, or an error: json.loads says which
+            body = json.loads(text)
     except UnicodeDecodeError:
         raise StateError(
             Code.INVALID_REQUEST, "request body is not UTF-8 text", field="body"

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -79,7 +79,9 @@ _DOWN = (
     asyncio.TimeoutError,
 )
 
-Decoder = Callable[[Any], Result | StateError]
+# (operation, its part of the script's reply) -> result. Plain functions, not a closure per
+# operation: a batch builds none.
+Decoder = Callable[[Any, Any], Result | StateError]
 
 
 def redact_url(url: str) -> str:
@@ -270,18 +272,22 @@ class RedisStore(Store):
         if not self._available:
             raise StoreUnavailable(self._down_reason)
         keys = [self._k_scopes, self._k_revs, self._k_ttl]
-        slots: dict[str, int] = {}
+        slots: dict[str, str] = {}
         argv: list[str] = [self._maxlen]
         decoders: list[Decoder] = []
         for op in ops:
-            code, scope, args, decode = _encode(op)
-            slot = 0
-            if code not in (lua.OP_SCOPES, lua.OP_EXISTS):
-                slot = slots.get(scope, 0)
+            encoder = _ENCODERS.get(op.__class__)
+            if encoder is None:
+                raise StateError(Code.INTERNAL, f"redis store cannot run {type(op).__name__}")
+            code, scope, args, decode = encoder(op)
+            slot = "0"
+            if code not in _UNSCOPED:
+                slot = slots.get(scope, "")
                 if not slot:
-                    slot = slots[scope] = len(slots) + 1
+                    slot = slots[scope] = str(len(slots) + 1)
                     keys += self._scope_keys(scope)
-            argv += [code, str(slot), scope, str(len(args)), *args]
+            argv += (code, slot, scope, str(len(args)))
+            argv += args
             decoders.append(decode)
         command = _pack(["EVALSHA", lua.BATCH.sha, str(len(keys)), *keys, *argv])
         try:
@@ -291,9 +297,9 @@ class RedisStore(Store):
             log.error("redis refused a batch: %s", exc, extra={"operations": len(ops)})
             return [_response_error(exc) for _ in ops]
         out: list[Result | StateError] = []
-        for decode, part in zip(decoders, reply, strict=True):
+        for decode, op, part in zip(decoders, ops, reply, strict=True):
             try:
-                out.append(decode(part))
+                out.append(decode(op, part))
             except StateError as err:
                 out.append(err)
         return out
@@ -393,27 +399,28 @@ class RedisStore(Store):
 
 
 def _pack(args: Sequence[str]) -> bytes:
-    """One command in RESP (what redis-py's pack_command does, minus its per-argument cost)."""
-    parts = [b"*%d\r\n" % len(args)]
+    """One command in RESP (what redis-py's pack_command does, minus its per-argument cost).
+
+    Built as one str and encoded once; a bulk length is the UTF-8 size, which for the usual
+    ASCII argument is its ``len`` (checked in C by ``isascii``).
+    """
+    out = [f"*{len(args)}\r\n"]
     for a in args:
-        b = a.encode()
-        parts += (b"$%d\r\n" % len(b), b, b"\r\n")
-    return b"".join(parts)
+        out += ("$", str(len(a) if a.isascii() else len(a.encode())), "\r\n", a, "\r\n")
+    return "".join(out).encode()
 
 
-def _encode(op: Op) -> tuple[str, str, list[str], Decoder]:
-    """(opcode, scope, arguments, reply decoder) of one operation in the batch script."""
-    encoder = _ENCODERS.get(type(op))
-    if encoder is None:
-        raise StateError(Code.INTERNAL, f"redis store cannot run {type(op).__name__}")
-    return encoder(op)
+# Operations the batch script runs without a scope slot.
+_UNSCOPED: Final = frozenset((lua.OP_SCOPES, lua.OP_EXISTS))
+
+Encoded = tuple[str, str, Sequence[str], Decoder]
 
 
-def _enc_get(op: Get) -> tuple[str, str, list[str], Decoder]:
-    return lua.OP_GET, op.scope, list(op.keys), _decode_get(op)
+def _enc_get(op: Get) -> Encoded:
+    return lua.OP_GET, op.scope, op.keys, _decode_get
 
 
-def _enc_set(op: Set) -> tuple[str, str, list[str], Decoder]:
+def _enc_set(op: Set) -> Encoded:
     args = ["1" if op.create else "0"]
     for it in op.items:
         args += (
@@ -422,43 +429,33 @@ def _enc_set(op: Set) -> tuple[str, str, list[str], Decoder]:
             "" if it.ttl_ms is None else str(it.ttl_ms),
             "" if it.if_version is None else str(it.if_version),
         )
-    return lua.OP_SET, op.scope, args, _decode_set(op)
+    return lua.OP_SET, op.scope, args, _decode_set
 
 
-def _enc_delete(op: Delete) -> tuple[str, str, list[str], Decoder]:
+def _enc_delete(op: Delete) -> Encoded:
     args: list[str] = []
     for d in op.items:
         args += (d.key, "" if d.if_version is None else str(d.if_version))
-    return lua.OP_DELETE, op.scope, args, _decode_delete(op)
+    return lua.OP_DELETE, op.scope, args, _decode_delete
 
 
-def _enc_changes(op: ChangesSince) -> tuple[str, str, list[str], Decoder]:
+def _enc_changes(op: ChangesSince) -> Encoded:
     args = [str(op.revision), str(op.limit + 1)]
-    return lua.OP_CHANGES, op.scope, args, _decode_changes(op)
+    return lua.OP_CHANGES, op.scope, args, _decode_changes
 
 
 # Dispatch on the exact type: a `match` over ten classes costs several isinstance calls per op.
-_ENCODERS: dict[type, Callable[[Any], tuple[str, str, list[str], Decoder]]] = {
+_ENCODERS: dict[type, Callable[[Any], Encoded]] = {
     Get: _enc_get,
     Set: _enc_set,
     Delete: _enc_delete,
-    CreateScope: lambda op: (
-        lua.OP_CREATE_SCOPE,
-        op.scope,
-        [],
-        _decode_scope(op.scope, OP_CREATE_SCOPE),
-    ),
-    DeleteScope: lambda op: (
-        lua.OP_DELETE_SCOPE,
-        op.scope,
-        [],
-        _decode_scope(op.scope, OP_DELETE_SCOPE),
-    ),
-    ListKeys: lambda op: (lua.OP_READ_ALL, op.scope, ["0"], _decode_list_keys(op)),
-    Snapshot: lambda op: (lua.OP_READ_ALL, op.scope, ["1"], _decode_snapshot(op)),
+    CreateScope: lambda op: (lua.OP_CREATE_SCOPE, op.scope, (), _decode_create_scope),
+    DeleteScope: lambda op: (lua.OP_DELETE_SCOPE, op.scope, (), _decode_delete_scope),
+    ListKeys: lambda op: (lua.OP_READ_ALL, op.scope, ("0",), _decode_list_keys),
+    Snapshot: lambda op: (lua.OP_READ_ALL, op.scope, ("1",), _decode_snapshot),
     ChangesSince: _enc_changes,
-    ListScopes: lambda op: (lua.OP_SCOPES, "", [], _decode_scopes),
-    ScopeExists: lambda op: (lua.OP_EXISTS, op.scope, [], _decode_exists),
+    ListScopes: lambda op: (lua.OP_SCOPES, "", (), _decode_scopes),
+    ScopeExists: lambda op: (lua.OP_EXISTS, op.scope, (), _decode_exists),
 }
 
 
@@ -495,115 +492,102 @@ def _exp(raw: Any) -> int | None:
     return None if raw is None else int(float(raw))
 
 
-def _decode_get(op: Get) -> Decoder:
-    def decode(reply: Any) -> Result:
-        if reply == 0:
-            raise errors.scope_not_found(op.scope)
-        vals, vers, exps = reply
-        if not exps:  # the scope has no TTLs: the common, cheap case
-            return GetResult(
-                tuple(
-                    None if v is None else Entry(v, int(n)) for v, n in zip(vals, vers, strict=True)
-                )
-            )
+def _decode_get(op: Get, reply: Any) -> Result:
+    if reply == 0:
+        raise errors.scope_not_found(op.scope)
+    vals, vers, exps = reply
+    # List comprehensions: a generator into tuple() costs a frame switch per key.
+    if not exps:  # the scope has no TTLs: the common, cheap case
         return GetResult(
             tuple(
-                None if v is None else Entry(v, int(n), None if x is None else int(float(x)))
-                for v, n, x in zip(vals, vers, exps, strict=True)
+                [None if v is None else Entry(v, int(n)) for v, n in zip(vals, vers, strict=True)]
             )
         )
-
-    return decode
-
-
-def _decode_set(op: Set) -> Decoder:
-    def decode(reply: Any) -> Result:
-        _check(reply, op.scope)
-        first, now, created = int(reply[1]), int(reply[2]), reply[3] == 1
-        changes: list[Change] = []
-        if created:
-            changes.append(Change(op.scope, OP_CREATE_SCOPE, "", "", 0, first - 1, now))
-        changes += [
-            Change(op.scope, OP_SET, it.key, it.value, first + i, first + i, now)
-            for i, it in enumerate(op.items)
-        ]
-        return SetResult(
-            versions=tuple(range(first, first + len(op.items))),
-            revision=first + len(op.items) - 1,
-            created_scope=created,
-            ts=now,
-            changes=tuple(changes),
+    return GetResult(
+        tuple(
+            [
+                None if v is None else Entry(v, int(n), None if x is None else int(float(x)))
+                for v, n, x in zip(vals, vers, exps, strict=True)
+            ]
         )
-
-    return decode
-
-
-def _decode_delete(op: Delete) -> Decoder:
-    def decode(reply: Any) -> Result:
-        _check(reply, op.scope)
-        found = tuple(f == 1 for f in reply[1])
-        revision, now = int(reply[2]), int(reply[3])
-        gone = [
-            k for k in dict.fromkeys(it.key for it, f in zip(op.items, found, strict=True) if f)
-        ]
-        first = revision - len(gone) + 1
-        changes = tuple(
-            Change(op.scope, OP_DELETE, k, "", 0, first + i, now) for i, k in enumerate(gone)
-        )
-        return DeleteResult(found=found, revision=revision, changes=changes)
-
-    return decode
+    )
 
 
-def _decode_scope(scope: str, op: str) -> Decoder:
-    def decode(reply: Any) -> Result:
-        _check(reply, scope)
-        rev, now = int(reply[1]), int(reply[2])
-        return ScopeResult(
-            revision=rev, changes=(Change(scope, change_op(op), "", "", 0, rev, now),)
-        )
-
-    return decode
-
-
-def _decode_list_keys(op: ListKeys) -> Decoder:
-    def decode(reply: Any) -> Result:
-        _check(reply, op.scope)
-        expired = set(reply[1])
-        start, strict = (
-            (op.cursor, True) if op.cursor and op.cursor >= op.prefix else (op.prefix, False)
-        )
-        keys = sorted(
-            k
-            for k in reply[3]
-            if k not in expired
-            and k.startswith(op.prefix)
-            and (k > start if strict else k >= start)
-        )
-        more = len(keys) > op.limit
-        page = keys[: op.limit]
-        return KeyList(keys=tuple(page), next_cursor=page[-1] if more and page else "")
-
-    return decode
+def _decode_set(op: Set, reply: Any) -> Result:
+    _check(reply, op.scope)
+    first, now, created = int(reply[1]), int(reply[2]), reply[3] == 1
+    changes: list[Change] = []
+    if created:
+        changes.append(Change(op.scope, OP_CREATE_SCOPE, "", "", 0, first - 1, now))
+    changes += [
+        Change(op.scope, OP_SET, it.key, it.value, first + i, first + i, now)
+        for i, it in enumerate(op.items)
+    ]
+    return SetResult(
+        versions=tuple(range(first, first + len(op.items))),
+        revision=first + len(op.items) - 1,
+        created_scope=created,
+        ts=now,
+        changes=tuple(changes),
+    )
 
 
-def _decode_snapshot(op: Snapshot) -> Decoder:
-    def decode(reply: Any) -> Result:
-        _check(reply, op.scope)
-        expired = set(reply[1])
-        rev = int(reply[2])
-        data, vers, exps = reply[3], reply[4], reply[5]
-        versions = dict(zip(vers[::2], vers[1::2], strict=True))
-        expiry = dict(zip(exps[::2], exps[1::2], strict=True))
-        keys = sorted(k for k in data[::2] if k not in expired)
-        values = dict(zip(data[::2], data[1::2], strict=True))
-        items = tuple(
-            (k, Entry(values[k], int(versions.get(k, 0)), _exp(expiry.get(k))))
-            for k in keys[: op.limit]
-        )
-        return SnapshotResult(revision=rev, items=items, truncated=len(keys) > op.limit)
+def _decode_delete(op: Delete, reply: Any) -> Result:
+    _check(reply, op.scope)
+    found = tuple(f == 1 for f in reply[1])
+    revision, now = int(reply[2]), int(reply[3])
+    gone = [k for k in dict.fromkeys(it.key for it, f in zip(op.items, found, strict=True) if f)]
+    first = revision - len(gone) + 1
+    changes = tuple(
+        Change(op.scope, OP_DELETE, k, "", 0, first + i, now) for i, k in enumerate(gone)
+    )
+    return DeleteResult(found=found, revision=revision, changes=changes)
 
-    return decode
+
+def _decode_scope(scope: str, op: str, reply: Any) -> Result:
+    _check(reply, scope)
+    rev, now = int(reply[1]), int(reply[2])
+    return ScopeResult(revision=rev, changes=(Change(scope, change_op(op), "", "", 0, rev, now),))
+
+
+def _decode_create_scope(op: CreateScope, reply: Any) -> Result:
+    return _decode_scope(op.scope, OP_CREATE_SCOPE, reply)
+
+
+def _decode_delete_scope(op: DeleteScope, reply: Any) -> Result:
+    return _decode_scope(op.scope, OP_DELETE_SCOPE, reply)
+
+
+def _decode_list_keys(op: ListKeys, reply: Any) -> Result:
+    _check(reply, op.scope)
+    expired = set(reply[1])
+    start, strict = (
+        (op.cursor, True) if op.cursor and op.cursor >= op.prefix else (op.prefix, False)
+    )
+    keys = sorted(
+        k
+        for k in reply[3]
+        if k not in expired and k.startswith(op.prefix) and (k > start if strict else k >= start)
+    )
+    more = len(keys) > op.limit
+    page = keys[: op.limit]
+    return KeyList(keys=tuple(page), next_cursor=page[-1] if more and page else "")
+
+
+def _decode_snapshot(op: Snapshot, reply: Any) -> Result:
+    _check(reply, op.scope)
+    expired = set(reply[1])
+    rev = int(reply[2])
+    data, vers, exps = reply[3], reply[4], reply[5]
+    versions = dict(zip(vers[::2], vers[1::2], strict=True))
+    expiry = dict(zip(exps[::2], exps[1::2], strict=True))
+    keys = sorted(k for k in data[::2] if k not in expired)
+    values = dict(zip(data[::2], data[1::2], strict=True))
+    items = tuple(
+        (k, Entry(values[k], int(versions.get(k, 0)), _exp(expiry.get(k))))
+        for k in keys[: op.limit]
+    )
+    return SnapshotResult(revision=rev, items=items, truncated=len(keys) > op.limit)
 
 
 def _entry_changes(scope: str, entry_id: str, fields: list[str]) -> list[Change]:
@@ -628,33 +612,30 @@ def _entry_changes(scope: str, entry_id: str, fields: list[str]) -> list[Change]
     return out
 
 
-def _decode_changes(op: ChangesSince) -> Decoder:
-    def decode(reply: Any) -> Result:
-        current, oldest, entries = int(reply[0]), int(reply[1]), reply[2]
-        if history_compacted(op.revision, current, oldest):
-            return ChangeLog(current, (), compacted=True, oldest=oldest, more=False)
-        changes = [
-            c
-            for entry_id, fields in entries
-            for c in _entry_changes(op.scope, entry_id, fields)
-            if c.revision > op.revision
-        ]
-        return ChangeLog(
-            current,
-            tuple(changes[: op.limit]),
-            compacted=False,
-            oldest=oldest,
-            more=len(changes) > op.limit,
-        )
-
-    return decode
+def _decode_changes(op: ChangesSince, reply: Any) -> Result:
+    current, oldest, entries = int(reply[0]), int(reply[1]), reply[2]
+    if history_compacted(op.revision, current, oldest):
+        return ChangeLog(current, (), compacted=True, oldest=oldest, more=False)
+    changes = [
+        c
+        for entry_id, fields in entries
+        for c in _entry_changes(op.scope, entry_id, fields)
+        if c.revision > op.revision
+    ]
+    return ChangeLog(
+        current,
+        tuple(changes[: op.limit]),
+        compacted=False,
+        oldest=oldest,
+        more=len(changes) > op.limit,
+    )
 
 
-def _decode_scopes(reply: Any) -> Result:
+def _decode_scopes(op: ListScopes, reply: Any) -> Result:
     return ScopeList(scopes=tuple(sorted(reply)))
 
 
-def _decode_exists(reply: Any) -> Result:
+def _decode_exists(op: ScopeExists, reply: Any) -> Result:
     return ExistsResult(exists=bool(reply))
 
 

@@ -10,6 +10,7 @@ import pytest
 from statekit import (
     INSTALL_HINT,
     REDIS_SERVER,
+    TEST_LIMITS,
     Broker,
     RedisServer,
     StateProc,
@@ -19,13 +20,9 @@ from statekit import (
 )
 
 from plantd.mdp import Client
-from plantd.state.limits import Limits
 from plantd.state.redis_store import RedisStore
 from plantd.state.sqlite_store import SqliteStore
 from plantd.state.store import Store
-
-# Small history so the compaction paths are reachable in a test.
-TEST_LIMITS = Limits(history_len=50, max_value_bytes=64 * 1024, max_batch_keys=200)
 
 
 @pytest.fixture(scope="session")

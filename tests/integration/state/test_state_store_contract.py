@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from statekit import RedisServer
+from statekit import TEST_LIMITS, RedisServer
 
-from conftest import TEST_LIMITS
 from plantd.state.errors import Code, StateError
 from plantd.state.model import (
     ChangeLog,

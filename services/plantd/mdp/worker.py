@@ -109,6 +109,28 @@ def _stream_end(value: object) -> Frames:
     return [] if value is None else _frames(cast(ReplyLike, value))
 
 
+def _drain_sync_stream(result: Iterable[Any], emit: Callable[[Frames], object]) -> Frames:
+    """Hand each part of a sync stream to ``emit`` (a PARTIAL) and return the FINAL body.
+
+    The FINAL is a yielded :class:`FinalPart`, the generator's return value, or empty. The
+    iterator is closed here so a generator's cleanup runs now, not at garbage collection.
+    """
+    it: Iterator[Any] = iter(result)
+    try:
+        while True:
+            try:
+                item = next(it)
+            except StopIteration as end:
+                return _stream_end(end.value)
+            if item.__class__ is FinalPart:
+                return _frames(item.frames)
+            emit(_frames(item))
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
 class AsyncWorker:
     """An MDP worker for one service, on asyncio. ``await run()``; ``await stop()`` to end."""
 
@@ -432,25 +454,11 @@ class AsyncWorker:
             return result
         loop = self._loop
         assert loop is not None
-        it: Iterator[Any] = iter(result)
-        try:
-            while True:
-                try:
-                    item = next(it)
-                except StopIteration as end:
-                    final = _stream_end(end.value)
-                    break
-                if item.__class__ is FinalPart:
-                    final = _frames(item.frames)
-                    break
-                loop.call_soon_threadsafe(self._partial_now, gen, client, _frames(item))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()  # run the generator's cleanup now, not at garbage collection
-        # Partials queued above run on the loop before this return value is seen (FIFO); a
-        # list so that _deliver sends it as the FINAL.
-        return final
+        # Partials queued on the loop run before this return value is seen (FIFO); a list, so
+        # that _deliver sends it as the FINAL.
+        return _drain_sync_stream(
+            result, lambda frames: loop.call_soon_threadsafe(self._partial_now, gen, client, frames)
+        )
 
     def _partial_now(self, gen: int, client: bytes, frames: Frames) -> None:
         self._partial(gen, client, frames)
@@ -517,22 +525,7 @@ class AsyncWorker:
         elif isinstance(result, Iterable):
             # Only from an async handler or a batch handler (sync handlers' iterators are
             # consumed in their thread): iterate here, on the loop.
-            it: Iterator[Any] = iter(result)
-            try:
-                while True:
-                    try:
-                        item = next(it)
-                    except StopIteration as end:
-                        final = _stream_end(end.value)
-                        break
-                    if item.__class__ is FinalPart:
-                        final = _frames(item.frames)
-                        break
-                    self._partial(gen, client, _frames(item))
-            finally:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
+            final = _drain_sync_stream(result, lambda frames: self._partial(gen, client, frames))
         else:
             raise TypeError(f"handler returned {type(result).__name__}, not frames or an iterator")
         self._final(gen, client, final)

@@ -42,6 +42,7 @@ from typing import Any
 
 import zmq
 
+from bench._procs import cpu_seconds, free_endpoint, stop
 from bench._stats import median, percentiles, ratio, table
 from plantd.mdp._wire import recv_multipart, send_multipart
 
@@ -301,26 +302,6 @@ def _spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[st
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
 
 
-def _stop(procs: Sequence[subprocess.Popen[str]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(3)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(3)
-
-
-def _free_endpoint() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
 def _wait_ready(endpoint: str, kind: str, timeout: float = 10.0) -> None:
     """Send single requests until one round trip succeeds (workers registered)."""
     make = _REQUEST_FRAMES[kind]
@@ -338,18 +319,7 @@ def _wait_ready(endpoint: str, kind: str, timeout: float = 10.0) -> None:
     raise RuntimeError(f"{kind} broker at {endpoint} did not answer within {timeout}s")
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
 CPU_PARTS = ("broker", "worker", "load")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) from /proc; 0 if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _run_level(
@@ -365,7 +335,7 @@ def _run_level(
     shares = [inflight // loaders + (i < inflight % loaders) for i in range(loaders)]
     shares = [n for n in shares if n]
     with tempfile.TemporaryDirectory(prefix="plantd-bench-broker-") as tmp:
-        before = {k: sum(map(_cpu_s, pids)) for k, pids in cpu_pids.items()}
+        before = {k: sum(map(cpu_seconds, pids)) for k, pids in cpu_pids.items()}
         procs = [
             _spawn(
                 "load",
@@ -388,7 +358,7 @@ def _run_level(
         for proc in procs:
             out, _ = proc.communicate(timeout=duration + warmup + 30)
             rows.append(json.loads(out.strip().splitlines()[-1]))
-        after = {k: sum(map(_cpu_s, pids)) for k, pids in cpu_pids.items()}
+        after = {k: sum(map(cpu_seconds, pids)) for k, pids in cpu_pids.items()}
         lat = array("d")
         for i in range(len(shares)):
             with open(f"{tmp}/{i}.f64", "rb") as f:
@@ -419,7 +389,7 @@ def run_setup(
     loaders: int = 1,
 ) -> dict[int, dict[str, Any]]:
     """One broker and its workers; each in-flight level measured in turn."""
-    ep = _free_endpoint()
+    ep = free_endpoint()
     broker = _spawn(f"broker-{kind}", "--endpoint", ep)
     procs = [broker]
     try:
@@ -429,11 +399,11 @@ def run_setup(
         cpu = {"broker": [broker.pid], "worker": [p.pid for p in procs[1:]]}
         return {n: _run_level(ep, kind, n, min(loaders, n), duration, warmup, cpu) for n in levels}
     finally:
-        _stop(procs)
+        stop(procs)
 
 
 def run_conns(count: int, procs_n: int = 2) -> dict[str, Any]:
-    ep = _free_endpoint()
+    ep = free_endpoint()
     procs = [_spawn("broker-ours", "--endpoint", ep)]
     try:
         time.sleep(0.2)
@@ -453,7 +423,7 @@ def run_conns(count: int, procs_n: int = 2) -> dict[str, Any]:
             "seconds": max(r["seconds"] for r in results),
         }
     finally:
-        _stop(procs)
+        stop(procs)
 
 
 def orchestrate(

@@ -12,22 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import socket
 import time
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 import zmq
 
+from bench._procs import free_endpoint
 from bench._stats import median, ratio, table
 
 TOPIC = b"bench"
-
-
-def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def _subscriber(endpoint: str, count: int, results: Any, subscribed: EventType) -> None:
@@ -59,7 +53,7 @@ def _proxy(front: str, back: str, stop: EventType, ready: EventType) -> None:
 
 
 def _run_direct(count: int, payload: bytes) -> float:
-    endpoint = _free_endpoint()
+    endpoint = free_endpoint()
     results: Any = mp.Queue()
     subscribed = mp.Event()
     ctx = zmq.Context()
@@ -83,7 +77,7 @@ def _run_direct(count: int, payload: bytes) -> float:
 def _run_proxy(count: int, payload: bytes) -> float:
     from plantd.bus import Publisher
 
-    front, back = _free_endpoint(), _free_endpoint()
+    front, back = free_endpoint(), free_endpoint()
     stop, ready, subscribed = mp.Event(), mp.Event(), mp.Event()
     results: Any = mp.Queue()
     proxy = mp.Process(target=_proxy, args=(front, back, stop, ready))

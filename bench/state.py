@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import re
 import shutil
 import signal
@@ -40,6 +39,7 @@ from typing import Any
 
 import zmq
 
+from bench._procs import cpu_seconds, free_port, stop
 from bench._stats import median, percentiles, ratio, table
 from plantd.mdp._wire import recv_multipart, send_multipart
 
@@ -245,12 +245,6 @@ def role_redis_load(
 # --------------------------------------------------------------------------- orchestration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _spawn(args: list[str], quiet: bool = True) -> subprocess.Popen[str]:
     return subprocess.Popen(
         args,
@@ -262,18 +256,6 @@ def _spawn(args: list[str], quiet: bool = True) -> subprocess.Popen[str]:
 
 def _role(*args: str) -> list[str]:
     return [PY, "-m", "bench.state", "--role", *args]
-
-
-def _stop(procs: Sequence[subprocess.Popen[str]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 def _wait(endpoint: str, service: bytes, timeout: float = 20.0) -> None:
@@ -291,19 +273,6 @@ def _wait(endpoint: str, service: bytes, timeout: float = 20.0) -> None:
         if ok:
             return
     raise RuntimeError(f"{service.decode()} at {endpoint} did not answer within {timeout}s")
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all threads) from /proc; 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _wait_workers(endpoint: str, service: bytes, count: int, timeout: float = 20.0) -> None:
@@ -330,7 +299,7 @@ class Stack:
 
     def __init__(self, kind: str, workers: int, redis_url: str, data_dir: Path) -> None:
         self.kind = kind
-        self.endpoint = f"tcp://127.0.0.1:{_free_port()}"
+        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.procs = [_spawn(_role("broker", "--endpoint", self.endpoint))]
         for i in range(workers):
             if kind == "echo":
@@ -352,7 +321,7 @@ class Stack:
                 "--store",
                 kind,
                 "--bus-endpoint",
-                f"tcp://127.0.0.1:{_free_port()}",
+                f"tcp://127.0.0.1:{free_port()}",
                 "--data-dir",
                 str(data_dir / f"{kind}-{i}"),
             ]
@@ -382,7 +351,7 @@ class Stack:
             "worker": [p.pid for p in self.procs[1:]],
             "redis": [redis_pid] if redis_pid else [],
         }
-        before = {name: sum(_cpu_s(p) for p in ps) for name, ps in pids.items()}
+        before = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         load = _spawn(
             _role(
                 "load",
@@ -407,14 +376,14 @@ class Stack:
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         total = max(1, int(result["total"]))
         for name, ps in pids.items():
-            used = sum(_cpu_s(p) for p in ps) - before[name]
+            used = sum(cpu_seconds(p) for p in ps) - before[name]
             result[f"cpu_{name}_us"] = used / total * 1e6
         result["cpu_load_us"] = result["cpu_s"] / total * 1e6
         return result
 
     def close(self) -> None:
-        _stop(self.procs[1:])
-        _stop(self.procs[:1])
+        stop(self.procs[1:])
+        stop(self.procs[:1])
 
 
 def _redis_cell(
@@ -447,7 +416,7 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             raise SystemExit("redis-server is not installed: apt-get install -y redis-server")
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [
                 exe,

@@ -146,3 +146,21 @@ REDIS_PORT: Final = 6379
 FIELD_MANAGER: Final = "plantd-operator"
 API_GROUP: Final = "plantd.io"
 API_VERSION: Final = "v1alpha1"
+
+
+def curve_certificate(public: str, secret: str | None = None, *, comment: str = "plantd") -> str:
+    """A CURVE key file in the ZeroMQ certificate text format (czmq / ``zmq.auth``).
+
+    Part of the image contract: the operator writes these into Secrets and every service reads
+    them from its ``curve_keys`` directory, so both sides use this one function. Pass the
+    secret only for the key pair file (``NAME.key_secret``).
+    """
+    lines = [
+        f"#   ZeroMQ CURVE {'Private' if secret is not None else 'Public'} Certificate ({comment})",
+        "metadata",
+        "curve",
+        f'    public-key = "{public}"',
+    ]
+    if secret is not None:
+        lines.append(f'    secret-key = "{secret}"')
+    return "\n".join(lines) + "\n"

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 import zmq
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from plantd.common.curve import load_allowed_keys, load_keypair
 from plantd_operator import secrets
 
 pytestmark = pytest.mark.unit
@@ -47,3 +49,16 @@ def test_digest_changes_with_the_data_only() -> None:
     assert secrets.digest(data) == secrets.digest(dict(data))
     assert secrets.digest(data) != secrets.digest({"k": "other"})
     assert secrets.digest(None) == "absent"
+
+
+def test_operator_key_files_load_in_the_services(tmp_path: Path) -> None:
+    # The Secret the operator writes is the directory a service reads: same file format.
+    directory = tmp_path
+    for name, text in secrets.curve_entries(["broker", "state"]).items():
+        mode = 0o600 if name.endswith("_secret") else 0o644
+        (directory / name).write_text(text)
+        (directory / name).chmod(mode)
+    pair = load_keypair(directory / "state.key_secret")
+    assert pair.secret is not None and zmq.curve_public(pair.secret) == pair.public
+    assert load_keypair(directory / "broker.key").secret is None
+    assert pair.public in load_allowed_keys(directory)

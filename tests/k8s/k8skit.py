@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
-import importlib.util
 import json
 import os
 import secrets
@@ -22,26 +21,14 @@ from typing import Any, TypeVar
 
 import yaml
 
+# tests/ is on pytest's `pythonpath`: the shared helpers import by name.
+from tests.conftest import free_port as free_port
+from tests.conftest import in_ci as in_ci
+from tests.conftest import require as require
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "plantd-operator"
 T = TypeVar("T")
-
-
-def _root_conftest() -> Any:
-    """``tests/conftest.py`` loaded by path (``conftest`` is ambiguous in sys.modules)."""
-    spec = importlib.util.spec_from_file_location(
-        "_plantd_k8s_tests_root_conftest", ROOT / "tests" / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_conftest = _root_conftest()
-require: Callable[[bool, str], None] = _conftest.require
-free_port: Callable[[], int] = _conftest.free_port
-in_ci: Callable[[], bool] = _conftest.in_ci
 
 
 def wait_for(

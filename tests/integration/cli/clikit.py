@@ -14,26 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+# tests/ is on pytest's `pythonpath`: the shared helpers import by name.
+from tests.conftest import free_port as free_port
+from tests.conftest import in_ci as in_ci
+from tests.conftest import require as require
 
 from plantd.common import contract
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _root_conftest() -> Any:
-    """``tests/conftest.py`` loaded by path (``conftest`` is ambiguous in sys.modules)."""
-    spec = importlib.util.spec_from_file_location(
-        "_plantd_cli_tests_root_conftest", ROOT / "tests" / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_conftest = _root_conftest()
-require: Callable[[bool, str], None] = _conftest.require
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
@@ -217,7 +206,7 @@ class Redis:
     def __init__(self, workdir: Path, password: str | None = None) -> None:
         self.workdir = workdir
         self.password = password
-        self.port = _conftest.free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -3,7 +3,6 @@ peer processes (peer.py). Imported by conftest.py and by the test modules."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -14,24 +13,14 @@ from pathlib import Path
 
 import pytest
 
+# tests/ is on pytest's `pythonpath`: the shared helpers import by name.
+from tests.conftest import free_port as free_port
+from tests.conftest import in_ci as in_ci
+from tests.conftest import require as require
+
 from plantd.mdp import Broker, Client
 
 PEER = str(Path(__file__).with_name("peer.py"))
-_ROOT_CONFTEST = Path(__file__).resolve().parents[2] / "conftest.py"
-
-
-def _root_conftest() -> object:
-    # tests/conftest.py is not importable by name from here (no packages): load it by path.
-    spec = importlib.util.spec_from_file_location("plantd_tests_conftest", _ROOT_CONFTEST)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_shared = _root_conftest()
-require: Callable[[bool, str], None] = _shared.require  # type: ignore[attr-defined]
-free_port: Callable[[], int] = _shared.free_port  # type: ignore[attr-defined]
 HB_MS = 250  # short heartbeats: liveness 3 -> a dead peer is noticed in ~0.75-1 s, yet a
 # loaded CI machine (2 cores, other suites running) does not starve a live worker past expiry
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import shutil
 import signal
@@ -17,6 +16,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+# tests/ is on pytest's `pythonpath`: the shared helpers import by name.
+from tests.conftest import free_port as free_port
+from tests.conftest import in_ci as in_ci
+from tests.conftest import require as require
+
 from plantd.common import contract
 from plantd.common.curve import CurveClient
 from plantd.state.limits import Limits
@@ -24,34 +28,8 @@ from plantd.state.limits import Limits
 T = TypeVar("T")
 
 
-def _root_conftest_require() -> Callable[[bool, str], None]:
-    """``tests/conftest.py::require``, importable whether or not ``tests`` is a package."""
-    try:
-        from tests.conftest import (  # type: ignore[import-not-found,unused-ignore]
-            require as found,
-        )
-    except ModuleNotFoundError:
-        path = Path(__file__).resolve().parents[2] / "conftest.py"
-        spec = importlib.util.spec_from_file_location("_plantd_tests_root_conftest", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        found = module.require
-    checked: Callable[[bool, str], None] = found
-    return checked
-
-
-# Skip locally / fail under CI when a prerequisite is missing.
-require = _root_conftest_require()
-
 REDIS_SERVER = shutil.which("redis-server")
 INSTALL_HINT = "apt-get install -y redis-server"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:

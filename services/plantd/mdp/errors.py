@@ -17,9 +17,11 @@ class ErrorCode:
 
     SERVICE_UNAVAILABLE: Final = "SERVICE_UNAVAILABLE"  # no worker registered before the deadline
     DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"  # waited in the queue past the request timeout
-    QUEUE_FULL: Final = "QUEUE_FULL"  # the service's queue (or the service table) is full
+    QUEUE_FULL: Final = "QUEUE_FULL"  # the service's queue is at its count or byte budget
+    TOO_MANY_REQUESTS: Final = "TOO_MANY_REQUESTS"  # this client's in-flight count or byte cap
+    OVERLOADED: Final = "OVERLOADED"  # the broker-wide byte budget for queued requests is spent
     WORKER_LOST: Final = "WORKER_LOST"  # the worker died or disconnected mid-request
-    MESSAGE_TOO_LARGE: Final = "MESSAGE_TOO_LARGE"  # request or reply above the size limit
+    MESSAGE_TOO_LARGE: Final = "MESSAGE_TOO_LARGE"  # above the byte or frame-count limit
     SHUTTING_DOWN: Final = "SHUTTING_DOWN"  # the broker is stopping
     HANDLER_ERROR: Final = "HANDLER_ERROR"  # the worker's handler raised
     BAD_REQUEST: Final = "BAD_REQUEST"  # well-formed MDP but unusable (e.g. reserved name)
@@ -28,6 +30,8 @@ class ErrorCode:
         SERVICE_UNAVAILABLE,
         DEADLINE_EXCEEDED,
         QUEUE_FULL,
+        TOO_MANY_REQUESTS,
+        OVERLOADED,
         WORKER_LOST,
         MESSAGE_TOO_LARGE,
         SHUTTING_DOWN,

@@ -16,6 +16,7 @@ class Code:
     INVALID_REQUEST: Final = "INVALID_REQUEST"  # malformed JSON, missing or mistyped field
     UNKNOWN_OPERATION: Final = "UNKNOWN_OPERATION"  # operation name we do not serve
     VALUE_TOO_LARGE: Final = "VALUE_TOO_LARGE"  # key, value, batch or reply above a limit
+    REPLY_TOO_LARGE: Final = "REPLY_TOO_LARGE"  # the reply would pass max_reply_bytes; page it
     SCOPE_NOT_FOUND: Final = "SCOPE_NOT_FOUND"
     SCOPE_EXISTS: Final = "SCOPE_EXISTS"  # create-scope of an existing scope
     CONFLICT: Final = "CONFLICT"  # if_version did not match (compare-and-set lost)
@@ -28,6 +29,7 @@ class Code:
         INVALID_REQUEST,
         UNKNOWN_OPERATION,
         VALUE_TOO_LARGE,
+        REPLY_TOO_LARGE,
         SCOPE_NOT_FOUND,
         SCOPE_EXISTS,
         CONFLICT,

@@ -25,6 +25,7 @@ import yaml
 from tests.conftest import free_port as free_port
 from tests.conftest import in_ci as in_ci
 from tests.conftest import require as require
+from tests.kit import wait_for as kit_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "plantd-operator"
@@ -34,20 +35,11 @@ T = TypeVar("T")
 def wait_for(
     fn: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.3
 ) -> T:
-    """Poll ``fn`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            got = fn()
-        except AssertionError as exc:
-            last = exc
-        else:
-            last = got
-            if got:
-                return got
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """The kit's wait_for in this tier's argument order; an AssertionError from ``fn`` counts
+    as "not yet" (API objects appear in stages)."""
+    got = kit_wait_for(fn, timeout, what, interval, retry_on=(AssertionError,))
+    assert got is not None
+    return got
 
 
 def testenv_environment(script: Path) -> dict[str, str] | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from tests.integration.broker.brokerkit import (
+    HEARTBEAT_MS,
     BrokerPorts,
     ServiceProcess,
     broker_process,
@@ -60,7 +61,8 @@ def test_broker_service_reports_real_workers(broker: tuple[ServiceProcess, Broke
     _, ports = broker
     name = "test.broker.Reported"
     workers = [
-        Worker(ports.endpoint, name, lambda frames: frames, heartbeat_ms=500) for _ in range(2)
+        Worker(ports.endpoint, name, lambda frames: frames, heartbeat_ms=HEARTBEAT_MS)
+        for _ in range(2)
     ]
     for w in workers:
         w.start()
@@ -160,7 +162,7 @@ def test_sigterm_with_requests_in_flight(tmp_path: Path) -> None:
         release.wait(10)
         return [b"done", *frames]
 
-    worker = Worker(ports.endpoint, "test.Slow", slow, heartbeat_ms=500, credit=2)
+    worker = Worker(ports.endpoint, "test.Slow", slow, heartbeat_ms=HEARTBEAT_MS, credit=2)
     worker.start()
     outcomes: list[str] = []
     lock = threading.Lock()

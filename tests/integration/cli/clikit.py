@@ -12,17 +12,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-# tests/ is on pytest's `pythonpath`: the shared helpers import by name.
-from tests.conftest import free_port as free_port
-from tests.conftest import in_ci as in_ci
-from tests.conftest import require as require
+# The shared kit (tests/kit); re-exported under the names the CLI tests import.
+from tests.kit import HEARTBEAT_MS as HEARTBEAT_MS
+from tests.kit import RedisServer
+from tests.kit import free_port as free_port
+from tests.kit import in_ci as in_ci
+from tests.kit import require as require
+from tests.kit import wait_for as wait_for
 
 from plantd.common import contract
 
 ROOT = Path(__file__).resolve().parents[3]
+
+Redis = RedisServer  # a throwaway redis-server: `Redis(workdir, password=...)`
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
@@ -48,15 +53,6 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -118,8 +114,10 @@ class Stack:
         self.offset = free_port_offset()
         self.endpoint = f"tcp://127.0.0.1:{contract.MDP_PORT + self.offset}"
         self.env = clean_env(home, **(env_extra or {}))
-        # A short heartbeat: workers are ready and dead ones expire in a fraction of the time.
-        self.args = ["up", "--port-offset", str(self.offset), "--heartbeat-ms", "300", *args]
+        # A short heartbeat (every component gets it): dead workers expire in a fraction of the
+        # default time. The kit's, so it agrees with every other test peer.
+        hb = str(HEARTBEAT_MS)
+        self.args = ["up", "--port-offset", str(self.offset), "--heartbeat-ms", hb, *args]
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.proc: subprocess.Popen[str] | None = None
@@ -197,49 +195,6 @@ class Stack:
                 os.kill(pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-class Redis:
-    """A throwaway redis-server on a free port (no persistence), stopped by its own pid."""
-
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
-        self.workdir = workdir
-        self.password = password
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import shutil
-
-        exe = shutil.which("redis-server")
-        assert exe is not None
-        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.workdir)]
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        client = redis.Redis.from_url(self.url)
-
-        def pong() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_for(pong, 10, "redis-server to answer PING")
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
             self.proc.wait(timeout=10)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clikit import clean_env, wait_for
+from clikit import HEARTBEAT_MS, clean_env, wait_for
 
 from plantd.mdp import Broker, Client, FinalPart, Worker
 
@@ -33,9 +33,9 @@ def streaming(tmp_path: Path) -> Iterator[tuple[str, threading.Event]]:
         yield [b"second"]
         yield FinalPart([b"done"])
 
-    broker = Broker("tcp://127.0.0.1:*", heartbeat_ms=200).start()
+    broker = Broker("tcp://127.0.0.1:*", heartbeat_ms=HEARTBEAT_MS).start()
     ep = broker.endpoints[0]
-    worker = Worker(ep, SERVICE, handler, heartbeat_ms=200).start()
+    worker = Worker(ep, SERVICE, handler, heartbeat_ms=HEARTBEAT_MS).start()
     try:
         with Client(ep, timeout=1, retries=0) as c:
             wait_for(lambda: c.mmi("mmi.service", SERVICE) == [b"200"], 10, "the worker")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable
 
 import pytest
 from clikit import pid_alive
+from tests.kit import await_for
 
 from plantd.cli.supervisor import Backoff, ChildSpec, Supervisor
 
@@ -37,10 +37,10 @@ class Collect:
 
 
 async def _until(cond: Callable[[], bool], within: float) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+    async def check() -> bool:
+        return cond()
+
+    await await_for(check, within, "the supervisor's output")
 
 
 async def test_restart_then_sigkill_escalation() -> None:

@@ -7,32 +7,25 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-# tests/ is on pytest's `pythonpath`: the shared helpers import by name.
-from tests.conftest import free_port as free_port
-from tests.conftest import in_ci as in_ci
-from tests.conftest import require as require
+# The shared kit (tests/kit); re-exported under the names the MDP tests import.
+from tests.kit import HEARTBEAT_MS, expiry_s
+from tests.kit import await_for as await_for
+from tests.kit import free_port as free_port
+from tests.kit import in_ci as in_ci
+from tests.kit import require as require
+from tests.kit import wait_for as wait_for
 
 from plantd.mdp import Broker, Client
 
 PEER = str(Path(__file__).with_name("peer.py"))
-HB_MS = 250  # short heartbeats: liveness 3 -> a dead peer is noticed in ~0.75-1 s, yet a
-# loaded CI machine (2 cores, other suites running) does not starve a live worker past expiry
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
-    """Poll ``cond`` until true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+# The heartbeat of every broker and every peer here: both sides must agree (tests/kit/timing.py).
+HB_MS = HEARTBEAT_MS
+EXPIRY_S = expiry_s(HB_MS)  # a silent peer is surely expired after this long
 
 
 def service_up(endpoint: str, service: str, timeout: float = 10.0, **client_kw: object) -> None:
@@ -54,9 +47,10 @@ class Peers:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, role: str, *args: str) -> subprocess.Popen[bytes]:
+        """``peer.py ROLE --hb HB_MS ARGS``: the shared heartbeat unless ARGS give another."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        p = subprocess.Popen([sys.executable, PEER, *args], env=env)
+        p = subprocess.Popen([sys.executable, PEER, role, "--hb", str(HB_MS), *args], env=env)
         self.procs.append(p)
         return p
 

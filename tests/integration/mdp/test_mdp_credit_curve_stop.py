@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from mdp_helpers import Peers, require, service_up, wait_for
+from mdp_helpers import HB_MS, Peers, require, service_up, wait_for
 
 from plantd.common.curve import CurveClient, CurveServer, generate_keypair, write_keypair
 from plantd.mdp import (
@@ -68,7 +68,7 @@ async def test_async_client_many_in_flight_in_process(broker: Broker) -> None:
         await asyncio.sleep(0.01)
         return [[b"re:" + r[0]] for r in reqs]
 
-    w = AsyncWorker(ep, "inproc.echo", batch_handler=batch, heartbeat_ms=100, credit=64)
+    w = AsyncWorker(ep, "inproc.echo", batch_handler=batch, heartbeat_ms=HB_MS, credit=64)
     task = asyncio.create_task(w.run())
     try:
         await asyncio.wait_for(w.connected.wait(), 5)

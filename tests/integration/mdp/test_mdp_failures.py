@@ -8,10 +8,11 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import zmq
-from mdp_helpers import HB_MS, Peers, free_port, service_up, wait_for
+from mdp_helpers import EXPIRY_S, HB_MS, Peers, await_for, free_port, service_up, wait_for
 
 from plantd.mdp import (
     AsyncClient,
@@ -25,6 +26,12 @@ from plantd.mdp import (
 )
 
 pytestmark = pytest.mark.integration
+
+RIDE_OUT_S = 30.0  # how long a client's retries keep trying through a broker restart
+
+
+async def _done(tasks: list[asyncio.Task[list[bytes]]], n: int) -> bool:
+    return sum(t.done() for t in tasks) >= n
 
 
 def test_worker_killed_mid_request_fails_fast(broker: Broker, peers: Peers) -> None:
@@ -58,7 +65,10 @@ def test_broker_restart_workers_reregister_clients_recover(peers: Peers) -> None
     b1 = peers.start("broker", "--endpoint", ep)
     peers.worker(ep, "echo")
     service_up(ep, "echo")
-    with Client(ep, timeout=0.5, retries=20) as c:
+    # The retries must outlast, on a loaded box: a new broker process starting (seconds), the
+    # worker noticing the loss (EXPIRY_S) and its reconnect backoff (0.25 s doubling). 20 x 0.5 s
+    # ran out under load; the budget is a deadline, not an estimate of the restart time.
+    with Client(ep, timeout=0.5, retries=int(RIDE_OUT_S / 0.5)) as c:
         assert c.request("echo", "before") == [b"before"]
         b1.send_signal(signal.SIGKILL)
         b1.wait(5)
@@ -94,19 +104,23 @@ def test_unknown_service_served_if_worker_arrives_in_time(
     assert asyncio.run(go()) == [b"x"]
 
 
-def test_queue_deadline_exceeded(make_broker: Callable[..., Broker], peers: Peers) -> None:
+def test_queue_deadline_exceeded(
+    make_broker: Callable[..., Broker], peers: Peers, tmp_path: Path
+) -> None:
     b = make_broker(request_timeout=0.4)
     ep = b.endpoints[0]
-    peers.worker(ep, "slow", "--mode", "slow", "--delay", "2")
+    gate = tmp_path / "gate"
+    # Busy until the queued request has expired: "served after the deadline" is a condition,
+    # not a 2 s delay racing a 0.4 s deadline on a loaded box.
+    peers.worker(ep, "slow", "--mode", "gate", "--gate", str(gate))
     service_up(ep, "slow")
 
     async def go() -> list[object]:
-        async with AsyncClient(ep, timeout=5) as c:
-            return list(
-                await asyncio.gather(
-                    c.request("slow", "a"), c.request("slow", "b"), return_exceptions=True
-                )
-            )
+        async with AsyncClient(ep, timeout=30) as c:
+            tasks = [asyncio.create_task(c.request("slow", x)) for x in ("a", "b")]
+            await await_for(lambda: _done(tasks, 1), 20, "the queued request to expire")
+            gate.touch()
+            return list(await asyncio.gather(*tasks, return_exceptions=True))
 
     results = asyncio.run(go())
     errors = [r for r in results if isinstance(r, BrokerError)]
@@ -114,17 +128,21 @@ def test_queue_deadline_exceeded(make_broker: Callable[..., Broker], peers: Peer
     assert [b"a"] in results or [b"b"] in results
 
 
-def test_queue_full(make_broker: Callable[..., Broker], peers: Peers) -> None:
-    b = make_broker(max_queue=2, request_timeout=5)
+def test_queue_full(make_broker: Callable[..., Broker], peers: Peers, tmp_path: Path) -> None:
+    b = make_broker(max_queue=2, request_timeout=30)
     ep = b.endpoints[0]
-    peers.worker(ep, "slow", "--mode", "slow", "--delay", "0.5")
+    gate = tmp_path / "gate"
+    # Busy until the refusals are in, so how many fit depends on max_queue alone, not on how
+    # fast a loaded box delivers 6 requests compared with a fixed handler delay.
+    peers.worker(ep, "slow", "--mode", "gate", "--gate", str(gate))
     service_up(ep, "slow")
 
     async def go() -> list[object]:
-        async with AsyncClient(ep, timeout=5) as c:
-            return await asyncio.gather(
-                *(c.request("slow", str(i)) for i in range(6)), return_exceptions=True
-            )
+        async with AsyncClient(ep, timeout=30) as c:
+            tasks = [asyncio.create_task(c.request("slow", str(i))) for i in range(6)]
+            await await_for(lambda: _done(tasks, 3), 20, "3 requests refused")
+            gate.touch()
+            return list(await asyncio.gather(*tasks, return_exceptions=True))
 
     results = asyncio.run(go())
     full = [r for r in results if isinstance(r, BrokerError) and r.code == ErrorCode.QUEUE_FULL]
@@ -220,12 +238,13 @@ def test_oversized_stream_part_fails_the_request_and_nothing_leaks(
 
 
 def test_long_handler_keeps_heartbeating(broker: Broker, peers: Peers) -> None:
-    """A handler running 5x the expiry time: heartbeats continue, the worker is not dropped."""
+    """A handler running 2x the expiry time: heartbeats continue, the worker is not dropped."""
     ep = broker.endpoints[0]
-    peers.worker(ep, "slow", "--mode", "slow", "--delay", "1.5")
+    delay = 2 * EXPIRY_S
+    peers.worker(ep, "slow", "--mode", "slow", "--delay", str(delay))
     service_up(ep, "slow")
     ident = broker.snapshot().workers[0].identity
-    with Client(ep, timeout=5) as c:
+    with Client(ep, timeout=delay + 20) as c:
         assert c.request("slow", "long") == [b"long"]
     assert [w.identity for w in broker.snapshot().workers] == [ident]
     assert not broker.stats().errors

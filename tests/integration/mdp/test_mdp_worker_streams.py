@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+from mdp_helpers import HB_MS
 
 from plantd.mdp import AsyncClient, AsyncWorker, Broker, FinalPart, StreamPart
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 async def _serve(
     broker: Broker, service: str, **worker_kw: object
 ) -> tuple[AsyncWorker, asyncio.Task[None]]:
-    w = AsyncWorker(broker.endpoints[0], service, heartbeat_ms=100, **worker_kw)  # type: ignore[arg-type]
+    w = AsyncWorker(broker.endpoints[0], service, heartbeat_ms=HB_MS, **worker_kw)  # type: ignore[arg-type]
     task = asyncio.create_task(w.run())
     await asyncio.wait_for(w.connected.wait(), 5)
     return w, task

@@ -74,7 +74,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator
     try:
         yield b
     finally:
-        b.proc.stop()
+        b.stop()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])

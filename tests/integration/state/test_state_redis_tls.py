@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from statekit import INSTALL_HINT, REDIS_SERVER, free_port, require, stop_process, wait_for
+from statekit import RedisServer, require
+from tests.kit import require_redis
 
 from plantd.state.model import Get, GetResult, Set, SetItem
 from plantd.state.redis_store import RedisStore
@@ -38,35 +38,16 @@ def make_certs(d: Path) -> None:
 
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    require(REDIS_SERVER is not None, f"redis-server is not installed ({INSTALL_HINT})")
+    require_redis()
     require(
         shutil.which("openssl") is not None, "openssl is not installed (apt-get install openssl)"
     )
     make_certs(tmp_path)
-    port = free_port()
-    assert REDIS_SERVER is not None
-    proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
-         "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no",
-         "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    server = RedisServer(tmp_path / "redis", password=PASSWORD, tls_dir=tmp_path).start()
     try:
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, 10, "the TLS redis-server to listen")
-        yield port, tmp_path
+        yield server.port, tmp_path
     finally:
-        stop_process(proc)
+        server.stop()
 
 
 async def test_tls_with_password_file_and_ca(tls_redis: tuple[int, Path]) -> None:

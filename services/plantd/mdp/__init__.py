@@ -11,16 +11,20 @@ Public API::
     A handler streams by returning an iterator: items go out as PARTIALs, FinalPart(frames)
     (or a sync generator's ``return frames``) is the FINAL.
 
+A malformed endpoint raises :class:`EndpointError` (a ValueError) when the client or worker
+is created; ``check_endpoint(endpoint)`` runs the same check alone.
+
 See docs/protocol.md for the wire format, error codes and limits.
 """
 
 from plantd.common.curve import CurveClient, CurveServer
 from plantd.mdp.broker import Broker
-from plantd.mdp.client import AsyncClient, Client, StreamPart
+from plantd.mdp.client import AsyncClient, Client, StreamPart, check_endpoint
 from plantd.mdp.codec import Dialect
 from plantd.mdp.errors import (
     BrokerError,
     ClientClosed,
+    EndpointError,
     ErrorCode,
     MDPError,
     ProtocolError,
@@ -41,6 +45,7 @@ __all__ = [
     "CurveClient",
     "CurveServer",
     "Dialect",
+    "EndpointError",
     "ErrorCode",
     "FinalPart",
     "MDPError",
@@ -48,4 +53,5 @@ __all__ = [
     "RequestTimeout",
     "StreamPart",
     "Worker",
+    "check_endpoint",
 ]

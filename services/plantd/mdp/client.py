@@ -9,24 +9,38 @@ Retries: only when the caller passes ``idempotent=True`` (a retry may run the re
 A retry is resent on the *same* socket, so a late reply to an earlier attempt still answers
 the call; afterwards the socket is replaced, since its extra replies may still be on the way.
 A socket that timed out is also replaced (a new identity), so a stale reply can never be taken
-for the answer to a later request.
+for the answer to a later request; so is one whose request ended in ``DEADLINE_EXCEEDED`` or
+``WORKER_LOST`` (the request may still be with a worker), or that has an unread message left.
+Other error replies settle the request and keep the socket (and the client's routing id).
+
+Error replies come as ``plantd.error`` frames or, in the legacy dialect, the original's JSON
+envelope; both raise :class:`BrokerError`. A malformed endpoint raises :class:`EndpointError`
+when the client is created (libzmq would accept some and then never connect).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 import zmq
 import zmq.asyncio
 
+from plantd.common import endpoints
 from plantd.common.contract import DEFAULT_BROKER_CONNECT
 from plantd.common.curve import CurveClient
-from plantd.mdp.codec import Dialect, Reply, decode_reply, encode_request
-from plantd.mdp.errors import BrokerError, ClientClosed, ProtocolError, RequestTimeout
-from plantd.mdp.errors import parse_error_body as _parse_error
+from plantd.mdp.codec import Dialect, Reply, decode_reply, encode_request, parse_error_reply
+from plantd.mdp.errors import (
+    BrokerError,
+    ClientClosed,
+    EndpointError,
+    ErrorCode,
+    ProtocolError,
+    RequestTimeout,
+)
 
 DEFAULT_TIMEOUT: Final = 10.0
 DEFAULT_RETRIES: Final = 2
@@ -49,11 +63,51 @@ def _frames(body: Sequence[Frame]) -> list[bytes]:
     return [x.encode() if isinstance(x, str) else x for x in body]
 
 
+# Errors after which the request may still be with a worker, so its reply may still come.
+_REPLY_MAY_FOLLOW: Final = frozenset((ErrorCode.DEADLINE_EXCEEDED, ErrorCode.WORKER_LOST))
+
+
+def _final_error(service: bytes, reply: Reply) -> BrokerError | None:
+    """The BrokerError a FINAL carries (either error form), or None for a reply."""
+    err = parse_error_reply(reply.body)
+    if err is None:
+        return None
+    return BrokerError(err[0], err[1], service.decode(errors="replace"))
+
+
 def _check_final(service: bytes, reply: Reply) -> list[bytes]:
-    err = _parse_error(reply.body)
-    if err is not None:
-        raise BrokerError(err[0], err[1], service.decode(errors="replace"))
+    error = _final_error(service, reply)
+    if error is not None:
+        raise error
     return reply.body
+
+
+def _settled(error: BrokerError | None) -> bool:
+    """False when a later reply to this request may still arrive on the socket: then the
+    socket must not serve another request (MDP has no request id to tell the replies apart)."""
+    return error is None or error.code not in _REPLY_MAY_FOLLOW
+
+
+def check_endpoint(endpoint: str) -> str:
+    """Return ``endpoint`` if a client or worker can connect to it, else raise EndpointError.
+
+    The grammar is :func:`plantd.common.endpoints.check_endpoint` (one authority for settings,
+    clients and workers); this wraps its refusal in the library's own error type.
+    """
+    try:
+        return endpoints.check_endpoint(endpoint, bind=False)
+    except endpoints.InvalidEndpoint as exc:
+        raise EndpointError(exc.endpoint, exc.reason) from None
+
+
+def connect(sock: zmq.Socket[Any], endpoint: str) -> None:
+    """``sock.connect(endpoint)``, with libzmq's refusal as an EndpointError (not a ZMQError)."""
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        if exc.errno in (errno.EINVAL, errno.EPROTONOSUPPORT, zmq.ENOCOMPATPROTO):
+            raise EndpointError(endpoint, f"libzmq refused it ({exc.strerror})") from exc
+        raise
 
 
 def _configure(sock: zmq.Socket[Any], curve: CurveClient | None) -> None:
@@ -82,7 +136,7 @@ class Client:
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive (seconds)")
-        self.endpoint = endpoint
+        self.endpoint = check_endpoint(endpoint)
         self.timeout = timeout
         self.retries = max(0, retries)
         self.dialect = dialect
@@ -97,7 +151,7 @@ class Client:
         if self._sock is None:
             sock = self.context.socket(zmq.DEALER)
             _configure(sock, self.curve)
-            sock.connect(self.endpoint)
+            connect(sock, self.endpoint)
             self._sock = sock
         return self._sock
 
@@ -187,12 +241,16 @@ class Client:
                     got_partial = True  # never resend once a stream has started
                     yield reply.body, False
                     continue
-                finished = True
-                yield _check_final(service, reply), True
+                error = _final_error(service, reply)
+                finished = _settled(error)
+                if error is not None:
+                    raise error
+                yield reply.body, True
                 return
         finally:
-            # Replace the socket when replies may still come: after retries, or when a stream
-            # was abandoned before its FINAL (the next request must not read them).
+            # Replace the socket when replies may still come: after retries, when a stream
+            # was abandoned before its FINAL, or after an error that leaves the request with
+            # a worker (the next request must not read them).
             if self._sock is sock and (sent > 1 or not finished or sock.poll(0)):
                 self._reset()
 
@@ -201,6 +259,11 @@ class Client:
         (a bare name like ``"service"`` gets the ``mmi.`` prefix)."""
         full = name if name.startswith("mmi.") else f"mmi.{name}"
         return self.request(full, *args, timeout=timeout, idempotent=True)
+
+
+def _readable(sock: zmq.asyncio.Socket) -> bool:
+    """A message is already waiting (sync EVENTS check; zmq.asyncio's poll would await)."""
+    return bool(cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
 
 class _Pool:
@@ -234,7 +297,7 @@ class _Pool:
                 return self._idle.pop()
             sock = self._ctx.socket(zmq.DEALER)
             _configure(sock, self._curve)
-            sock.connect(self._endpoint)
+            connect(sock, self._endpoint)
             self._open += 1
             return sock
 
@@ -279,7 +342,7 @@ class AsyncClient:
             raise ValueError("timeout must be positive (seconds)")
         if max_sockets < 1:
             raise ValueError("max_sockets must be at least 1")
-        self.endpoint = endpoint
+        self.endpoint = check_endpoint(endpoint)
         self.timeout = timeout
         self.retries = max(0, retries)
         self.dialect = dialect
@@ -383,8 +446,12 @@ class AsyncClient:
                     got_partial = True
                     yield reply.body, False
                     continue
-                clean = sent == 1
-                yield _check_final(service, reply), True
+                # Reused only when nothing more can come for this request (see Client).
+                error = _final_error(service, reply)
+                clean = sent == 1 and _settled(error) and not _readable(sock)
+                if error is not None:
+                    raise error
+                yield reply.body, True
                 return
         finally:
             await self._pool.release(sock, clean)

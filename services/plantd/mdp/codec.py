@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from plantd.mdp.errors import ProtocolError
+from plantd.mdp.errors import (
+    ProtocolError,
+    error_body,
+    legacy_error_body,
+    parse_error_body,
+    parse_legacy_error_body,
+)
 
 
 class Dialect(enum.IntEnum):
@@ -36,8 +42,18 @@ class Dialect(enum.IntEnum):
     def label(self) -> str:
         return _LABELS[self]
 
+    @classmethod
+    def parse(cls, text: str) -> Dialect:
+        """The dialect named ``text`` (a :attr:`label`: ``mdp02``, ``mdp01``, ``legacy``; any
+        case), for settings and CLI flags. ValueError listing the choices otherwise."""
+        for d, label in _LABELS.items():
+            if text.strip().lower() == label:
+                return d
+        raise ValueError(f"unknown MDP dialect {text[:40]!r}; choose one of {', '.join(DIALECTS)}")
+
 
 _LABELS: Final = {Dialect.MDP02: "mdp02", Dialect.MDP01: "mdp01", Dialect.LEGACY: "legacy"}
+DIALECTS: Final = tuple(_LABELS.values())  # the labels, for a CLI's choices
 
 # Module-level aliases: enum attribute lookups are slow on the hot path.
 _D02: Final = Dialect.MDP02
@@ -343,6 +359,56 @@ def decode_worker_command(frames: Sequence[bytes]) -> WorkerInbound:
     raise ProtocolError("unknown_header", f"unknown worker protocol header {header[:16]!r}")
 
 
+FAST_REQUEST: Final = 1  # broker_fast_inbound: (FAST_REQUEST, service, body)
+FAST_FINAL: Final = 2  # broker_fast_inbound: (FAST_FINAL, client, body)
+
+
+def broker_fast_inbound(frames: list[bytes], i: int = 0) -> tuple[int, bytes, list[bytes]] | None:
+    """The broker's hot path: ``frames[i:]`` as an MDP/0.2 client REQUEST or worker FINAL.
+
+    ``i`` skips the ROUTER identity without copying the list. These two messages are most of
+    what a busy broker reads; four comparisons settle them without a message object. Anything
+    else gives None and must go through :func:`decode_inbound`; a hypothesis test
+    (tests/unit/mdp/test_codec_fastpath_broker.py) proves the two never disagree.
+    """
+    n = len(frames) - i
+    if n >= 3:
+        h = frames[i]
+        if h == MDPW02:
+            if n >= 4 and frames[i + 1] == W02_FINAL and frames[i + 2] and not frames[i + 3]:
+                return FAST_FINAL, frames[i + 2], frames[i + 4 :]
+        elif h == MDPC02 and frames[i + 1] == C02_REQUEST and frames[i + 2]:
+            return FAST_REQUEST, frames[i + 2], frames[i + 3 :]
+    return None
+
+
+def split_worker_requests(
+    messages: list[list[bytes]], clients: list[bytes], bodies: list[list[bytes]]
+) -> list[list[bytes]]:
+    """The worker's hot path: take the MDP/0.2 REQUESTs out of a run of received messages.
+
+    Each ``[MDPW02, REQUEST, client, "", body...]`` (what our broker sends an MDP/0.2 worker)
+    adds its client to ``clients`` and its body to ``bodies``; every other message is returned,
+    in order, for :func:`decode_worker_command`. One call per run rather than per message: a
+    call costs ~0.3 us here, as much as the five comparisons. A hypothesis test proves this
+    decodes exactly as :func:`decode_worker_command`.
+    """
+    rest: list[list[bytes]] = []
+    for frames in messages:
+        if (
+            len(frames) >= 4
+            and frames[1] == W02_REQUEST
+            and frames[0] == MDPW02
+            and frames[2]
+            and not frames[3]
+        ):
+            clients.append(frames[2])
+            bodies.append(frames[4:])
+        else:
+            rest.append(frames)
+    return rest
+
+
 # --------------------------------------------------------------------------- encoding
 # Prefix tables: the frames in front of the service / client address. Precomputed tuples, so the
 # broker can keep one per peer and build each outgoing message with a single list operation.
@@ -474,3 +540,32 @@ def encode_broker_disconnect(dialect: Dialect = _D02, delimited: bool = False) -
     if dialect is _D01:
         return [EMPTY, MDPW01, W01_DISCONNECT] if delimited else [MDPW01, W01_DISCONNECT]
     return [MDPW02, L_DISCONNECT]
+
+
+# --------------------------------------------------------------------------- error replies
+
+
+def error_reply_body(dialect: Dialect, code: str, message: str) -> list[bytes]:
+    """The body of an error FINAL for a peer in ``dialect``.
+
+    MDP/0.2 and MDP/0.1: ``[b"plantd.error", CODE, message]``. Legacy: one JSON frame in the
+    original's envelope ``{"success":false,"error":message,"code":CODE}``, because the original
+    Go client JSON-decodes the first body frame of every reply.
+    """
+    if dialect is _DLEG:
+        return legacy_error_body(code, message)
+    return error_body(code, message)
+
+
+def parse_error_reply(body: list[bytes]) -> tuple[str, str] | None:
+    """``(code, message)`` when a FINAL's ``body`` is an error reply in either form, else None.
+
+    The inverse of :func:`error_reply_body`, whatever dialect the reply came in: a legacy client
+    of an older broker of ours still gets ``plantd.error``, and an MDP/0.2 client gets the JSON
+    envelope when the worker behind our broker speaks the legacy dialect (such a worker sends
+    its errors in the envelope itself, since the original broker does not translate).
+    """
+    err = parse_error_body(body)
+    if err is None:
+        err = parse_legacy_error_body(body)
+    return err

@@ -11,10 +11,19 @@ Handlers
                                             it is produced; the FINAL is ``FinalPart(frames)``
                                             if the iterator yields one (it ends the stream), or
                                             a sync generator's ``return frames``, else empty.
-  Either may be ``async``. Exceptions become a ``plantd.error`` / ``HANDLER_ERROR`` reply.
+  Either may be ``async``. An exception fails its own request only: it gets a
+  ``HANDLER_ERROR`` FINAL (after any PARTIALs already sent) and the worker goes on.
   ``batch_handler(list of frames) -> list of replies`` (AsyncWorker): gets every request that
   is ready at once in one call (e.g. one Redis pipeline per batch). Requires ``credit > 1``
-  to receive more than one request at a time.
+  to receive more than one request at a time. To fail one request of a batch, put an
+  exception in its slot; a batch handler that *raises* fails every request of that call (it
+  cannot say which was at fault, and running them again one by one could apply a write twice).
+
+Errors go out in the worker's own dialect: ``[b"plantd.error", CODE, message]`` from MDP/0.2
+and MDP/0.1 workers (our broker turns it into the JSON envelope for legacy clients), and the
+original's ``{"success":false,"error":message,"code":CODE}`` frame from a legacy worker, which
+may be serving an original broker that forwards bodies untouched. Messages are cut to
+``MAX_ERROR_MESSAGE_CHARS``.
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ import zmq
 
 from plantd.common.contract import DEFAULT_BROKER_CONNECT, HEARTBEAT_LIVENESS, HEARTBEAT_MS
 from plantd.common.curve import CurveClient
-from plantd.mdp import codec
 from plantd.mdp._wire import events, recv_multipart, send_multipart, send_replies
+from plantd.mdp.client import check_endpoint, connect
 from plantd.mdp.codec import (
     Dialect,
     Disconnect,
@@ -44,9 +53,11 @@ from plantd.mdp.codec import (
     encode_ready,
     encode_worker_disconnect,
     encode_worker_heartbeat,
+    error_reply_body,
+    split_worker_requests,
     worker_reply_prefix,
 )
-from plantd.mdp.errors import ErrorCode, ProtocolError, error_body
+from plantd.mdp.errors import MAX_ERROR_MESSAGE_CHARS, ErrorCode, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +71,10 @@ Handler: TypeAlias = Callable[[Frames], Any]
 BatchHandler: TypeAlias = Callable[[list[Frames]], Any]
 
 _NOBLOCK: Final = int(zmq.NOBLOCK)
+# Messages read per loop turn: bounds the turn (heartbeats, expiry checks) under a flood; the
+# rest are read on the next turn at once (the socket is still readable).
+_DRAIN_MAX: Final = 1024
 _EMPTY: Final = b""
-_MDPW02: Final = codec.MDPW02
-_W_REQUEST: Final = codec.W02_REQUEST
 _POLLIN: Final = int(zmq.POLLIN)
 
 
@@ -85,6 +97,15 @@ def _all_plain(results: Sequence[Any]) -> bool:
             if f.__class__ is not bytes:
                 return False
     return True
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: text`` for an error reply; an exception whose ``__str__`` fails still gets one."""
+    try:
+        text = str(exc)
+    except Exception:  # a hostile or buggy __str__ must not cost the client its reply
+        text = "<exception text unavailable>"
+    return f"{type(exc).__name__}: {text[:MAX_ERROR_MESSAGE_CHARS]}"
 
 
 def _is_single_reply(result: object) -> bool:
@@ -157,7 +178,7 @@ class AsyncWorker:
             raise ValueError("a worker needs a service name")
         if credit < 1:
             raise ValueError("credit must be >= 1")
-        self.endpoint = endpoint
+        self.endpoint = check_endpoint(endpoint)
         self.service = service.encode() if isinstance(service, str) else service
         self.handler = handler
         self.batch_handler = batch_handler
@@ -205,7 +226,11 @@ class AsyncWorker:
         sock.rcvhwm = 100_000
         if self.curve is not None:
             self.curve.apply(sock)
-        sock.connect(self.endpoint)
+        try:
+            connect(sock, self.endpoint)
+        except BaseException:
+            sock.close(0)
+            raise
         self._sock = sock
         self._gen += 1
         self._fd = cast(int, sock.getsockopt(zmq.FD))
@@ -313,32 +338,24 @@ class AsyncWorker:
         sock = self._sock
         assert sock is not None
         recv = recv_multipart
+        split = split_worker_requests
         hb = self.heartbeat_s
         expiry = hb * self.liveness
         next_hb = time.monotonic() + hb
         heard = False
         while True:
+            messages: list[Frames] = []
+            while len(messages) < _DRAIN_MAX:
+                try:
+                    messages.append(recv(sock, _NOBLOCK))
+                except zmq.Again:
+                    break
             # Two parallel lists, not an object per request: this loop runs per message.
             clients: list[bytes] = []
             bodies: list[Frames] = []
-            got = False
-            while True:
-                try:
-                    frames = recv(sock, _NOBLOCK)
-                except zmq.Again:
-                    break
-                # Fast path: MDP/0.2 REQUEST exactly as decode_worker_command accepts it.
-                if (
-                    len(frames) >= 4
-                    and frames[1] == _W_REQUEST
-                    and frames[0] == _MDPW02
-                    and frames[2]
-                    and not frames[3]
-                ):
-                    clients.append(frames[2])
-                    bodies.append(frames[4:])
-                    got = True
-                    continue
+            rest = split(messages, clients, bodies) if messages else messages
+            got = bool(clients)
+            for frames in rest:
                 try:
                     cmd = decode_worker_command(frames)
                 except ProtocolError as exc:
@@ -366,6 +383,8 @@ class AsyncWorker:
                 return "lost", heard
             if self._stopping and (not self._tasks or now >= self._drain_deadline):
                 return "stop", heard
+            if len(messages) == _DRAIN_MAX:
+                await asyncio.sleep(0)  # more are waiting: let the handler tasks run first
             await self._wait(min(next_hb, self._last_rx + expiry) - now)
 
     # ------------------------------------------------------------------ handlers
@@ -378,7 +397,9 @@ class AsyncWorker:
                 self._send_reply(
                     gen,
                     client,
-                    error_body(ErrorCode.SHUTTING_DOWN, "worker is shutting down"),
+                    error_reply_body(
+                        self.dialect, ErrorCode.SHUTTING_DOWN, "worker is shutting down"
+                    ),
                     True,
                 )
             return
@@ -409,15 +430,18 @@ class AsyncWorker:
         self.errors += 1
         # MDP/0.1: parts held for a failed stream must not leak into the client's next reply.
         self._held.pop(client, None)
+        message = _describe(exc)
         log.warning(
-            "worker %s: handler failed: %s: %s",
+            "worker %s: handler failed: %s",
             self.service.decode(errors="replace"),
-            type(exc).__name__,
-            exc,
+            message,
             exc_info=exc,
         )
+        # In our own dialect: MDP/0.2 and 0.1 peers send plantd.error, which our broker turns
+        # into the envelope for legacy clients; a legacy worker may serve an original broker,
+        # which translates nothing, so it sends the original's JSON envelope itself.
         self._send_reply(
-            gen, client, error_body(ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}"), True
+            gen, client, error_reply_body(self.dialect, ErrorCode.HANDLER_ERROR, message), True
         )
 
     async def _call(self, fn: Callable[[Any], Any], arg: Any) -> Any:

@@ -194,12 +194,14 @@ def test_endpoints() -> None:
     assert check_endpoint("tcp://*:9797", bind=True)
     assert check_endpoint("ipc:///tmp/x", bind=False)
     assert check_endpoint("tcp://[::1]:1", bind=False)
-    with pytest.raises(ValueError, match="only valid for binding"):
+    with pytest.raises(ValueError, match="is for binding"):
         check_endpoint("tcp://*:9797", bind=False)
-    with pytest.raises(ValueError, match="not a ZeroMQ endpoint"):
+    with pytest.raises(ValueError, match="no transport"):
         check_endpoint("localhost:9797", bind=True)
-    with pytest.raises(ValueError, match="outside 1-65535"):
+    with pytest.raises(ValueError, match="not a number in 1-65535"):
         check_endpoint("tcp://a:0", bind=True)
+    with pytest.raises(ValueError, match="lacks its closing"):  # libzmq accepts it, then hangs
+        check_endpoint("tcp://[::1:9797", bind=True)
     with pytest.raises(ConfigError, match="broker_endpoint"):
         EchoSettings.load(environ={"PLANTD_ECHO_BROKER_ENDPOINT": "tcp://*:1"})
 

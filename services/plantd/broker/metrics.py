@@ -58,7 +58,8 @@ class BrokerCollector(Collector):
         yield errors
         malformed = CounterMetricFamily(
             "plantd_broker_malformed_messages",
-            "Messages dropped because they were malformed, by reason",
+            "Messages dropped (malformed, over a limit, unroutable) or held for a peer that "
+            "is not reading (send_held), by reason; docs/protocol.md section 2",
             labels=["reason"],
         )
         for reason, n in sorted(s.malformed.items()):
@@ -73,6 +74,24 @@ class BrokerCollector(Collector):
             for service, n in sorted(gauge_data.items()):
                 g.add_metric([service], n)
             yield g
+        for name, doc, value in (
+            (
+                "plantd_broker_queued_bytes",
+                "Bytes of requests waiting for a worker, all services (budget: max_queued_bytes)",
+                s.queued_bytes,
+            ),
+            (
+                "plantd_broker_clients",
+                "Clients (routing ids, or CURVE keys) with requests outstanding",
+                s.clients,
+            ),
+            (
+                "plantd_broker_services_known",
+                "Names in the service table (labels above: the top services plus 'other')",
+                s.services_known,
+            ),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
         h = s.latency
         buckets = [(_le(b), c) for b, c in zip(h.buckets, h.cumulative, strict=False)]
         buckets.append(("+Inf", h.cumulative[-1] if h.cumulative else h.count))
@@ -100,6 +119,17 @@ class BrokerCollector(Collector):
         nbytes = CounterMetricFamily(
             "plantd_bus_bytes", "Bytes forwarded by a bus proxy", labels=["bus", "direction"]
         )
+        dropped = CounterMetricFamily(
+            "plantd_bus_dropped_messages",
+            "Messages published into a bus and dropped, never forwarded (too_large: over "
+            "bus_max_message_bytes; too_many_frames: over bus_max_frames)",
+            labels=["bus", "reason"],
+        )
+        disconnects = CounterMetricFamily(
+            "plantd_bus_publisher_disconnects",
+            "Publisher connections closed (a frame over bus_max_message_bytes closes one)",
+            labels=["bus"],
+        )
         rejected = CounterMetricFamily(
             "plantd_curve_handshake_failures",
             "CURVE handshakes refused (unknown key, bad key, protocol error), by socket",
@@ -112,11 +142,16 @@ class BrokerCollector(Collector):
             nbytes.add_metric([bus, "in"], st.bytes_in)
             nbytes.add_metric([bus, "out"], st.bytes_out)
             rejected.add_metric([f"bus-{bus}"], st.handshake_failures)
+            dropped.add_metric([bus, "too_large"], st.dropped_too_large)
+            dropped.add_metric([bus, "too_many_frames"], st.dropped_too_many_frames)
+            disconnects.add_metric([bus], st.disconnects)
         failed = sum(n for k, n in mdp_handshakes.items() if k != "succeeded")
         rejected.add_metric(["mdp"], failed)
         yield messages
         yield frames
         yield nbytes
+        yield dropped
+        yield disconnects
         yield rejected
 
 

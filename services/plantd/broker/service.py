@@ -21,12 +21,13 @@ from prometheus_client import CollectorRegistry
 
 from plantd.broker import queries
 from plantd.broker.metrics import BrokerCollector
-from plantd.bus.proxy import BusProxy, BusStats, bus_endpoints
+from plantd.bus.proxy import BusLimits, BusProxy, BusStats, bus_endpoints
 from plantd.common import contract
 from plantd.common.config import BrokerSettings
 from plantd.common.curve import CurveServer
 from plantd.common.keys import load_server
 from plantd.mdp import AsyncWorker, Broker
+from plantd.mdp.budgets import Limits
 
 log = logging.getLogger("plantd.broker")
 
@@ -91,9 +92,22 @@ class BrokerService:
             heartbeat_ms=s.heartbeat_ms,
             liveness=s.heartbeat_liveness,
             request_timeout=s.request_timeout_ms / 1000.0,
-            max_queue=s.max_queue,
-            max_frame_size=s.max_frame_bytes,
-            max_message_size=s.max_message_bytes,
+            limits=Limits(
+                max_frame_size=s.max_frame_bytes,
+                max_message_size=s.max_message_bytes,
+                max_frames=s.max_frames,
+                max_queue=s.max_queue,
+                max_queue_bytes=s.max_queue_bytes,
+                max_client_requests=s.max_client_requests,
+                max_client_bytes=s.max_client_bytes,
+                max_queued_bytes=s.max_queued_bytes,
+                max_services=s.max_services,
+                max_workers=s.max_workers,
+                max_names_per_peer=s.max_names_per_peer,
+                service_ttl=s.service_ttl_ms / 1000.0,
+                metrics_top_services=s.metrics_top_services,
+            ),
+            send_hwm=s.send_hwm,
             curve=self._curve,
             context=self.context,
         )
@@ -102,7 +116,14 @@ class BrokerService:
             self.broker = broker
             for name, ports in s.buses.items():
                 front, back = bus_endpoints(s.bus_bind, ports)
-                bus = BusProxy(name, front, back, context=self.context, curve=self._bus_curve)
+                bus = BusProxy(
+                    name,
+                    front,
+                    back,
+                    context=self.context,
+                    curve=self._bus_curve,
+                    limits=BusLimits(s.bus_max_message_bytes, s.bus_max_frames, s.bus_hwm),
+                )
                 bus.start()
                 self.buses[name] = bus
         except BaseException:

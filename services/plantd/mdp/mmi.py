@@ -11,10 +11,9 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
-if TYPE_CHECKING:
-    from plantd.mdp.broker import Broker
+from plantd.mdp.stats import ServiceInfo
 
 OK: Final = b"200"
 NOT_FOUND: Final = b"404"
@@ -29,6 +28,24 @@ KNOWN: Final = frozenset({SERVICE, SERVICES, WORKERS, BROKER})
 PROTOCOLS: Final = ("MDPC02/MDPW02", "MDPC01/MDPW01", "plantd-legacy")
 
 
+class BrokerView(Protocol):
+    """What MMI reads: the dispatcher's public, read-only view (plantd.mdp.dispatcher)."""
+
+    heartbeat_s: float
+    liveness: int
+
+    @property
+    def uptime_s(self) -> float: ...
+
+    def service_info(self, name: bytes) -> ServiceInfo | None: ...
+
+    def service_infos(self) -> list[ServiceInfo]: ...
+
+    def live_service_names(self) -> list[bytes]: ...
+
+    def totals(self) -> dict[str, int]: ...
+
+
 def _replace_last(body: list[bytes], code: bytes) -> list[bytes]:
     return [*body[:-1], code] if body else [code]
 
@@ -37,47 +54,43 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
-def answer(broker: Broker, name: bytes, body: list[bytes]) -> list[bytes]:
+def _fields(info: ServiceInfo) -> dict[str, int]:
+    return {
+        "workers": info.workers,
+        "idle": info.idle,
+        "busy": info.workers - info.idle,
+        "queued": info.queued,
+        "in_flight": info.in_flight,
+    }
+
+
+def answer(view: BrokerView, name: bytes, body: list[bytes]) -> list[bytes]:
     """The reply body for an ``mmi.*`` request (called on the broker's loop thread)."""
-    services = broker._mmi_services()
     if name == SERVICE:
         target = body[-1] if body else b""
-        svc = services.get(target)
-        found = target in KNOWN or (svc is not None and bool(svc.workers))
+        info = view.service_info(target)
+        found = target in KNOWN or (info is not None and info.workers > 0)
         return _replace_last(body, OK if found else NOT_FOUND)
     if name == SERVICES:
-        names = sorted(n.decode(errors="replace") for n, s in services.items() if s.workers)
-        return [OK, _dumps(names)]
+        return [OK, _dumps([n.decode(errors="replace") for n in view.live_service_names()])]
     if name == WORKERS:
         wanted = body[0] if body and body[0] else None
-        out: dict[str, dict[str, int]] = {}
-        for n, s in services.items():
-            if (wanted is not None and n != wanted) or (wanted is None and not s.workers):
-                continue
-            loads = [w.load for w in s.workers.values()]
-            out[n.decode(errors="replace")] = {
-                "workers": len(loads),
-                "idle": sum(1 for x in loads if not x),
-                "busy": sum(1 for x in loads if x),
-                "queued": len(s.queue),
-                "in_flight": sum(loads),
-            }
-        return [OK, _dumps(out)]
+        if wanted is not None:
+            one = view.service_info(wanted)
+            infos = [one] if one is not None else []
+        else:
+            infos = [i for i in view.service_infos() if i.workers]
+        return [OK, _dumps({i.name: _fields(i) for i in infos})]
     if name == BROKER:
         from plantd import __version__ as version
 
-        live = [s for s in services.values() if s.workers]
-        info = {
+        doc: dict[str, object] = {
             "version": version,
             "protocols": list(PROTOCOLS),
-            "uptime_s": round(broker.uptime, 3),
-            "services": len(live),
-            "workers": len(broker._mmi_workers()),
-            "queued": sum(len(s.queue) for s in services.values()),
-            "requests": sum(sum(s.requests) for s in services.values()),
-            "replies": sum(sum(s.replies) for s in services.values()),
-            "heartbeat_ms": int(broker.heartbeat_s * 1000),
-            "liveness": broker.liveness,
+            "uptime_s": round(view.uptime_s, 3),
+            **view.totals(),
+            "heartbeat_ms": int(view.heartbeat_s * 1000),
+            "liveness": view.liveness,
         }
-        return [OK, _dumps(info)]
+        return [OK, _dumps(doc)]
     return _replace_last(body, NOT_IMPLEMENTED)

@@ -32,6 +32,13 @@ LATENCY_BUCKETS: Final = (
 )
 
 
+def top_names(traffic: dict[bytes, int], n: int) -> set[bytes]:
+    """The ``n`` names with the most traffic (ties by name, so the choice is stable)."""
+    if len(traffic) <= n:
+        return set(traffic)
+    return set(sorted(traffic, key=lambda k: (-traffic[k], k))[:n])
+
+
 class LatencyHistogram:
     """Fixed buckets; ``observe`` is one C-level bisect and two adds."""
 
@@ -89,6 +96,11 @@ class BrokerStats:
     )
     # Error replies sent, keyed by (service, the client's dialect label, code).
     dialect_errors: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # Budgets in use: bytes of queued requests (all services), clients with something
+    # outstanding, names in the service table (the labels above are capped, this is not).
+    queued_bytes: int = 0
+    clients: int = 0
+    services_known: int = 0
 
     @property
     def total_requests(self) -> int:

@@ -4,6 +4,7 @@ busy service, and errors counted by dialect."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -116,7 +117,13 @@ def test_go_shaped_legacy_worker_and_client(
     assert _recv(worker)[4:] == [b"again"]
     worker.send_multipart([b"", b"MDPW02", b"DISCONNECT"])
     err = _recv(client)
-    assert err[:5] == [b"MDPC02", b"FINAL", b"go.echo", b"plantd.error", b"WORKER_LOST"]
+    # In the original's envelope: the Go client JSON-decodes the first body frame.
+    assert err[:3] == [b"MDPC02", b"FINAL", b"go.echo"] and len(err) == 4
+    assert json.loads(err[3]) == {
+        "success": False,
+        "error": "worker disconnected",
+        "code": "WORKER_LOST",
+    }
     assert broker.stats().workers["go.echo"] == 0
     assert broker.stats().dialect_errors["go.echo", "legacy", "WORKER_LOST"] == 1
 

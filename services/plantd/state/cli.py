@@ -59,6 +59,7 @@ _HINTS = {
     "CONFLICT": "someone changed the key first: read it again and retry with its version",
     "STORE_UNAVAILABLE": "the state service cannot reach its store; retry shortly",
     "VALUE_TOO_LARGE": "split the data or the batch (limits: docs/state.md)",
+    "REPLY_TOO_LARGE": "ask for fewer keys, or page with `plant state list` and batch-get",
 }
 
 
@@ -268,12 +269,21 @@ def history(scope: str, since: int) -> None:
         sys.stdout.write(_change_line(ch) + "\n")
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: object) -> str:
+    """Control characters escaped: a value must not move the cursor or retitle the terminal."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
 def _change_line(ch: dict[str, Any]) -> str:
-    op = ch.get("op")
+    op = _printable(ch.get("op"))
+    key = _printable(ch.get("key"))
     if op == "set":
-        return f"{ch['revision']} set {ch['key']} = {ch['value']}"
+        return f"{ch['revision']} set {key} = {_printable(ch.get('value'))}"
     if op in ("delete", "expire"):
-        return f"{ch['revision']} {op} {ch['key']}"
+        return f"{ch['revision']} {op} {key}"
     return f"{ch['revision']} {op}"
 
 
@@ -342,6 +352,7 @@ def watch(
     endpoint = bus_endpoint_for(settings, bus_endpoint)
     subscriber = Subscriber(endpoint, [scope], curve=curve_client(settings))
     seen = 0
+    watcher: Watcher | None = None
     try:
         with _state() as (client, _):
             watcher = Watcher(
@@ -359,11 +370,15 @@ def watch(
                         return
     finally:
         subscriber.close()
+        if watcher is not None and watcher.skipped:
+            sys.stderr.write(
+                f"skipped {watcher.skipped} bus message(s) that were not valid change events\n"
+            )
 
 
 def _watch_line(ev: dict[str, Any]) -> str:
     if ev["kind"] == "snapshot":
-        return f"{ev['revision']} snapshot {ev['key']} = {ev['value']}"
+        return f"{ev['revision']} snapshot {_printable(ev['key'])} = {_printable(ev['value'])}"
     if ev["kind"] == "compacted":
         return f"{ev['revision']} compacted (changes were missed; the scope follows)"
     return _change_line(ev)

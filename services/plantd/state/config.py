@@ -86,6 +86,20 @@ class StateSettings(ServiceSettings):
     max_batch_keys: int = Field(
         1000, ge=1, le=100_000, description="most keys in one batch-get/batch-set"
     )
+    max_reply_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="largest reply: a batch-get or snapshot that would pass it is refused with "
+        "REPLY_TOO_LARGE while it is read (changes-since pages at it)",
+    )
+    max_batch_reply_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        le=4 * 1024 * 1024 * 1024,
+        description="most bytes the embedded store reads for the replies of one worker batch "
+        "together; a read past it gets REPLY_TOO_LARGE (retry) and changes-since a shorter page",
+    )
 
     @field_validator("bus_endpoint")
     @classmethod
@@ -112,12 +126,21 @@ class StateSettings(ServiceSettings):
             raise ValueError("redis_ca_file is for TLS: use a rediss:// redis_url")
         if self.redis_password is not None and self.redis_password_file is not None:
             raise ValueError("give redis_password or redis_password_file, not both")
+        if self.max_batch_reply_bytes < self.max_reply_bytes:
+            raise ValueError("max_batch_reply_bytes must be at least max_reply_bytes")
+        if self.max_reply_bytes < self.max_value_bytes + 64 * 1024:
+            raise ValueError(
+                "max_reply_bytes must be at least max_value_bytes + 64 KiB, or a stored value "
+                "could not be read back"
+            )
         return self
 
     def limits(self) -> Limits:
         return Limits(
             max_value_bytes=self.max_value_bytes,
             max_batch_keys=self.max_batch_keys,
+            max_reply_bytes=self.max_reply_bytes,
+            max_batch_reply_bytes=self.max_batch_reply_bytes,
             history_len=self.history_len,
         )
 

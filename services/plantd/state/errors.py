@@ -115,3 +115,18 @@ def store_unavailable(detail: str) -> StateError:
         f"the state store is unavailable ({detail}); the request was not acknowledged, "
         "retry shortly (a write whose reply is lost may still have been applied: re-read)",
     )
+
+
+SNAPSHOT_ADVICE: Final = (
+    "the scope holds more than one reply can carry: read it with list-keys (cursor) and "
+    "batch-get, or ask for a smaller 'limit'"
+)
+
+
+def reply_too_large(what: str, size: int, budget: int, advice: str) -> StateError:
+    """Refused while building: the reply to ``what`` reached ``size`` bytes of ``budget``."""
+    return StateError(
+        Code.REPLY_TOO_LARGE,
+        f"the reply to {what} would pass max_reply_bytes ({budget} bytes; {size} bytes "
+        f"before the rest); {advice}",
+    )

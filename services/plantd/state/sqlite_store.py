@@ -9,6 +9,8 @@ waits for the disk, and the next batch is then bigger (natural group commit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -112,7 +114,7 @@ class SqliteStore(Store):
 
     def _open_sync(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_files(self.path)
             con = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=5.0
             )
@@ -138,7 +140,6 @@ class SqliteStore(Store):
         except StoreUnavailable:
             con.close()
             raise
-        self.path.chmod(0o600)
         self._con = con
 
     async def close(self) -> None:
@@ -189,18 +190,25 @@ class SqliteStore(Store):
         now = self._clock()
         touched: dict[str, int] = {}  # scope -> highest revision written in this batch
         out: list[Result | StateError] = []
+        budget = _ReadBudget(self.limits.max_reply_bytes, self.limits.max_batch_reply_bytes)
         try:
             con.execute("BEGIN IMMEDIATE")
             try:
                 for op in ops:
                     con.execute("SAVEPOINT op")
                     try:
-                        out.append(self._one(con, op, now, touched))
+                        out.append(self._one(con, op, now, touched, budget))
                         con.execute("RELEASE op")
                     except StateError as err:
                         con.execute("ROLLBACK TO op")
                         con.execute("RELEASE op")
                         out.append(err)
+                    except (sqlite3.DataError, ValueError, TypeError, OverflowError) as exc:
+                        # One operation the database or we could not take (a bug, or a value
+                        # SQLite refuses): it fails alone; the others in the batch still commit.
+                        con.execute("ROLLBACK TO op")
+                        con.execute("RELEASE op")
+                        out.append(_op_failed(op, exc))
                 self._trim(con, touched)
                 con.execute("COMMIT")
             except BaseException:
@@ -213,10 +221,17 @@ class SqliteStore(Store):
         self._available = True
         return out
 
-    def _one(self, con: sqlite3.Connection, op: Op, now: int, touched: dict[str, int]) -> Result:
+    def _one(
+        self,
+        con: sqlite3.Connection,
+        op: Op,
+        now: int,
+        touched: dict[str, int],
+        budget: _ReadBudget,
+    ) -> Result:
         match op:
             case Get():
-                return self._get(con, op, now)
+                return self._get(con, op, now, budget)
             case Set():
                 return self._set(con, op, now, touched)
             case Delete():
@@ -240,9 +255,9 @@ class SqliteStore(Store):
                 rows = con.execute("SELECT name FROM scopes ORDER BY name").fetchall()
                 return ScopeList(scopes=tuple(r[0] for r in rows))
             case Snapshot():
-                return self._snapshot(con, op, now)
+                return self._snapshot(con, op, now, budget)
             case ChangesSince():
-                return self._changes_since(con, op)
+                return self._changes_since(con, op, budget)
             case ScopeExists():
                 return ExistsResult(exists=_scope_exists(con, op.scope))
         raise StateError(errors.Code.INTERNAL, f"sqlite store cannot run {type(op).__name__}")
@@ -250,24 +265,44 @@ class SqliteStore(Store):
     # ---- operations ---------------------------------------------------------------------------
 
     def _live(
-        self, con: sqlite3.Connection, scope: str, keys: Sequence[str], now: int
+        self,
+        con: sqlite3.Connection,
+        scope: str,
+        keys: Sequence[str],
+        now: int,
+        budget: _ReadBudget | None = None,
     ) -> dict[str, Entry]:
+        """Live entries of ``keys``; with ``budget``, REPLY_TOO_LARGE once the keys and values
+        read pass it (rows are read one at a time, so memory stays at the budget + one row)."""
         found: dict[str, Entry] = {}
+        size = 0
+        limit = budget.limit() if budget is not None else 0
         # One query per chunk: SQLite caps host parameters (32766 here; keep well under).
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            rows = con.execute(
+            cur = con.execute(
                 f"SELECT key, value, version, expires_at FROM kv "  # noqa: S608 - only '?' marks
                 f"WHERE scope = ? AND key IN ({marks})",
                 (scope, *chunk),
-            ).fetchall()
-            for key, value, version, exp in rows:
+            )
+            for key, value, version, exp in cur:
                 if exp is None or exp > now:
                     found[key] = Entry(value, version, exp)
+                    if budget is not None:
+                        size += len(key) + len(value)
+                        if size > limit:
+                            cur.close()
+                            raise budget.refuse(
+                                f"batch-get of {len(keys)} keys",
+                                size,
+                                "ask for fewer keys per request",
+                            )
+        if budget is not None:
+            budget.spend(size)
         return found
 
-    def _get(self, con: sqlite3.Connection, op: Get, now: int) -> GetResult:
+    def _get(self, con: sqlite3.Connection, op: Get, now: int, budget: _ReadBudget) -> GetResult:
         if not _scope_exists(con, op.scope):
             raise errors.scope_not_found(op.scope)
         if len(op.keys) == 1:
@@ -278,7 +313,7 @@ class SqliteStore(Store):
             if row is None or (row[2] is not None and row[2] <= now):
                 return GetResult(entries=(None,))
             return GetResult(entries=(Entry(row[0], row[1], row[2]),))
-        live = self._live(con, op.scope, op.keys, now)
+        live = self._live(con, op.scope, op.keys, now, budget)
         return GetResult(entries=tuple(live.get(k) for k in op.keys))
 
     def _set(
@@ -381,20 +416,42 @@ class SqliteStore(Store):
         cur.close()
         return KeyList(keys=tuple(keys), next_cursor=keys[-1] if more and keys else "")
 
-    def _snapshot(self, con: sqlite3.Connection, op: Snapshot, now: int) -> SnapshotResult:
+    def _snapshot(
+        self, con: sqlite3.Connection, op: Snapshot, now: int, budget: _ReadBudget
+    ) -> SnapshotResult:
         if not _scope_exists(con, op.scope):
             raise errors.scope_not_found(op.scope)
-        rows = con.execute(
+        cur = con.execute(
             "SELECT key, value, version, expires_at FROM kv WHERE scope = ? "
             "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
             (op.scope, now, op.limit + 1),
-        ).fetchall()
-        items = tuple((k, Entry(v, ver, exp)) for k, v, ver, exp in rows[: op.limit])
+        )
+        limit = budget.limit()
+        items: list[tuple[str, Entry]] = []
+        size = 0
+        truncated = False
+        for k, v, ver, exp in cur:
+            if len(items) == op.limit:
+                truncated = True
+                break
+            size += len(k) + len(v)
+            if size > limit:
+                cur.close()
+                raise budget.refuse(
+                    f"snapshot of scope {op.scope[:80]!r}",
+                    size,
+                    errors.SNAPSHOT_ADVICE,
+                )
+            items.append((k, Entry(v, ver, exp)))
+        cur.close()
+        budget.spend(size)
         return SnapshotResult(
-            revision=_revision(con, op.scope), items=items, truncated=len(rows) > op.limit
+            revision=_revision(con, op.scope), items=tuple(items), truncated=truncated
         )
 
-    def _changes_since(self, con: sqlite3.Connection, op: ChangesSince) -> ChangeLog:
+    def _changes_since(
+        self, con: sqlite3.Connection, op: ChangesSince, budget: _ReadBudget
+    ) -> ChangeLog:
         current = _revision(con, op.scope)
         oldest_row = con.execute(
             "SELECT MIN(rev) FROM changes WHERE scope = ?", (op.scope,)
@@ -402,21 +459,26 @@ class SqliteStore(Store):
         oldest = int(oldest_row[0] or 0)
         if history_compacted(op.revision, current, oldest):
             return ChangeLog(current, (), compacted=True, oldest=oldest, more=False)
-        rows = con.execute(
+        cur = con.execute(
             "SELECT rev, op, key, value, version, ts FROM changes WHERE scope = ? AND rev > ? "
             "ORDER BY rev LIMIT ?",
             (op.scope, op.revision, op.limit + 1),
-        ).fetchall()
-        changes = tuple(
-            Change(op.scope, change_op(o), k, v, ver, rev, ts) for rev, o, k, v, ver, ts in rows
         )
-        return ChangeLog(
-            current,
-            changes[: op.limit],
-            compacted=False,
-            oldest=oldest,
-            more=len(rows) > op.limit,
-        )
+        # A page ends at the limit or at the reply budget, whichever comes first: past the
+        # budget the client pages on from the last revision it got ("more": true).
+        limit = budget.limit()
+        changes: list[Change] = []
+        size = 0
+        more = False
+        for rev, o, k, v, ver, ts in cur:
+            size += len(k) + len(v)
+            if len(changes) == op.limit or (changes and size > limit):
+                more = True
+                break
+            changes.append(Change(op.scope, change_op(o), k, v, ver, rev, ts))
+        cur.close()
+        budget.spend(size)
+        return ChangeLog(current, tuple(changes), compacted=False, oldest=oldest, more=more)
 
     # ---- history ------------------------------------------------------------------------------
 
@@ -502,6 +564,66 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
         return out
+
+
+class _ReadBudget:
+    """What the reads of one batch may still return: per reply, and for the batch together.
+
+    The worker returns a batch's replies together, so without the batch budget a batch of
+    ``credit`` reads just under ``max_reply_bytes`` each would hold them all at once.
+    """
+
+    __slots__ = ("per_batch", "per_reply", "room")
+
+    def __init__(self, per_reply: int, per_batch: int) -> None:
+        self.per_reply = per_reply
+        self.per_batch = per_batch
+        self.room = per_batch
+
+    def limit(self) -> int:
+        return min(self.per_reply, self.room)
+
+    def spend(self, size: int) -> None:
+        self.room -= size
+
+    def refuse(self, what: str, size: int, advice: str) -> StateError:
+        if self.room >= self.per_reply:
+            return errors.reply_too_large(what, size, self.per_reply, advice)
+        return StateError(
+            errors.Code.REPLY_TOO_LARGE,
+            f"the reply to {what} would pass what is left of this worker batch's "
+            f"max_batch_reply_bytes ({max(self.room, 0)} of {self.per_batch} bytes; other "
+            "requests in the same batch took the rest); retry shortly, or ask for less",
+        )
+
+
+def _op_failed(op: Op, exc: Exception) -> StateError:
+    return StateError(
+        errors.Code.INTERNAL,
+        f"the sqlite store could not run {type(op).__name__}: {type(exc).__name__}: {exc}",
+    )
+
+
+def _private_files(db: Path) -> None:
+    """The data directory 0700 (when we create it) and the database files 0600, before open.
+
+    SQLite creates ``-wal`` and ``-shm`` with the permissions of the database file (os_unix.c,
+    findCreateFileMode), so the database must be 0600 *before* the first connection: chmod
+    after ``PRAGMA journal_mode=WAL`` left them 0644 (readable by every local user).
+    """
+    directory = db.parent
+    if not directory.exists():
+        directory.mkdir(parents=True, mode=0o700)
+        directory.chmod(0o700)  # mkdir's mode is filtered by the umask
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = db.with_name(db.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            side.chmod(0o600)
 
 
 def _scope_exists(con: sqlite3.Connection, scope: str) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 from plantd.bus import BusMessage
 from plantd.state import events
 from plantd.state.client import StateReplyError
-from plantd.state.model import Change, change_op
+from plantd.state.model import Change
 
 Kind = Literal["change", "snapshot", "compacted"]
 
@@ -92,6 +92,7 @@ class Watcher:
         self.resync_interval = resync_interval
         self.revision = 0  # last revision emitted (or started from)
         self.gaps_filled = 0  # times the bus lost or reordered something we then fetched
+        self.skipped = 0  # bus messages (or history items) that were not valid change events
         self._started = False
 
     def start(self) -> list[WatchEvent]:
@@ -146,7 +147,8 @@ class Watcher:
             return  # a longer topic that shares our prefix
         try:
             change = events.decode(msg.topic, msg.payload)
-        except ValueError:
+        except events.NotAnEvent:
+            self.skipped += 1  # anyone on the bus can publish: never trust, never crash
             return
         if change.revision <= self.revision:
             return  # already emitted (from history, or a duplicate)
@@ -166,23 +168,20 @@ class Watcher:
                 )
                 yield from self._resnapshot()
                 return
-            for raw in log.get("changes", []):
-                rev = int(raw["revision"])
-                if rev <= self.revision:
+            before = self.revision
+            raw_changes = log.get("changes")
+            for raw in raw_changes if isinstance(raw_changes, list) else []:
+                try:
+                    change = events.from_json(self.scope, raw)
+                except events.NotAnEvent:
+                    self.skipped += 1
                     continue
-                self.revision = rev
-                yield WatchEvent(
-                    "change",
-                    self.scope,
-                    change_op(raw["op"]),
-                    str(raw["key"]),
-                    str(raw["value"]),
-                    int(raw["version"]),
-                    rev,
-                    int(raw["ts"]),
-                )
-            if not log.get("more"):
-                return
+                if change.revision <= self.revision:
+                    continue
+                self.revision = change.revision
+                yield _change_event(change)
+            if log.get("more") is not True or self.revision == before:
+                return  # done, or a page that made no progress (never loop on it)
 
     def _resnapshot(self) -> Iterator[WatchEvent]:
         try:

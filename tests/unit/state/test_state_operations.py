@@ -267,7 +267,7 @@ def test_oversized_reply_becomes_an_error() -> None:
     tiny = Limits(max_reply_bytes=100)
     r = operations.decode([b"state-get", b'{"service":"S","key":"k"}'], tiny, UP)
     out = json.loads(operations.reply(r, GetResult((Entry("x" * 200, 1),)), tiny))
-    assert out["code"] == Code.VALUE_TOO_LARGE and "reply would be" in out["error"]
+    assert out["code"] == Code.REPLY_TOO_LARGE and "max_reply_bytes" in out["error"]
 
 
 def test_health_without_store() -> None:

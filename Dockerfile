@@ -24,10 +24,19 @@ ARG UID=10001
 RUN groupadd --system --gid ${UID} plantd \
  && useradd --system --uid ${UID} --gid ${UID} --home-dir /home/plantd --create-home --shell /usr/sbin/nologin plantd
 COPY --from=build /opt/plantd /opt/plantd
+# Standalone components bind loopback by default; in a container they must listen on all
+# interfaces (the operator sets the same values; docs/security.md "Bind addresses").
 ENV PATH=/opt/plantd/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/home/plantd
+    HOME=/home/plantd \
+    PLANTD_BROKER_ENDPOINT=tcp://*:9797 \
+    PLANTD_BROKER_BUS_BIND=* \
+    PLANTD_BROKER_HTTP_HOST=0.0.0.0 \
+    PLANTD_STATE_HTTP_HOST=0.0.0.0 \
+    PLANTD_IDENTITY_HTTP_HOST=0.0.0.0 \
+    PLANTD_ECHO_HTTP_HOST=0.0.0.0 \
+    PLANTD_GATEWAY_HTTP_HOST=0.0.0.0
 USER ${UID}:${UID}
 WORKDIR /home/plantd
 # 9797 MDP, 11000-13001 buses, 8080-8085 health/metrics, 50051 gRPC.

@@ -28,7 +28,8 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
         components.append(naming.GATEWAY)
     for c in components:
         put(c, contract.KEY_HTTP_PORT, contract.HTTP_PORTS[c])
-        put(c, contract.KEY_HTTP_HOST, "0.0.0.0")
+        # Components bind loopback unless told otherwise: in a pod they must listen on all.
+        put(c, contract.KEY_HTTP_HOST, contract.CONTAINER_HTTP_HOST)
         put(c, contract.KEY_CURVE, curve)
         put(c, contract.KEY_CURVE_KEYS, contract.CONTAINER_CURVE_KEYS_DIR)
         put(c, contract.KEY_LOG_LEVEL, spec.log_level)
@@ -37,8 +38,8 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
         if c != naming.BROKER:
             put(c, contract.KEY_BROKER_ENDPOINT, ctx.broker_endpoint)
 
-    put(naming.BROKER, contract.KEY_ENDPOINT, contract.DEFAULT_BROKER_BIND)
-    put(naming.BROKER, contract.KEY_BUS_BIND, "*")
+    put(naming.BROKER, contract.KEY_ENDPOINT, contract.CONTAINER_BROKER_BIND)
+    put(naming.BROKER, contract.KEY_BUS_BIND, contract.CONTAINER_BIND_HOST)
     put(naming.BROKER, contract.KEY_HEARTBEAT_LIVENESS, hb.liveness)
 
     redis = spec.state.redis

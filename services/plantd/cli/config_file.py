@@ -9,6 +9,7 @@ Layout (YAML; every key optional; no secrets, only paths to key files)::
         timeout: 2.5
         curve: true
         curve_keys: ~/.local/state/plantd/keys
+        dialect: mdp02          # or mdp01, legacy (an original Go plantd broker)
 
 The original ``plant config set`` rewrote the whole file with only the keys it had just set.
 Here every edit is read-modify-write of the parsed document under an exclusive lock, so keys
@@ -44,9 +45,12 @@ def _parse_endpoint(raw: Any) -> str:
     text = str(raw).strip()
     if not text.startswith(ENDPOINT_SCHEMES):
         raise ValueError(f"expected an endpoint like tcp://HOST:PORT, got {text!r}")
-    if text.startswith("tcp://") and ":" not in text[len("tcp://") :]:
-        raise ValueError(f"tcp endpoint {text!r} has no port (tcp://HOST:PORT)")
-    return text
+    # The client library's own check (strict where libzmq is lax: libzmq accepts `tcp://[::1`
+    # and then never connects, which looked like a timeout). Imported here: `plant --help`
+    # need not load ZeroMQ.
+    from plantd.mdp.client import check_endpoint
+
+    return check_endpoint(text)
 
 
 def _parse_timeout(raw: Any) -> float:
@@ -74,6 +78,19 @@ def parse_bool(raw: Any) -> bool:
     raise ValueError(f"expected true or false, got {raw!r}")
 
 
+DIALECTS = ("mdp02", "mdp01", "legacy")
+
+
+def _parse_dialect(raw: Any) -> str:
+    text = str(raw).strip().lower()
+    if text not in DIALECTS:
+        raise ValueError(
+            f"expected one of {', '.join(DIALECTS)} (MDP/0.2, MDP/0.1, the original Go plantd's "
+            f"dialect), got {raw!r}"
+        )
+    return text
+
+
 def _parse_path(raw: Any) -> str:
     text = str(raw).strip()
     if not text:
@@ -92,6 +109,7 @@ PROFILE_KEYS: Mapping[str, KeySpec] = {
     "timeout": KeySpec(_parse_timeout, "request timeout in seconds"),
     "curve": KeySpec(parse_bool, "use CURVE encryption to the broker (true/false)"),
     "curve_keys": KeySpec(_parse_path, "directory holding the client key pair and broker.key"),
+    "dialect": KeySpec(_parse_dialect, "MDP dialect to speak: mdp02, mdp01 or legacy"),
     "identity_endpoint": KeySpec(_parse_endpoint, "identity service endpoint (later issues)"),
 }
 
@@ -100,6 +118,7 @@ DEFAULTS: Mapping[str, Any] = {
     "timeout": 2.5,
     "curve": True,
     "curve_keys": contract.DEFAULT_CURVE_KEYS_DIR,
+    "dialect": "mdp02",
 }
 
 
@@ -160,7 +179,8 @@ def locked(path: Path) -> Iterator[None]:
     """Exclusive lock around a read-modify-write, so two concurrent edits don't lose one."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock_path = path.with_name(f".{path.name}.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    # O_NOFOLLOW: a link planted at the lock's name must not make us create its target.
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -24,6 +24,7 @@ from rich.markup import escape
 from plantd.cli import output
 from plantd.cli.errors import CliError, ExitCode
 from plantd.common import contract, curve
+from plantd.common.files import InsecureDirectoryError, check_private_dir, insecure_reason
 from plantd.common.keys import public_key_path, secret_key_path
 
 BROKER_KEY = contract.BROKER
@@ -51,9 +52,21 @@ class KeyInfo:
 def generate(
     directory: Path, names: Iterable[str], *, force: bool = False
 ) -> list[tuple[str, bool]]:
-    """Create missing key pairs; return ``(name, created)`` per name (existing ones are kept)."""
+    """Create missing key pairs; return ``(name, created)`` per name (existing ones are kept).
+
+    Refuses (exit 4) a directory group or others can write: a key written there could be
+    replaced, and any ``*.key`` dropped there joins the broker's allow-list.
+    """
     directory = directory.expanduser()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        return _generate(directory, names, force)
+    except InsecureDirectoryError as exc:
+        raise CliError(str(exc), hint="then run the command again", code=ExitCode.CONFIG) from exc
+
+
+def _generate(directory: Path, names: Iterable[str], force: bool) -> list[tuple[str, bool]]:
+    check_private_dir(directory, "CURVE key directory")
     done: list[tuple[str, bool]] = []
     for name in dict.fromkeys(names):  # de-duplicated, order kept
         secret, public = secret_key_path(directory, name), public_key_path(directory, name)
@@ -167,6 +180,12 @@ def list_cmd(directory: Path | None, json_output: bool) -> None:
     """Show the public keys in the directory and whether each has its secret (0600)."""
     directory = (directory or _default_dir()).expanduser()
     infos = list_keys(directory)
+    reason = insecure_reason(directory)
+    if reason is not None:  # listing is harmless, but every component will refuse this directory
+        output.stderr_console().print(
+            f"[yellow]warning:[/] {escape(reason)}; every plantd process refuses it: "
+            f"run `chmod go-w {escape(str(directory))}`"
+        )
     if json_output:
         output.print_json(
             [

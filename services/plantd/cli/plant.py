@@ -1,11 +1,12 @@
 """``plant``: the command-line client of a plantd bus.
 
 Where it connects, highest precedence first: flags (``--endpoint``, ``--timeout``,
-``--curve-keys``, ``--no-curve``), environment (``PLANTD_CLIENT_ENDPOINT``,
+``--curve-keys``, ``--no-curve``, ``--dialect``), environment (``PLANTD_CLIENT_ENDPOINT``,
 ``PLANTD_CLIENT_TIMEOUT``, ``PLANTD_CLIENT_PROFILE``, ``PLANTD_CLIENT_CURVE``,
-``PLANTD_CLIENT_CURVE_KEYS``), the selected profile of the config file (``$PLANTD_CONFIG`` or
-``~/.config/plantd/config.yaml``), then defaults (tcp://127.0.0.1:9797, 2.5 s, CURVE with the
-keys `plantd up` writes to ~/.local/state/plantd/keys).
+``PLANTD_CLIENT_CURVE_KEYS``, ``PLANTD_CLIENT_DIALECT``), the selected profile of the config
+file (``$PLANTD_CONFIG`` or ``~/.config/plantd/config.yaml``), then defaults
+(tcp://127.0.0.1:9797, 2.5 s, CURVE with the keys `plantd up` writes to
+~/.local/state/plantd/keys, MDP/0.2).
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ COMMANDS: dict[str, LazyCommand] = {
     default=None,
     help="encrypt and authenticate with CURVE [env PLANTD_CLIENT_CURVE; default on]",
 )
+@click.option(
+    "--dialect",
+    type=click.Choice(["mdp02", "mdp01", "legacy"], case_sensitive=False),
+    help="MDP dialect: mdp02 (RFC 18), mdp01 (RFC 7) or legacy (an original Go plantd broker) "
+    "[env PLANTD_CLIENT_DIALECT; default mdp02]",
+)
 @click.option("--json", "json_output", is_flag=True, help="machine-readable output (JSON)")
 @click.option(
     "-v", "--verbose", is_flag=True, help="print where requests go and how long they take (stderr)"
@@ -96,6 +103,7 @@ def cli(
     config_path: Path | None,
     curve_keys: str | None,
     curve: bool | None,
+    dialect: str | None,
     json_output: bool,
     verbose: bool,
 ) -> None:
@@ -114,6 +122,7 @@ def cli(
         json_output=json_output,
         config_path=config_path.expanduser() if config_path else None,
         verbose=verbose,
+        dialect=dialect.lower() if dialect else None,
     )
 
 

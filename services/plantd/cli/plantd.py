@@ -23,7 +23,7 @@ COMMANDS: dict[str, LazyCommand] = {
     ),
     contract.IDENTITY: LazyCommand(
         "plantd.identity.main:cli",
-        f"Run the identity service ({contract.SERVICE_IDENTITY}) — not in this release yet.",
+        f"Run the identity service ({contract.SERVICE_IDENTITY}): users, roles, tokens, audit.",
     ),
     contract.GATEWAY: LazyCommand(
         "plantd.gateway.main:cli", "Run the gRPC gateway sidecar — not in this release yet."

@@ -2,12 +2,21 @@
 
 Environment variables follow the project scheme ``PLANTD_<COMPONENT>_<KEY>`` with component
 ``client``: ``PLANTD_CLIENT_ENDPOINT``, ``PLANTD_CLIENT_TIMEOUT``, ``PLANTD_CLIENT_PROFILE``,
-``PLANTD_CLIENT_CURVE``, ``PLANTD_CLIENT_CURVE_KEYS``; the file is ``$PLANTD_CONFIG``.
+``PLANTD_CLIENT_CURVE``, ``PLANTD_CLIENT_CURVE_KEYS``, ``PLANTD_CLIENT_DIALECT``; the file is
+``$PLANTD_CONFIG``.
+
+The config file can turn CURVE off or point ``plant`` at another broker and key directory, so
+one that group or others can write gets a warning on stderr, and is refused (exit 4) when it is
+writable by *other* users and its profile is what turns CURVE off: then a stranger decides that
+requests go out in plaintext. A flag or env var that sets ``curve`` lifts the refusal (the file
+no longer decides it); the warning stays.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +33,14 @@ ENV_TIMEOUT = contract.env_key(contract.CLIENT, contract.KEY_TIMEOUT)
 ENV_PROFILE = contract.env_key(contract.CLIENT, contract.KEY_PROFILE)
 ENV_CURVE = contract.env_key(contract.CLIENT, contract.KEY_CURVE)
 ENV_CURVE_KEYS = contract.env_key(contract.CLIENT, contract.KEY_CURVE_KEYS)
+ENV_DIALECT = contract.env_key(contract.CLIENT, contract.KEY_DIALECT)
 
 _ENV_BY_KEY = {
     "endpoint": ENV_ENDPOINT,
     "timeout": ENV_TIMEOUT,
     "curve": ENV_CURVE,
     "curve_keys": ENV_CURVE_KEYS,
+    "dialect": ENV_DIALECT,
 }
 
 
@@ -45,6 +56,7 @@ class GlobalFlags:
     json_output: bool = False
     config_path: Path | None = None
     verbose: bool = False
+    dialect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class ClientSettings:
     config_path: Path
     sources: dict[str, str] = field(default_factory=dict)
     verbose: bool = False
+    dialect: str = "mdp02"  # config_file.DIALECTS; plantd.mdp.Dialect by label
 
 
 def resolve(
@@ -92,6 +105,7 @@ def resolve(
         "timeout": flags.timeout,
         "curve": flags.curve,
         "curve_keys": flags.curve_keys,
+        "dialect": flags.dialect,
     }
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -106,10 +120,15 @@ def resolve(
         try:
             values[key] = config_file.parse_value(key, raw)
         except config_file.ConfigFileError as exc:
-            raise CliError(
-                f"{exc} (from {source})", hint="correct or unset it", code=ExitCode.CONFIG
-            ) from exc
+            # A bad value typed on the command line is a usage error (exit 2, e.g. `plant
+            # --endpoint tcp://[::1`); from the environment or the file it is configuration (4).
+            code = ExitCode.USAGE if source == "flag" else ExitCode.CONFIG
+            raise CliError(f"{exc} (from {source})", hint="correct or unset it", code=code) from exc
         sources[key] = source
+    if document is None:
+        _check_file_mode(
+            path, curve_from_file=values["curve"] is False and "profile" in sources["curve"]
+        )
     return ClientSettings(
         endpoint=values["endpoint"],
         timeout=values["timeout"],
@@ -120,6 +139,30 @@ def resolve(
         config_path=path,
         sources=sources,
         verbose=flags.verbose,
+        dialect=values["dialect"],
+    )
+
+
+def _check_file_mode(path: Path, *, curve_from_file: bool) -> None:
+    """Warn about a config file group/other can write; refuse it when a stranger's edit is
+    what turns CURVE off (see the module docstring)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing (defaults) or unreadable (load() already said so)
+    if not mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return
+    shown = f"{stat.S_IMODE(mode):o}"
+    if mode & stat.S_IWOTH and curve_from_file:
+        raise CliError(
+            f"refusing {path}: it is writable by other users (mode {shown}) and it turns "
+            "CURVE off, so anyone on this machine could send your requests in plaintext",
+            hint=f"run `chmod 600 {path}`; or pass --no-curve yourself if you mean it",
+            code=ExitCode.CONFIG,
+        )
+    sys.stderr.write(
+        f"plant: warning: {path} is writable by group or other users (mode {shown}); "
+        f"whoever can edit it can turn CURVE off or redirect plant. Run `chmod 600 {path}`\n"
     )
 
 

@@ -22,6 +22,7 @@ from plantd.cli import keys, stack
 from plantd.cli.errors import CliError, ExitCode
 from plantd.cli.supervisor import ChildSpec, Supervisor
 from plantd.common import contract
+from plantd.common.files import InsecureDirectoryError, check_private_dir, write_atomic
 from plantd.common.keys import KeysError, load_client, load_server
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
@@ -73,14 +74,9 @@ def split_password(url: str) -> tuple[str, str | None]:
 
 
 def write_secret(path: Path, secret: str) -> Path:
-    """Write ``secret`` to ``path`` with mode 0600 from the start (never briefly readable)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, secret.encode())
-    finally:
-        os.close(fd)
-    return path
+    """Write ``secret`` to ``path`` with mode 0600 from the start (never briefly readable),
+    atomically and never through a symlink planted at ``path``."""
+    return write_atomic(path.parent, path.name, secret.encode(), 0o600)
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -123,13 +119,26 @@ def check_keys(keys_dir: Path, components: list[str]) -> None:
         ) from exc
 
 
+def check_dirs(plan: stack.StackPlan) -> None:
+    """Refuse a state or key directory group or others can write (whoever can write the state
+    directory can swap the keys directory inside it); missing ones are created 0700 later."""
+    try:
+        check_private_dir(plan.state_dir, "state directory")
+        if plan.curve:
+            check_private_dir(plan.keys_dir, "CURVE key directory")
+    except InsecureDirectoryError as exc:
+        raise CliError(str(exc), hint="then run `plantd up` again", code=ExitCode.CONFIG) from exc
+
+
 def prepare_state(
     plan: stack.StackPlan, components: list[str], reporter: ConsoleReporter
 ) -> stack.StackPlan:
     """Create the state directory, keys (checked) and secret files; returns the final plan.
 
-    Raises OSError when the filesystem refuses, CliError when a key is unusable."""
+    Raises OSError when the filesystem refuses, CliError when a key is unusable or a directory
+    is writable by group or others."""
     plan.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_dirs(plan)
     if plan.curve:
         created = [
             n
@@ -306,6 +315,7 @@ def up(
             code=ExitCode.UNAVAILABLE,
         )
     plan = replace(plan, components=tuple(components))
+    check_dirs(plan)  # before the ports: a configuration error is reported whatever is running
     check_ports(plan)
     try:
         plan = prepare_state(plan, components, reporter)

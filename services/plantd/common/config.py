@@ -18,7 +18,7 @@ Adding settings for a new component (e.g. the state service)::
 
     from typing import ClassVar
     from pydantic import Field
-    from plantd.common import contract
+    from plantd.common import contract, endpoints
     from plantd.common.config import ServiceSettings
 
     class StateSettings(ServiceSettings):
@@ -55,22 +55,17 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from plantd.common import contract
-from plantd.common.logging import is_secret_name
+from plantd.common import contract, endpoints
+from plantd.common.logging import LogFormat, LogLevel, is_secret_name
 
-LogLevel = Literal["debug", "info", "warning", "error", "critical"]
-LogFormat = Literal["json", "text"]
+# The labels of plantd.mdp.Dialect (this module must not import plantd.mdp).
+MdpDialect = Literal["mdp02", "mdp01", "legacy"]
 
 # The file the current load() reads; a context variable because pydantic-settings builds its
 # sources inside a classmethod that cannot take per-call arguments.
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("plantd_config_file", default=None)
 # The environment the current load() reads (None: os.environ); lets tests pass a mapping.
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("plantd_environ", default=None)
-
-_ENDPOINT_RE = re.compile(
-    r"^(tcp://(?P<host>\*|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d+)|ipc://.+|inproc://.+)$"
-)
-
 
 _URL_USERINFO = re.compile(r"(://)[^@/\s]+@")
 
@@ -80,21 +75,8 @@ class ConfigError(ValueError):
 
 
 def check_endpoint(value: str, *, bind: bool) -> str:
-    """Validate a ZeroMQ endpoint; ``bind`` allows the ``*`` (all interfaces) host."""
-    m = _ENDPOINT_RE.match(value)
-    if m is None:
-        raise ValueError(
-            f"{value!r} is not a ZeroMQ endpoint; expected tcp://HOST:PORT, ipc://PATH or inproc://NAME"
-        )
-    if m.group("port") is not None:
-        port = int(m.group("port"))
-        if not 1 <= port <= 65535:
-            raise ValueError(f"port {port} in {value!r} is outside 1-65535")
-        if m.group("host") == "*" and not bind:
-            raise ValueError(
-                f"{value!r}: '*' is only valid for binding; connect to a host name or IP"
-            )
-    return value
+    """Validate a ZeroMQ endpoint setting (the grammar: :mod:`plantd.common.endpoints`)."""
+    return endpoints.check_endpoint(value, bind=bind)
 
 
 class _EnvSource(EnvSettingsSource):
@@ -186,7 +168,11 @@ class ServiceSettings(BaseSettings):
         le=65535,
         description="port for /healthz, /readyz and /metrics (0 = no HTTP server)",
     )
-    http_host: str = Field("0.0.0.0", min_length=1, description="address the HTTP server binds")
+    http_host: str = Field(
+        contract.DEFAULT_HTTP_HOST,
+        min_length=1,
+        description="address the HTTP server binds (0.0.0.0 = all interfaces, as in a container)",
+    )
     curve: bool = Field(True, description="CurveZMQ encryption and key allow-listing on the bus")
     curve_keys: Path = Field(
         Path(contract.DEFAULT_CURVE_KEYS_DIR),
@@ -304,12 +290,32 @@ class BrokerSettings(ServiceSettings):
         description="port for /healthz, /readyz and /metrics (0 = no HTTP server)",
     )
     bus_bind: str = Field(
-        "*", min_length=1, description="host the bus sockets bind ('*' = all interfaces)"
+        contract.DEFAULT_BIND_HOST,
+        min_length=1,
+        description="host the bus sockets bind ('*' = all interfaces, as in a container)",
     )
     buses: Annotated[dict[str, tuple[int, int]], NoDecode] = Field(
         default_factory=lambda: dict(contract.BUS_PORTS),
         description="buses as NAME=PUBPORT:SUBPORT,... (publishers connect to PUBPORT, "
         "subscribers to SUBPORT); replaces the default list",
+    )
+    # Bus limits (plantd.bus.proxy explains what happens past each; docs/protocol.md's table).
+    bus_max_message_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="largest message published on a bus (all frames), in bytes; a bigger one "
+        "is dropped and counted, a single bigger frame closes its publisher's connection",
+    )
+    bus_max_frames: int = Field(
+        8, ge=1, le=1024, description="most frames in one bus message; more: dropped, counted"
+    )
+    bus_hwm: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="messages queued per bus subscriber (and publisher) before libzmq drops; "
+        "a slow subscriber costs at most bus_hwm x bus_max_message_bytes",
     )
     heartbeat_liveness: int = Field(
         contract.HEARTBEAT_LIVENESS,
@@ -317,8 +323,11 @@ class BrokerSettings(ServiceSettings):
         le=100,
         description="missed heartbeats before a worker is dead",
     )
+    # 5 s, as in the docs, the library's Broker and the original's mdp.Config: `plant` gives up
+    # after 2.5 s, and a command queued longer is stale; with 30 s it could still run long after
+    # its caller saw a timeout (issue 7, item 7).
     request_timeout_ms: int = Field(
-        30_000,
+        5_000,
         ge=100,
         le=3_600_000,
         description="fail a request still queued after this many ms (no worker took it)",
@@ -339,6 +348,54 @@ class BrokerSettings(ServiceSettings):
         ge=1024,
         description="largest accepted message (all frames) in bytes; bigger requests get "
         "MESSAGE_TOO_LARGE",
+    )
+    # Budgets of the MDP dispatcher (plantd.mdp.budgets.Limits; docs/protocol.md).
+    max_frames: int = Field(
+        4096, ge=8, description="most frames in one message; more get MESSAGE_TOO_LARGE"
+    )
+    max_queue_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        description="bytes of requests queued per service before new ones get QUEUE_FULL",
+    )
+    max_client_requests: int = Field(
+        1_000,
+        ge=1,
+        description="requests one client (routing id or CURVE key) may have queued or at a "
+        "worker; more get TOO_MANY_REQUESTS",
+    )
+    max_client_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="bytes of those requests, plus replies held for the client unread; more "
+        "get TOO_MANY_REQUESTS",
+    )
+    max_queued_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="bytes of queued requests over all services; more get OVERLOADED",
+    )
+    max_services: int = Field(
+        10_000, ge=1, description="names in the service table (QUEUE_FULL / DISCONNECT past it)"
+    )
+    max_workers: int = Field(50_000, ge=1, description="registered workers (DISCONNECT past it)")
+    max_names_per_peer: int = Field(
+        64,
+        ge=1,
+        description="distinct service names one worker peer (routing id or CURVE key) may hold "
+        "in the table; a READY past it gets DISCONNECT",
+    )
+    service_ttl_ms: int = Field(
+        10_000, ge=0, description="forget a service this long after its last worker and request"
+    )
+    metrics_top_services: int = Field(
+        100, ge=1, description="services exported with their own /metrics label; the rest: other"
+    )
+    send_hwm: int = Field(
+        256,
+        ge=16,
+        description="messages queued in libzmq per peer connection; past it the broker holds "
+        "them (counted in the client's budget) and retries",
     )
     shutdown_grace_ms: int = Field(
         5_000, ge=0, le=600_000, description="on SIGTERM, wait this long for in-flight requests"
@@ -415,6 +472,16 @@ class EchoSettings(ServiceSettings):
     service: str = Field(
         contract.SERVICE_ECHO, min_length=1, max_length=255, description="service name to register"
     )
+    dialect: MdpDialect = Field(
+        "mdp02",
+        description="MDP dialect to speak: mdp02 (RFC 18), mdp01 (RFC 7) or legacy (to an "
+        "original Go plantd broker)",
+    )
+
+    @field_validator("dialect", mode="before")
+    @classmethod
+    def _lower_dialect(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
 
 
 @contextmanager

@@ -88,7 +88,16 @@ KEY_STATE_REDIS_URL: Final = "redis_url"
 KEY_STATE_DATA_DIR: Final = "data_dir"
 KEY_STATE_BUS_ENDPOINT: Final = "bus_endpoint"
 
-DEFAULT_BROKER_BIND: Final = f"tcp://*:{MDP_PORT}"
+# Bind addresses. A component started by hand binds loopback only (what users expect of a
+# process on a workstation; with --no-curve anything on the network could use the bus). In a
+# container every socket must be reachable from other pods, so the operator and the image set
+# the CONTAINER_* values explicitly (docs/security.md, "Bind addresses").
+DEFAULT_BIND_HOST: Final = "127.0.0.1"
+DEFAULT_HTTP_HOST: Final = "127.0.0.1"
+DEFAULT_BROKER_BIND: Final = f"tcp://{DEFAULT_BIND_HOST}:{MDP_PORT}"
+CONTAINER_BIND_HOST: Final = "*"
+CONTAINER_HTTP_HOST: Final = "0.0.0.0"
+CONTAINER_BROKER_BIND: Final = f"tcp://{CONTAINER_BIND_HOST}:{MDP_PORT}"
 DEFAULT_BROKER_CONNECT: Final = f"tcp://127.0.0.1:{MDP_PORT}"
 DEFAULT_LOG_LEVEL: Final = "info"
 DEFAULT_LOG_FORMAT: Final = "json"
@@ -116,6 +125,7 @@ def command_for(component: str) -> list[str]:
 CLIENT: Final = "client"
 KEY_TIMEOUT: Final = "timeout"
 KEY_PROFILE: Final = "profile"
+KEY_DIALECT: Final = "dialect"  # MDP dialect of a client or worker: mdp02, mdp01, legacy
 KEY_STATE_REDIS_PASSWORD_FILE: Final = "redis_password_file"  # noqa: S105 - a key name
 
 

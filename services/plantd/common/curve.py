@@ -25,6 +25,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from plantd.common import contract
+from plantd.common.files import check_private_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,37 +77,36 @@ def _cert_text(pair: KeyPair, with_secret: bool) -> str:
     return contract.curve_certificate(pair.public.decode(), secret, comment=stamp)
 
 
-def _write_file(path: Path, text: str, mode: int) -> None:
-    # Create with the final mode so a secret is never readable by others, even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
+def _key_dir(directory: str | os.PathLike[str]) -> Path:
+    """The key directory, created 0700 if missing; refused if group/other may write it."""
+    d = Path(directory).expanduser()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_private_dir(d, "CURVE key directory")
+    return d
 
 
 def write_keypair(directory: str | os.PathLike[str], name: str, pair: KeyPair) -> tuple[Path, Path]:
-    """Write ``NAME.key`` (0644) and ``NAME.key_secret`` (0600); return both paths."""
+    """Write ``NAME.key`` (0644) and ``NAME.key_secret`` (0600); return both paths.
+
+    Atomic and never through a symlink (:func:`plantd.common.files.write_atomic`); raises
+    :class:`~plantd.common.files.InsecureDirectoryError` for a directory group/other can write.
+    """
     if pair.secret is None:
         raise CurveKeyError("write_keypair needs a secret key")
     if not name or "/" in name or name.startswith("."):
         raise CurveKeyError(f"bad key name {name!r}: use a plain file name")
-    d = Path(directory).expanduser()
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pub, sec = d / f"{name}{PUBLIC_SUFFIX}", d / f"{name}{SECRET_SUFFIX}"
-    _write_file(sec, _cert_text(pair, True), 0o600)
-    _write_file(pub, _cert_text(pair, False), 0o644)
+    d = _key_dir(directory)
+    sec = write_atomic(d, f"{name}{SECRET_SUFFIX}", _cert_text(pair, True).encode(), 0o600)
+    pub = write_atomic(d, f"{name}{PUBLIC_SUFFIX}", _cert_text(pair, False).encode(), 0o644)
     return pub, sec
 
 
 def write_public_key(directory: str | os.PathLike[str], name: str, public: bytes) -> Path:
-    """Add a public key to an allow-list directory as ``NAME.key``."""
-    d = Path(directory).expanduser()
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{name}{PUBLIC_SUFFIX}"
-    _write_file(path, _cert_text(KeyPair(_check_key(public, "public key")), False), 0o644)
-    return path
+    """Add a public key to an allow-list directory as ``NAME.key`` (same rules as above)."""
+    if not name or "/" in name or name.startswith("."):
+        raise CurveKeyError(f"bad key name {name!r}: use a plain file name")
+    text = _cert_text(KeyPair(_check_key(public, "public key")), False)
+    return write_atomic(_key_dir(directory), f"{name}{PUBLIC_SUFFIX}", text.encode(), 0o644)
 
 
 def load_keypair(path: str | os.PathLike[str]) -> KeyPair:
@@ -204,7 +204,9 @@ class ZapHandler:
             if ZapHandler._by_context.get(id(self.context)) is self:
                 del ZapHandler._by_context[id(self.context)]
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        # Until the thread has closed its socket the ZAP endpoint stays bound: a new handler
+        # on this context could not bind it, and libzmq would still route handshakes to it.
+        self._thread.join(timeout=10.0)
 
     def _run(self) -> None:
         sock = self._sock
@@ -351,19 +353,23 @@ _HANDSHAKE_EVENTS: Final = (
 
 
 class HandshakeMonitor:
-    """Counts handshake outcomes on a server socket (a rejected client itself sees nothing).
+    """Counts handshake outcomes on a server socket (a rejected client itself sees nothing),
+    and with ``disconnects=True`` closed connections too.
 
-    Poll :attr:`socket` in the owner's loop and call :meth:`drain`; all socket calls must come
-    from the thread that owns the monitored socket.
+    libzmq allows one monitor per socket (a second call replaces the first), so one of these
+    watches everything about its socket. Poll :attr:`socket` in the owner's loop and call
+    :meth:`drain`; all socket calls must come from the thread that owns the monitored socket.
     """
 
-    def __init__(self, sock: zmq.Socket[bytes]) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], *, disconnects: bool = False) -> None:
         self._owner = sock
-        self.socket: zmq.Socket[bytes] = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        events = _HANDSHAKE_EVENTS | (zmq.EVENT_DISCONNECTED if disconnects else 0)
+        self.socket: zmq.Socket[bytes] = sock.get_monitor_socket(events)
         self.auth_failed = 0
         self.no_detail = 0
         self.protocol_failed = 0
         self.succeeded = 0
+        self.disconnected = 0
 
     def drain(self) -> int:
         """Read every pending event without blocking; return how many were read."""
@@ -385,6 +391,8 @@ class HandshakeMonitor:
                 self.protocol_failed += 1
             elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.succeeded += 1
+            elif kind == zmq.EVENT_DISCONNECTED:
+                self.disconnected += 1
 
     def counts(self) -> dict[str, int]:
         return {

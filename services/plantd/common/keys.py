@@ -10,7 +10,8 @@ locally, where ``plantd keys generate`` writes it)::
 
 The broker admits exactly the public keys of the ``*.key`` files in its directory (its own
 excepted). With CURVE on, a missing or unreadable key is an error at startup, never a silent
-fallback to plaintext.
+fallback to plaintext, and so is a directory group or others can write (anyone who can write
+there can add a key to the allow-list; :mod:`plantd.common.files`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,25 @@ from plantd.common.curve import (
     load_allowed_keys,
     load_keypair,
 )
+from plantd.common.files import InsecureDirectoryError, check_private_dir
 
 _HINT = "create keys with `plantd keys generate`, or run with --no-curve for development only"
 
 
 class KeysError(RuntimeError):
     """CURVE is on but its keys are missing or unusable; the message says which file and why."""
+
+
+class InsecureKeysDirError(KeysError):
+    """The key directory is writable by group or others (exit 4 in every plantd command)."""
+
+
+def check_keys_dir(keys_dir: Path) -> None:
+    """Refuse a key directory group or others can write (missing is fine: it is created 0700)."""
+    try:
+        check_private_dir(keys_dir.expanduser(), "CURVE key directory")
+    except InsecureDirectoryError as exc:
+        raise InsecureKeysDirError(str(exc)) from None
 
 
 def public_key_path(keys_dir: Path, name: str) -> Path:
@@ -59,6 +73,7 @@ def _check_private(path: Path) -> None:
 def load_server(keys_dir: Path) -> CurveServer:
     """The broker's CURVE server settings: its key pair and the allow-list from ``keys_dir``."""
     keys_dir = keys_dir.expanduser()
+    check_keys_dir(keys_dir)
     secret_path = secret_key_path(keys_dir, contract.BROKER)
     if not secret_path.is_file():
         raise KeysError(f"CURVE is on but the broker key pair {secret_path} is missing; {_HINT}")
@@ -77,6 +92,7 @@ def load_server(keys_dir: Path) -> CurveServer:
 def load_client(keys_dir: Path, name: str) -> CurveClient:
     """A peer's CURVE client settings: ``NAME.key_secret`` and ``broker.key`` from ``keys_dir``."""
     keys_dir = keys_dir.expanduser()
+    check_keys_dir(keys_dir)
     own = secret_key_path(keys_dir, name)
     server = public_key_path(keys_dir, contract.BROKER)
     for path, what in ((own, f"the {name} key pair"), (server, "the broker's public key")):

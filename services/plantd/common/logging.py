@@ -21,10 +21,12 @@ import logging
 import re
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, Any, Final, Literal
 
-if TYPE_CHECKING:
-    from plantd.common.config import LogFormat, LogLevel
+# The log settings' types live here, with the code that uses them; plantd.common.config imports
+# them (not the other way round, which made config <-> logging an import cycle).
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["json", "text"]
 
 REDACTED: Final = "[redacted]"
 _HANDLER_NAME: Final = "plantd"

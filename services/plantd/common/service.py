@@ -11,7 +11,8 @@ rest, the same way for every process:
 5. SIGTERM/SIGINT: the first one sets ``ctx.stopping`` and makes ``/readyz`` answer 503; a second
    one, or ``main`` outliving ``grace_s``, cancels ``main``,
 6. exit status: 0 after a clean stop, 1 if ``main`` failed or had to be cancelled, 2 if the
-   HTTP port could not be bound.
+   HTTP port could not be bound, 4 if CURVE is on and the key directory is writable by group
+   or others (checked before anything starts, the same check ``plant`` and ``plantd up`` make).
 
 Example (the echo module, :mod:`plantd.echo.main`, is a complete one)::
 
@@ -41,11 +42,13 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from plantd import __version__
 from plantd.common.config import ServiceSettings
 from plantd.common.http import Check, HealthServer
+from plantd.common.keys import InsecureKeysDirError, check_keys_dir
 from plantd.common.logging import setup_logging
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_HTTP = 2
+EXIT_CONFIG = 4  # the CLIs' ExitCode.CONFIG
 
 
 class ServiceError(RuntimeError):
@@ -113,6 +116,12 @@ def run_service(
     )
     for name in type(settings).unknown_env():
         log.warning("ignoring unknown setting", extra={"env": name, "hint": "check the spelling"})
+    if settings.curve:
+        try:
+            check_keys_dir(settings.curve_keys)
+        except InsecureKeysDirError as exc:
+            log.error("insecure CURVE key directory", extra={"error": str(exc)})
+            return EXIT_CONFIG
     try:
         return asyncio.run(_run(settings, main, log, grace_s, registry or new_registry()))
     except KeyboardInterrupt:  # SIGINT before the handlers were installed

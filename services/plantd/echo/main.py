@@ -22,7 +22,7 @@ from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
 from plantd.common.service import ServiceContext, ServiceError
 from plantd.echo.handler import handle
-from plantd.mdp import AsyncWorker, CurveClient
+from plantd.mdp import AsyncWorker, CurveClient, Dialect
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -53,6 +53,7 @@ async def main(ctx: ServiceContext) -> None:
         settings.service,
         on_request,
         heartbeat_ms=settings.heartbeat_ms,
+        dialect=next(d for d in Dialect if d.label == settings.dialect),
         curve=curve,
     )
     # Ready once the broker has answered us (the worker sets `connected` on its first message).
@@ -60,7 +61,11 @@ async def main(ctx: ServiceContext) -> None:
     task = asyncio.create_task(worker.run())
     ctx.log.info(
         "echo module serving",
-        extra={"service": settings.service, "broker": settings.broker_endpoint},
+        extra={
+            "service": settings.service,
+            "broker": settings.broker_endpoint,
+            "dialect": settings.dialect,
+        },
     )
     try:
         # Wait for SIGTERM (ctx.stopping) or for the worker to fail, whichever comes first.

@@ -68,13 +68,18 @@ def test_usage_error_exit_2(env: dict[str, str]) -> None:
 
 
 def test_component_missing_is_reported(env: dict[str, str]) -> None:
-    # `identity` and `gateway` arrive in later issues; until then they must say so, exit 5.
-    for component in (contract.IDENTITY, contract.GATEWAY):
-        r = run_cli("plantd", [component], env)
-        if r.returncode == 5:
-            assert f"component {component!r} is not available" in r.stderr
-        else:  # it exists now: at least it must not be a crash with a traceback
-            assert "Traceback" not in r.stderr
+    # `gateway` arrives in a later issue; until then it must say so, exit 5.
+    r = run_cli("plantd", [contract.GATEWAY], env)
+    assert r.returncode == 5
+    assert f"component {contract.GATEWAY!r} is not available" in r.stderr
+
+
+def test_identity_refuses_to_start_without_a_signing_key(env: dict[str, str]) -> None:
+    r = run_cli("plantd", [contract.IDENTITY, "--no-curve", "--http-port", "0"], env)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "refuses to start without a signing key" in out and "keygen" in out
+    assert "Traceback" not in out
 
 
 def test_version(env: dict[str, str]) -> None:

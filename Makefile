@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install deps-system run test test-unit test-integration test-k8s lint format bench \
-        testenv testenv-up testenv-down image clean
+.PHONY: help install deps-system run test test-unit test-integration test-adversarial test-k8s lint format bench \
+        testenv testenv-up testenv-down image clean soak
 
 help: ## Show the targets
 	@grep -E '^[a-z][a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -30,7 +30,7 @@ deps-system: ## Install the Debian packages the tests use (redis-server), if mis
 run: install ## Run the whole stack locally (broker, echo, state) — then `plant echo hello`
 	@$(BIN)/plantd up
 
-test: install deps-system testenv ## Run every test tier: unit, integration, k8s
+test: install deps-system testenv ## Run every test tier: unit, integration, adversarial, k8s
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install ## Run the unit tier only (fast, pure logic)
@@ -38,6 +38,9 @@ test-unit: install ## Run the unit tier only (fast, pure logic)
 
 test-integration: install deps-system ## Run the integration tier (real processes, sockets, redis-server)
 	@$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+test-adversarial: install deps-system ## Run the adversarial tier (floods, oversized and malformed input, slow consumers)
+	@$(BIN)/pytest -m adversarial $(PYTEST_ARGS)
 
 test-k8s: install testenv ## Run the Kubernetes tier against the local control plane
 	@$(BIN)/pytest -m k8s $(PYTEST_ARGS)
@@ -51,10 +54,15 @@ format: install ## Apply ruff's fixes and formatting
 	@$(BIN)/ruff check --fix .
 	@$(BIN)/ruff format .
 
-bench: install deps-system ## Run the benchmarks (broker, state, operator); prints figures and ratios
+bench: install deps-system ## Run the benchmarks (broker, bus, state, identity, operator); figures and ratios
 	@$(BIN)/python -m bench.broker
+	@$(BIN)/python -m bench.bus
 	@$(BIN)/python -m bench.state
+	@$(BIN)/python -m bench.identity
 	@$(BIN)/python -m bench.operator
+
+soak: install ## Hostile random input against a local stack for SOAK_MINUTES (default 10); 0 writes lost
+	@$(BIN)/python -m bench.soak --minutes $(or $(SOAK_MINUTES),10)
 
 testenv: ## Build (or reuse) the Kubernetes test binaries into ~/.cache/plantd-testenv
 	@hack/testenv/build.sh >/dev/null

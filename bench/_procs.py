@@ -1,4 +1,5 @@
-"""Process helpers shared by the benchmarks: free ports, stopping children, reading their CPU."""
+"""Process helpers shared by the benchmarks: free ports, stopping children, reading their CPU
+and memory."""
 
 from __future__ import annotations
 
@@ -44,3 +45,18 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """``(VmRSS, VmHWM)`` of a process in KiB from /proc (HWM = peak RSS); (0, 0) if gone."""
+    rss = hwm = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+    except (OSError, ValueError):
+        return 0, 0
+    return rss, hwm

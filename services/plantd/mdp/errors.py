@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from plantd.common.endpoints import InvalidEndpoint
+
 ERROR_MARKER: Final = b"plantd.error"
 
 # An error message is for a human: a handler's exception text can be arbitrarily long (it may
@@ -102,22 +104,14 @@ class ClientClosed(MDPError):
     """The client was closed while a request was pending."""
 
 
-class EndpointError(MDPError, ValueError):
+class EndpointError(MDPError, InvalidEndpoint):
     """An endpoint a client or worker was given cannot be connected to as written.
 
     Raised when the client or worker is created (libzmq itself accepts ``tcp://[::1`` and
     then fails silently, which looks like a timeout), and for anything libzmq refuses at
-    connect. The CLI maps it to a usage error (exit 2).
+    connect. The CLI maps it to a usage error (exit 2). The grammar and the message are
+    :mod:`plantd.common.endpoints`'; this is the library's own type for it.
     """
-
-    def __init__(self, endpoint: str, reason: str) -> None:
-        shown = endpoint if len(endpoint) <= 200 else endpoint[:200] + "..."
-        super().__init__(
-            f"invalid endpoint {shown!r}: {reason}; expected tcp://HOST:PORT "
-            "(e.g. tcp://127.0.0.1:9797), ipc://PATH or inproc://NAME"
-        )
-        self.endpoint = endpoint
-        self.reason = reason
 
 
 _CUT: Final = " ...(truncated)"

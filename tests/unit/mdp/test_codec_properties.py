@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from tests.unit.mdp.frame_mutations import mutate
 
 from plantd.mdp import codec
 from plantd.mdp.codec import (
@@ -88,21 +89,7 @@ def encoded(draw: st.DrawFn) -> list[bytes]:
 
 @st.composite
 def mutated(draw: st.DrawFn) -> list[bytes]:
-    frames = list(draw(encoded()))
-    for _ in range(draw(st.integers(0, 3))):
-        op = draw(st.integers(0, 4))
-        i = draw(st.integers(0, len(frames)))
-        if op == 0 and frames:
-            del frames[min(i, len(frames) - 1)]
-        elif op == 1:
-            frames.insert(i, draw(frame))
-        elif op == 2 and frames:
-            frames[min(i, len(frames) - 1)] = draw(frame)
-        elif op == 3:
-            frames.insert(0, b"")  # REQ-style delimiter
-        elif op == 4 and frames:
-            frames = frames[: draw(st.integers(0, len(frames)))]
-    return frames
+    return mutate(draw, draw(encoded()), frame)
 
 
 hostile = st.one_of(encoded(), mutated(), st.lists(frame, max_size=10))

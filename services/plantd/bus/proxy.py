@@ -20,17 +20,17 @@ messages (ZeroMQ filters on the publisher side over TCP).
 - *A message over* ``max_message_bytes`` *in total, or with more than* ``max_frames`` *frames*,
   is dropped by the forwarder, never forwarded, and counted in ``dropped_*``; the publisher's
   connection and every other message are untouched.
-- *A slow subscriber* costs at most ``hwm`` messages queued for it (XPUB send high-water mark;
-  past it libzmq drops that subscriber's messages, silently), so at most ``hwm x
-  max_message_bytes`` bytes (1 GiB at the defaults, only if a publisher sends 1 MiB messages
-  to a stalled subscriber; lower ``max_message_bytes`` where a plant publishes only small
-  ones; payload buffers are shared by all subscribers of a message) plus the kernel's socket buffers; each publisher's receive queue is bounded the
-  same way. Measured (tests/integration/bus/test_bus_limits.py): 300 x 1 MiB to a subscriber
-  that never reads, ``hwm`` 40, grew the broker's peak RSS by 70 MiB (about both queues full);
-  with ``hwm`` 100,000 by 427 MiB. 3 x 200 MiB frames and 5 x 1.2 MiB messages: +2 MiB. What
-  a limit cannot bound: libzmq holds a whole multipart message before the forwarder can see
-  any of it, so one message of many small frames costs its size (plus about 64 bytes per
-  frame) for as long as it takes to drop it.
+- *A slow subscriber* costs at most ``hwm`` messages queued for it (XPUB send high-water mark; past
+  it libzmq drops that subscriber's messages, silently), so at most ``hwm x max_message_bytes``
+  bytes (1 GiB at the defaults, only if a publisher sends 1 MiB messages to a stalled subscriber;
+  lower ``max_message_bytes`` where a plant publishes only small ones; payload buffers are shared
+  by all subscribers of a message) plus the kernel's socket buffers; each publisher's receive queue
+  is bounded the same way. Measured (tests/integration/bus/test_bus_limits.py): 300 x 1 MiB to a
+  subscriber that never reads, ``hwm`` 40, grew the broker's peak RSS by 70 MiB (about both queues
+  full); with ``hwm`` 100,000 by 427 MiB. 3 x 200 MiB frames and 5 x 1.2 MiB messages: +2 MiB. What
+  a limit cannot bound: libzmq holds a whole multipart message before the forwarder can see any of
+  it, so one message of many small frames costs its size (plus about 64 bytes per frame) for as
+  long as it takes to drop it.
 
 The forwarder is a Python loop on its own thread, not libzmq's C proxy, because only code that
 sees each whole message can drop one and count it. It drains every ready message per wake-up

@@ -132,6 +132,14 @@ class RedisStore(Store):
         self._k_revs = f"{prefix}revs"
         self._k_ttl = f"{prefix}ttl"
         self._maxlen = str(limits.history_len)
+        # The batch script's first arguments: history, then the read budget (redis_scripts).
+        self._argv_head = (
+            self._maxlen,
+            str(limits.max_reply_bytes),
+            str(limits.max_batch_reply_bytes),
+            str(limits.max_value_bytes),
+            str(limits.max_request_bytes),
+        )
         self.store_errors = 0  # batches that failed on the store (metrics read it)
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -273,7 +281,7 @@ class RedisStore(Store):
             raise StoreUnavailable(self._down_reason)
         keys = [self._k_scopes, self._k_revs, self._k_ttl]
         slots: dict[str, str] = {}
-        argv: list[str] = [self._maxlen]
+        argv: list[str] = [*self._argv_head]
         decoders: list[Decoder] = []
         for op in ops:
             encoder = _ENCODERS.get(op.__class__)
@@ -302,6 +310,8 @@ class RedisStore(Store):
                 out.append(decode(op, part))
             except StateError as err:
                 out.append(err)
+            except _Refused as big:
+                out.append(big.error(op, self.limits))
         return out
 
     async def _run(self, commands: list[bytes]) -> list[Any]:
@@ -452,7 +462,7 @@ _ENCODERS: dict[type, Callable[[Any], Encoded]] = {
     CreateScope: lambda op: (lua.OP_CREATE_SCOPE, op.scope, (), _decode_create_scope),
     DeleteScope: lambda op: (lua.OP_DELETE_SCOPE, op.scope, (), _decode_delete_scope),
     ListKeys: lambda op: (lua.OP_READ_ALL, op.scope, ("0",), _decode_list_keys),
-    Snapshot: lambda op: (lua.OP_READ_ALL, op.scope, ("1",), _decode_snapshot),
+    Snapshot: lambda op: (lua.OP_READ_ALL, op.scope, ("1", str(op.limit)), _decode_snapshot),
     ChangesSince: _enc_changes,
     ListScopes: lambda op: (lua.OP_SCOPES, "", (), _decode_scopes),
     ScopeExists: lambda op: (lua.OP_EXISTS, op.scope, (), _decode_exists),
@@ -488,6 +498,41 @@ def _check(reply: Any, scope: str) -> None:
         raise StateError(Code.INTERNAL, f"unexpected store reply {tag!r}")
 
 
+class _Refused(Exception):
+    """The script stopped a read at the budget: ``{'TOO_LARGE', size, room}``.
+
+    Raised by a decoder (which does not know the limits); ``execute`` turns it into the
+    same REPLY_TOO_LARGE error the embedded store gives.
+    """
+
+    def __init__(self, size: int, room: int) -> None:
+        super().__init__(size, room)
+        self.size = size
+        self.room = room
+
+    def error(self, op: Op, limits: Limits) -> StateError:
+        if isinstance(op, Snapshot):
+            what, advice = f"snapshot of scope {op.scope[:80]!r}", errors.SNAPSHOT_ADVICE
+        elif isinstance(op, Get) and len(op.keys) > 1:
+            what, advice = f"batch-get of {len(op.keys)} keys", "ask for fewer keys per request"
+        else:
+            what, advice = "state-get", "the value is too big to send"
+        if self.room >= limits.max_reply_bytes:
+            return errors.reply_too_large(what, self.size, limits.max_reply_bytes, advice)
+        return StateError(
+            Code.REPLY_TOO_LARGE,
+            f"the reply to {what} would pass what is left of this worker batch's "
+            f"max_batch_reply_bytes ({max(self.room, 0)} of {limits.max_batch_reply_bytes} "
+            "bytes; other requests in the same batch took the rest); retry shortly, or ask "
+            "for less",
+        )
+
+
+def _refused(reply: Any) -> None:
+    if reply[0] == "TOO_LARGE":
+        raise _Refused(int(reply[1]), int(reply[2]))
+
+
 def _exp(raw: Any) -> int | None:
     return None if raw is None else int(float(raw))
 
@@ -495,6 +540,7 @@ def _exp(raw: Any) -> int | None:
 def _decode_get(op: Get, reply: Any) -> Result:
     if reply == 0:
         raise errors.scope_not_found(op.scope)
+    _refused(reply)
     vals, vers, exps = reply
     # List comprehensions: a generator into tuple() costs a frame switch per key.
     if not exps:  # the scope has no TTLs: the common, cheap case
@@ -575,19 +621,17 @@ def _decode_list_keys(op: ListKeys, reply: Any) -> Result:
 
 
 def _decode_snapshot(op: Snapshot, reply: Any) -> Result:
+    _refused(reply)
     _check(reply, op.scope)
-    expired = set(reply[1])
-    rev = int(reply[2])
-    data, vers, exps = reply[3], reply[4], reply[5]
-    versions = dict(zip(vers[::2], vers[1::2], strict=True))
-    expiry = dict(zip(exps[::2], exps[1::2], strict=True))
-    keys = sorted(k for k in data[::2] if k not in expired)
-    values = dict(zip(data[::2], data[1::2], strict=True))
-    items = tuple(
-        (k, Entry(values[k], int(versions.get(k, 0)), _exp(expiry.get(k))))
-        for k in keys[: op.limit]
+    rev, truncated, keys, vals, vers, exps = reply[1:]
+    if not exps:
+        exps = [None] * len(keys)
+    items = sorted(zip(keys, vals, vers, exps, strict=True))
+    return SnapshotResult(
+        revision=int(rev),
+        items=tuple((k, Entry(v, int(n or 0), _exp(x))) for k, v, n, x in items),
+        truncated=truncated == 1,
     )
-    return SnapshotResult(revision=rev, items=items, truncated=len(keys) > op.limit)
 
 
 def _entry_changes(scope: str, entry_id: str, fields: list[str]) -> list[Change]:
@@ -614,6 +658,7 @@ def _entry_changes(scope: str, entry_id: str, fields: list[str]) -> list[Change]
 
 def _decode_changes(op: ChangesSince, reply: Any) -> Result:
     current, oldest, entries = int(reply[0]), int(reply[1]), reply[2]
+    at_budget = reply[3] == 1  # the script ended the page at the read budget
     if history_compacted(op.revision, current, oldest):
         return ChangeLog(current, (), compacted=True, oldest=oldest, more=False)
     changes = [
@@ -627,7 +672,7 @@ def _decode_changes(op: ChangesSince, reply: Any) -> Result:
         tuple(changes[: op.limit]),
         compacted=False,
         oldest=oldest,
-        more=len(changes) > op.limit,
+        more=at_budget or len(changes) > op.limit,
     )
 
 

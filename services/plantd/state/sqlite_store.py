@@ -312,6 +312,11 @@ class SqliteStore(Store):
             ).fetchone()
             if row is None or (row[2] is not None and row[2] <= now):
                 return GetResult(entries=(None,))
+            # One value (bounded by the value limit), but a batch of credit state-gets is not.
+            size = len(op.keys[0]) + len(row[0])
+            if size > budget.limit():
+                raise budget.refuse("state-get", size, "the value is too big to send")
+            budget.spend(size)
             return GetResult(entries=(Entry(row[0], row[1], row[2]),))
         live = self._live(con, op.scope, op.keys, now, budget)
         return GetResult(entries=tuple(live.get(k) for k in op.keys))

@@ -23,7 +23,7 @@ PER_CLIENT = 5
 
 def test_many_sockets_of_one_key_never_reading(make_stack: MakeStack) -> None:
     """600 DEALER sockets sharing the attacker's CURVE key each send 5 x 64 KiB echo requests
-    and never read. The probe (its own key) keeps >= 99% answered with p99 < 500 ms: the
+    and never read. The probe (its own key) keeps >= 99% answered with p99 < 1 s: the
     per-client in-flight cap (per routing id and per key) refuses the excess with
     TOO_MANY_REQUESTS and the service's queue is fair across clients. 192 MiB in flight: the
     broker may hold at most 300 MB of it."""

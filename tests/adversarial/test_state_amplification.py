@@ -39,7 +39,7 @@ def test_batch_get_naming_one_big_key_many_times(stack: Stack) -> None:
     """One 1 MiB value, then a ~1.4 KB batch-get naming it 200 times, as in the issue (before
     the fix: +190 MB and a 0.4 s stall already at 64 names). The reply is either de-duplicated
     and within max_reply_bytes, or refused early with REPLY_TOO_LARGE; never WORKER_LOST, and
-    /readyz and both probes (p99 < 500 ms) keep answering."""
+    /readyz and both probes (p99 < 1 s) keep answering."""
     state = stack.state_client(timeout=30)
     state.set("amp", "big", BIG)
     body = {"service": "amp", "keys": ["big"] * 200}

@@ -13,7 +13,7 @@ from plantd.mdp import Worker
 
 pytestmark = pytest.mark.adversarial
 
-RAISER = b"org.plantd.test.Raiser"
+RAISER = b"org.example.test.Raiser"  # not org.plantd.*: reserved for plantd's own keys
 
 
 def _boom(body: list[bytes]) -> list[bytes]:

@@ -6,11 +6,16 @@ also runs alone with ``python -m plantd.broker``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+
 from plantd.broker.service import BrokerService
 from plantd.bus.proxy import BusError
 from plantd.common.config import BrokerSettings, ServiceSettings
 from plantd.common.keys import KeysError
 from plantd.common.options import service_command
+from plantd.common.registry import RegistryError
 from plantd.common.service import ServiceContext, ServiceError
 
 
@@ -20,15 +25,29 @@ async def main(ctx: ServiceContext) -> None:
     service = BrokerService(settings, registry=ctx.registry)
     try:
         service.start()
-    except (OSError, BusError, KeysError) as exc:
+    except (OSError, BusError, KeysError, RegistryError) as exc:
         raise ServiceError(str(exc)) from None
     ctx.add_liveness("broker", service.alive)
     ctx.add_readiness("broker", service.ready)
     service.start_worker()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, service.reload_now)
+    watcher = loop.create_task(_watch(service, settings.registry_poll_ms / 1000.0))
     try:
         await ctx.stopping.wait()
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         await service.stop_async()
+
+
+async def _watch(service: BrokerService, every: float) -> None:
+    """Reload the registry when its file (or an own key file) changes."""
+    while True:
+        await asyncio.sleep(every)
+        service.reload()
 
 
 def _grace(settings: ServiceSettings) -> float:

@@ -122,7 +122,8 @@ class BrokerCollector(Collector):
         dropped = CounterMetricFamily(
             "plantd_bus_dropped_messages",
             "Messages published into a bus and dropped, never forwarded (too_large: over "
-            "bus_max_message_bytes; too_many_frames: over bus_max_frames)",
+            "bus_max_message_bytes; too_many_frames: over bus_max_frames; forbidden: a topic "
+            "the publisher's key may not publish, per the registry)",
             labels=["bus", "reason"],
         )
         disconnects = CounterMetricFamily(
@@ -144,6 +145,7 @@ class BrokerCollector(Collector):
             rejected.add_metric([f"bus-{bus}"], st.handshake_failures)
             dropped.add_metric([bus, "too_large"], st.dropped_too_large)
             dropped.add_metric([bus, "too_many_frames"], st.dropped_too_many_frames)
+            dropped.add_metric([bus, "forbidden"], st.dropped_forbidden)
             disconnects.add_metric([bus], st.disconnects)
         failed = sum(n for k, n in mdp_handshakes.items() if k != "succeeded")
         rejected.add_metric(["mdp"], failed)

@@ -5,6 +5,12 @@ MDP ROUTER and on every bus socket. The ``org.plantd.Broker`` worker runs on the
 asyncio loop and reaches the broker over an inproc endpoint the broker also binds (inproc never
 leaves the process, so it needs no CURVE).
 
+Rights (docs/security.md "Machine identities"): with CURVE on, a registry of machine
+identities (or, without one, the "no registry" mode) decides which key may register which
+service names and publish which bus topics; :meth:`BrokerService.reload` swaps them without
+touching a connection (``registry_poll_ms`` and SIGHUP). Refused READYs are audited on the
+event bus (topic ``audit``) by an in-process publisher on the bus's inproc endpoint.
+
 Shutdown order (SIGTERM): the broker stops taking requests (new ones get ``SHUTTING_DOWN``),
 in-flight requests may finish for ``shutdown_grace_ms``, the rest fail with ``SHUTTING_DOWN``;
 then the internal worker, then the buses, then the context.
@@ -13,6 +19,7 @@ then the internal worker, then the buses, then the context.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -21,11 +28,14 @@ from prometheus_client import CollectorRegistry
 
 from plantd.broker import queries
 from plantd.broker.metrics import BrokerCollector
+from plantd.broker.rights import RightsSource
 from plantd.bus.proxy import BusLimits, BusProxy, BusStats, bus_endpoints
 from plantd.common import contract
+from plantd.common.audit import AuditEvent, Auditor
 from plantd.common.config import BrokerSettings
 from plantd.common.curve import CurveServer
 from plantd.common.keys import load_server
+from plantd.common.registry import RegistryError, Rights
 from plantd.mdp import AsyncWorker, Broker
 from plantd.mdp.budgets import Limits
 
@@ -33,6 +43,25 @@ log = logging.getLogger("plantd.broker")
 
 INTERNAL_ENDPOINT = "inproc://plantd.broker.internal"
 BUS_ZAP_DOMAIN = b"plantd.bus"  # separate from the MDP domain, so each can be released alone
+AUDIT_BUS = "event"
+
+
+def local_bus_endpoint(name: str) -> str:
+    """The in-process publisher endpoint of bus ``name`` (no CURVE: never leaves the process)."""
+    return f"inproc://plantd.bus.{name}.local"
+
+
+class _BusSink:
+    """Publishes ``[topic, payload]`` on a bus from the broker's loop thread (never blocks)."""
+
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
+        self.sock = sock
+
+    def publish(self, topic: str | bytes, payload: bytes) -> None:
+        t = topic.encode() if isinstance(topic, str) else topic
+        # PUB drops at its HWM anyway; the log line stands.
+        with contextlib.suppress(zmq.Again):
+            self.sock.send_multipart([t, payload], zmq.NOBLOCK)
 
 
 class BrokerService:
@@ -51,6 +80,10 @@ class BrokerService:
         self._collector: BrokerCollector | None = None
         self._curve: CurveServer | None = None
         self._bus_curve: CurveServer | None = None
+        self._rights_source: RightsSource | None = None
+        self.rights: Rights | None = None
+        self._audit_sock: zmq.Socket[bytes] | None = None
+        self.auditor: Auditor | None = None
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -83,10 +116,71 @@ class BrokerService:
             },
         )
 
+    def _load_rights(self) -> None:
+        s = self.settings
+        if self._curve is None:
+            if s.registry:
+                raise RegistryError(
+                    f"--registry {s.registry} needs CURVE (without it no peer has a key to "
+                    "check); drop --no-curve or --registry"
+                )
+            return
+        self._rights_source = src = RightsSource(s.curve_keys, s.registry)
+        self.rights = rights = src.initial()
+        if rights.registry is None:
+            log.warning(
+                "no registry of machine identities: org.plantd.* names are reserved for "
+                "plantd's own keys in the key directory, every other name and every bus topic "
+                "is open to any allowed key; write a registry (plant module enroll) to close them",
+                extra=src.describe(rights),
+            )
+        else:
+            log.info("registry of machine identities loaded", extra=src.describe(rights))
+
+    def reload(self, *, force: bool = False) -> bool:
+        """Re-read the registry if it changed (``force``: always, as on SIGHUP); True when new
+        rights are in use. Connections stay; workers that lost their name get DISCONNECT."""
+        src = self._rights_source
+        if src is None:
+            return False
+        rights = src.poll(force=force)
+        if rights is None:
+            return False
+        self.rights = rights
+        revoked = self.broker.set_rights(rights) if self.broker is not None else 0
+        for bus in self.buses.values():
+            bus.rights = rights
+        log.info("registry reloaded", extra={**src.describe(rights), "revoked_workers": revoked})
+        return True
+
+    def reload_now(self) -> None:
+        """SIGHUP: re-read the registry even if its signature looks unchanged."""
+        self.reload(force=True)
+
+    def _start_audit(self) -> None:
+        broker = self.broker
+        if broker is None or AUDIT_BUS not in self.buses:
+            return
+        sock = self.context.socket(zmq.PUB)
+        sock.linger = 0
+        sock.sndhwm = 1000
+        sock.connect(local_bus_endpoint(AUDIT_BUS))
+        self._audit_sock = sock
+        auditor = self.auditor = Auditor(contract.BROKER, _BusSink(sock))
+
+        def emit(records: list[dict[str, str]]) -> None:
+            for r in records:
+                auditor.emit(AuditEvent(**r))  # type: ignore[arg-type]
+
+        # From here on the socket belongs to the loop thread (handed over under its lock).
+        broker.on_audit(emit)
+
     def start(self) -> None:
-        """Bind everything (raises OSError, BusError or KeysError naming what failed)."""
+        """Bind everything (raises OSError, BusError, KeysError or RegistryError naming what
+        failed)."""
         s = self.settings
         self._load_curve()
+        self._load_rights()
         broker = Broker(
             [s.endpoint, INTERNAL_ENDPOINT],
             heartbeat_ms=s.heartbeat_ms,
@@ -109,6 +203,7 @@ class BrokerService:
             ),
             send_hwm=s.send_hwm,
             curve=self._curve,
+            rights=self.rights,
             context=self.context,
         )
         try:
@@ -123,9 +218,12 @@ class BrokerService:
                     context=self.context,
                     curve=self._bus_curve,
                     limits=BusLimits(s.bus_max_message_bytes, s.bus_max_frames, s.bus_hwm),
+                    rights=self.rights,
+                    local=[local_bus_endpoint(name)],
                 )
                 bus.start()
                 self.buses[name] = bus
+            self._start_audit()
         except BaseException:
             self.stop(drain_timeout=0.0)
             raise
@@ -177,6 +275,9 @@ class BrokerService:
         if self.broker is not None:
             self.broker.stop(drain_timeout)
             self.broker = None
+        if self._audit_sock is not None:  # the loop thread has ended: ours again
+            self._audit_sock.close(0)
+            self._audit_sock = None
         for bus in self.buses.values():
             bus.stop()
         if self._bus_curve is not None:

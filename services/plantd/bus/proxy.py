@@ -23,14 +23,14 @@ messages (ZeroMQ filters on the publisher side over TCP).
 - *A slow subscriber* costs at most ``hwm`` messages queued for it (XPUB send high-water mark; past
   it libzmq drops that subscriber's messages, silently), so at most ``hwm x max_message_bytes``
   bytes (1 GiB at the defaults, only if a publisher sends 1 MiB messages to a stalled subscriber;
-  lower ``max_message_bytes`` where a plant publishes only small ones; payload buffers are shared
-  by all subscribers of a message) plus the kernel's socket buffers; each publisher's receive queue
-  is bounded the same way. Measured (tests/integration/bus/test_bus_limits.py): 300 x 1 MiB to a
+  lower ``max_message_bytes`` where a plant publishes only small ones; payload buffers are shared by
+  all subscribers of a message) plus the kernel's socket buffers; each publisher's receive queue is
+  bounded the same way. Measured (tests/integration/bus/test_bus_limits.py): 300 x 1 MiB to a
   subscriber that never reads, ``hwm`` 40, grew the broker's peak RSS by 70 MiB (about both queues
   full); with ``hwm`` 100,000 by 427 MiB. 3 x 200 MiB frames and 5 x 1.2 MiB messages: +2 MiB. What
   a limit cannot bound: libzmq holds a whole multipart message before the forwarder can see any of
-  it, so one message of many small frames costs its size (plus about 64 bytes per frame) for as
-  long as it takes to drop it.
+  it, so one message of many small frames costs its size (plus about 64 bytes per frame) for as long
+  as it takes to drop it.
 
 The forwarder is a Python loop on its own thread, not libzmq's C proxy, because only code that
 sees each whole message can drop one and count it. It drains every ready message per wake-up
@@ -39,6 +39,14 @@ VM, 100,000 64-byte messages publisher -> proxy -> subscriber, each in its own p
 50-63K msg/s at 2-3 us CPU per message, this loop 21-34K msg/s at 9-11 us (one interleaved
 probe; the machine was at load 5-6). Buses carry state changes, events and metrics, far below
 that; the price is GIL time taken from the broker's loop when a bus is busy.
+
+**Publish rights** (issue 8: any allowed key could publish a forged state change). With a
+registry (:class:`plantd.common.registry.Rights` in :attr:`BusProxy.rights`, swapped on
+reload), each message's publisher key is read from its first frame (``Frame.get("User-Id")``:
+ZAP set it to the Z85 key) and the message is forwarded only if the registry grants that key
+the topic on this bus; otherwise it is dropped and counted (``dropped_forbidden``). A peer with
+no key is in-process (the broker's own audit publisher on ``inproc``). Without a registry
+every allowed key may publish, as before.
 
 Delivery is best effort, as with any ZeroMQ PUB/SUB:
 
@@ -53,12 +61,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import zmq
 
 from plantd.common.curve import CurveServer, HandshakeMonitor
+from plantd.common.registry import Registry, Rights
 from plantd.mdp import _wire
 
 log = logging.getLogger("plantd.bus")
@@ -74,6 +85,8 @@ MAX_SUBSCRIPTION_BYTES: Final = 64 * 1024
 # get a turn (a flood on one side must not starve subscriptions or TERMINATE).
 _BATCH: Final = 512
 _NOBLOCK: Final = int(zmq.NOBLOCK)
+_LOG_EVERY_S: Final = 10.0  # forged publications are logged at most this often per bus
+_MAX_KEY_CACHE: Final = 4096  # publisher key -> granted prefixes, per forwarding batch
 
 
 class BusError(RuntimeError):
@@ -107,6 +120,7 @@ class BusStats:
     dropped_too_many_frames: int = 0  # messages with more than max_frames frames
     dropped_bytes: int = 0  # bytes of the dropped messages (as far as read)
     disconnects: int = 0  # publisher connections closed (an over-limit frame closes one)
+    dropped_forbidden: int = 0  # messages on a topic the publisher's key may not publish
 
 
 def bus_endpoints(host: str, ports: tuple[int, int]) -> tuple[str, str]:
@@ -122,8 +136,10 @@ class _Counters:
         "bytes_out",
         "disconnects",
         "dropped_bytes",
+        "dropped_forbidden",
         "dropped_too_large",
         "dropped_too_many_frames",
+        "forbidden_logged",
         "frames_in",
         "frames_out",
         "subscription_frames",
@@ -132,7 +148,42 @@ class _Counters:
     def __init__(self) -> None:
         self.frames_in = self.bytes_in = self.frames_out = self.bytes_out = 0
         self.subscription_frames = self.disconnects = self.dropped_bytes = 0
-        self.dropped_too_large = self.dropped_too_many_frames = 0
+        self.dropped_too_large = self.dropped_too_many_frames = self.dropped_forbidden = 0
+        self.forbidden_logged = -_LOG_EVERY_S
+
+
+# (publisher key or None, topic) -> may it publish; None: no check at all.
+PublishCheck = Callable[[str | None, bytes], bool]
+
+
+def publish_check(rights: Rights | None, bus: str) -> PublishCheck | None:
+    """The per-message check of ``rights`` on ``bus`` (None when everything may pass)."""
+    if rights is None or rights.registry is None:
+        return None
+    registry: Registry = rights.registry
+    cache: dict[str, tuple[bytes, ...]] = {}
+
+    def check(key: str | None, topic: bytes) -> bool:
+        if key is None:
+            return True  # in-process publisher (inproc has no CURVE)
+        prefixes = cache.get(key)
+        if prefixes is None:
+            if len(cache) >= _MAX_KEY_CACHE:
+                cache.clear()
+            prefixes = cache[key] = registry.publish_prefixes(key, bus)
+        return bool(prefixes) and topic.startswith(prefixes)
+
+    return check
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    try:
+        user = frame.get("User-Id")
+    except (zmq.ZMQError, KeyError, UnicodeError):
+        return None
+    if not user:
+        return None
+    return user if isinstance(user, str) else bytes(user).decode("ascii", "replace")
 
 
 def forward_publications(
@@ -141,8 +192,10 @@ def forward_publications(
     limits: BusLimits,
     c: _Counters,
     batch: int = _BATCH,
+    check: PublishCheck | None = None,
 ) -> None:
-    """Move up to ``batch`` ready messages from XSUB to XPUB, dropping those over the limits.
+    """Move up to ``batch`` ready messages from XSUB to XPUB, dropping those over the limits
+    and (with ``check``) those the publisher's key may not publish.
 
     Frames are read one at a time, so a message over a limit stops being kept as soon as it
     passes it (its remaining frames are read and released, never accumulated).
@@ -155,6 +208,7 @@ def forward_publications(
             return
         size = len(frame)
         parts = [frame.bytes]
+        key = _user_id(frame) if check is not None else None
         count = 1
         while frame.more:
             frame = front.recv(0, copy=False)
@@ -170,6 +224,21 @@ def forward_publications(
         elif size > max_bytes:
             c.dropped_too_large += 1
             c.dropped_bytes += size
+        elif check is not None and not check(key, parts[0]):
+            c.dropped_forbidden += 1
+            c.dropped_bytes += size
+            now = time.monotonic()
+            if now - c.forbidden_logged >= _LOG_EVERY_S:
+                c.forbidden_logged = now
+                log.warning(
+                    "dropped a bus message its publisher's key may not publish",
+                    extra={
+                        "key": key,
+                        "topic": parts[0][:64].decode("utf-8", "replace"),
+                        "dropped_forbidden": c.dropped_forbidden,
+                        "hint": "grant the topic in the registry's 'publish' of that key",
+                    },
+                )
         else:
             try:
                 _wire.send_multipart(back, parts, _NOBLOCK)
@@ -206,8 +275,14 @@ class BusProxy:
         curve: CurveServer | None = None,
         hwm: int | None = None,
         limits: BusLimits | None = None,
+        rights: Rights | None = None,
+        local: Sequence[str] = (),
     ) -> None:
         self.name = name
+        # Read by the forwarder thread at each wake-up; assign a new value to reload.
+        self.rights = rights
+        # Extra inproc publisher endpoints (in-process publishers, e.g. the broker's audit).
+        self.local_endpoints = tuple(local)
         self.frontend_endpoint = frontend
         self.backend_endpoint = backend
         self.context = context if context is not None else zmq.Context.instance()
@@ -256,6 +331,8 @@ class BusProxy:
                         f"bus {self.name}: cannot bind {endpoint} ({exc.strerror}); "
                         "is another broker running, or pick other ports with --buses"
                     ) from None
+            for endpoint in self.local_endpoints:
+                frontend.bind(endpoint)
             control_addr = f"inproc://plantd.bus.{self.name}.{id(self):x}"
             control = ctx.socket(zmq.PAIR)
             control.linger = 0
@@ -298,11 +375,16 @@ class BusProxy:
         poller = zmq.Poller()
         for sock in (frontend, backend, control, *monitors):
             poller.register(sock, zmq.POLLIN)
+        checked_rights: Rights | None = None
+        check: PublishCheck | None = None
         try:
             while True:
                 ready = dict(poller.poll())
                 if frontend in ready:
-                    forward_publications(frontend, backend, limits, c)
+                    rights = self.rights
+                    if rights is not checked_rights:
+                        checked_rights, check = rights, publish_check(rights, self.name)
+                    forward_publications(frontend, backend, limits, c, _BATCH, check)
                 if backend in ready:
                     forward_subscriptions(backend, frontend, c)
                 for sock, mon in monitors.items():
@@ -336,6 +418,7 @@ class BusProxy:
             dropped_too_many_frames=c.dropped_too_many_frames,
             dropped_bytes=c.dropped_bytes,
             disconnects=sum(m.disconnected for m in mons),
+            dropped_forbidden=c.dropped_forbidden,
         )
 
     def stop(self, timeout: float = 2.0) -> None:

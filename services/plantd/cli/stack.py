@@ -100,6 +100,8 @@ def component_settings(plan: StackPlan, component: str) -> dict[str, str]:
         values[contract.KEY_ENDPOINT] = f"tcp://{plan.bind_host}:{plan.mdp_port}"
         values[contract.KEY_BUS_BIND] = plan.bind_host
         values["buses"] = _buses_value(plan.buses())
+        if plan.curve:  # written by `plantd up` (plantd.cli.up.enrol_stack) before the broker
+            values["registry"] = str(plan.keys_dir / "registry.json")
     else:
         values[contract.KEY_BROKER_ENDPOINT] = plan.mdp_endpoint
     if component == contract.STATE:

@@ -22,8 +22,10 @@ from plantd.cli import keys, stack
 from plantd.cli.errors import CliError, ExitCode
 from plantd.cli.supervisor import ChildSpec, Supervisor
 from plantd.common import contract
+from plantd.common.curve import CurveKeyError, load_keypair
 from plantd.common.files import InsecureDirectoryError, check_private_dir, write_atomic
 from plantd.common.keys import KeysError, load_client, load_server
+from plantd.common.registry import FILE_NAME, Registry, RegistryError, enrol_own
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 
@@ -130,6 +132,27 @@ def check_dirs(plan: stack.StackPlan) -> None:
         raise CliError(str(exc), hint="then run `plantd up` again", code=ExitCode.CONFIG) from exc
 
 
+def enrol_stack(keys_dir: Path, names: list[str]) -> list[str]:
+    """Add the stack's own keys to ``registry.json`` (created on first run, kind ``plantd``;
+    the client as kind ``client``); returns the names added. Other identities are kept."""
+    path = keys_dir / FILE_NAME
+    try:
+        existing = Registry.load(path) if path.exists() else None
+        own = {load_keypair(keys_dir / f"{n}.key").public.decode(): n for n in names}
+    except (RegistryError, CurveKeyError) as exc:
+        raise CliError(
+            f"cannot enrol the stack's keys: {exc}",
+            hint=f"fix or remove {path}, then run `plantd up` again",
+            code=ExitCode.CONFIG,
+        ) from exc
+    new = enrol_own(existing, own)
+    if new is None:
+        return []
+    before = {i.name for i in existing.identities()} if existing is not None else set()
+    write_atomic(keys_dir, FILE_NAME, new.to_json(), 0o600)
+    return sorted(i.name for i in new.identities() if i.name not in before) or ["updated keys"]
+
+
 def prepare_state(
     plan: stack.StackPlan, components: list[str], reporter: ConsoleReporter
 ) -> stack.StackPlan:
@@ -150,6 +173,9 @@ def prepare_state(
         if created:
             reporter.info(f"generated CURVE keys for {', '.join(created)} in {plan.keys_dir}")
         check_keys(plan.keys_dir, components)
+        enrolled = enrol_stack(plan.keys_dir, [keys.BROKER_KEY, *components, keys.CLIENT_KEY])
+        if enrolled:
+            reporter.info(f"enrolled {', '.join(enrolled)} in {plan.keys_dir / FILE_NAME}")
     if contract.STATE in components and not plan.redis_url:
         plan.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if plan.redis_url:

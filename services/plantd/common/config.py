@@ -400,6 +400,17 @@ class BrokerSettings(ServiceSettings):
     shutdown_grace_ms: int = Field(
         5_000, ge=0, le=600_000, description="on SIGTERM, wait this long for in-flight requests"
     )
+    # Machine identities (plantd.common.registry; docs/security.md "Registry").
+    registry: str = Field(
+        "",
+        description="registry of machine identities (JSON: which key may serve which names and "
+        "publish which topics); '' = registry.json in --curve-keys if it exists, else the "
+        "'no registry' mode (org.plantd.* only for plantd's own keys). Reloaded on change and "
+        "on SIGHUP",
+    )
+    registry_poll_ms: int = Field(
+        500, ge=50, le=60_000, description="how often the registry file is checked for changes"
+    )
 
     @field_validator("endpoint")
     @classmethod

@@ -27,13 +27,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import zmq
 
 from plantd.common.contract import DEFAULT_BROKER_BIND, HEARTBEAT_LIVENESS, HEARTBEAT_MS
 from plantd.common.curve import CurveServer, HandshakeMonitor
+from plantd.common.registry import Rights
 from plantd.mdp._wire import _recv, send_multipart, send_routed
 from plantd.mdp.budgets import Limits
 from plantd.mdp.dispatcher import Dispatcher, Outgoing
@@ -49,6 +50,7 @@ _TICK_S: Final = 0.05  # queue deadlines are checked this often
 _DISCARD_CHUNK: Final = 50_000  # frames of an oversized message thrown away per wake-up
 _HEAD: Final = 8  # frames kept of an oversized message, enough to decode its header
 _MAX_PEER_KEYS: Final = 65_536  # routing id -> CURVE key cache, cleared when full
+_UNSEEN: Final = object()
 
 
 # Held sends are retried per peer with backoff: libzmq tells a writer its pipe has room only
@@ -103,6 +105,7 @@ class Broker:
         send_hwm: int = 256,
         backlog: int = 4096,
         curve: CurveServer | None = None,
+        rights: Rights | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         **limit_fields: Any,
     ) -> None:
@@ -145,6 +148,14 @@ class Broker:
             request_timeout=request_timeout,
             now=self._started_at,
         )
+        if rights is not None and curve is None:
+            raise ValueError(
+                "service rights need CURVE (without it no peer has a key to check); "
+                "pass curve= or drop rights="
+            )
+        self.dispatcher.rights = rights
+        # Called in the loop thread with the dispatcher's denial records (plantd.common.audit).
+        self._on_audit: Callable[[list[dict[str, str]]], None] | None = None
         self._lock = threading.Lock()
         self._sock: zmq.Socket[bytes] | None = None
         self._wake_r: zmq.Socket[bytes] | None = None
@@ -157,6 +168,7 @@ class Broker:
         self._discard: _Discard | None = None
         # Sends to peers whose pipe is at its HWM, in order, per routing id.
         self._held: dict[bytes, deque[Outgoing]] = {}
+        self._users: dict[bytes, str | None] = {}  # routing id -> ZAP User-Id last seen
         self._retry: dict[bytes, tuple[float, float]] = {}  # peer -> (when, backoff)
         self._next_retry = float("inf")
 
@@ -299,6 +311,8 @@ class Broker:
                             break
                     if d.out:
                         self._flush()
+                    if d.audit:
+                        self._emit_audit()
                 if n == 0:
                     timeout = max(0.0, next_tick - time.monotonic())
                     if self._held:
@@ -344,7 +358,7 @@ class Broker:
                 frames = [f.bytes]
                 if f.more:
                     f = recv(sock, _NOBLOCK, False)
-                    if curve and frames[0] not in d.peer_keys:
+                    if curve:
                         self._learn_key(frames[0], f)
                     frames.append(f.bytes)
                     while f.more:
@@ -389,14 +403,52 @@ class Broker:
         return False
 
     def _learn_key(self, ident: bytes, frame: Any) -> None:
-        """Budget CURVE peers by public key: ZAP sets it as the connection's User-Id."""
-        keys = self.dispatcher.peer_keys
-        if len(keys) >= _MAX_PEER_KEYS:
-            keys.clear()
-        with contextlib.suppress(zmq.ZMQError, KeyError, UnicodeError):
+        """Budget, rights and the caller frame go by the CURVE public key ZAP set as the
+        connection's User-Id. Read on every message, not cached by routing id: a peer may
+        choose its routing id (ZMQ_ROUTING_ID), and one reusing a departed peer's id must not
+        inherit that peer's key. A peer without a User-Id came over inproc (in-process)."""
+        try:
             user = frame.get("User-Id")
-            if user:
-                keys[ident] = user.encode() if isinstance(user, str) else bytes(user)
+        except (zmq.ZMQError, KeyError, UnicodeError):
+            user = None
+        users = self._users
+        prev = users.get(ident, _UNSEEN)
+        if prev == user:
+            return
+        if prev is not _UNSEEN:  # another connection took this routing id
+            self.dispatcher.peer_changed(ident)
+        keys = self.dispatcher.peer_keys
+        if len(users) >= _MAX_PEER_KEYS:
+            users.clear()
+            keys.clear()
+        users[ident] = user
+        if user:
+            keys[ident] = user.encode() if isinstance(user, str) else bytes(user)
+        else:
+            keys.pop(ident, None)
+
+    def set_rights(self, rights: Rights | None) -> int:
+        """Swap the service rights (a registry reload; thread-safe). Workers that may no longer
+        serve their name get DISCONNECT; every connection stays. Returns how many lost it."""
+        if rights is not None and self.curve is None:
+            raise ValueError("service rights need CURVE")
+        with self._lock:  # the DISCONNECTs go out with the loop's next pass (<= _TICK_S)
+            return self.dispatcher.set_rights(rights)
+
+    def on_audit(self, hook: Callable[[list[dict[str, str]]], None] | None) -> None:
+        """Receive denial records in the loop thread (keep it quick: it holds the loop)."""
+        with self._lock:
+            self._on_audit = hook
+
+    def _emit_audit(self) -> None:
+        d = self.dispatcher
+        records, d.audit = d.audit, []
+        hook = self._on_audit
+        if hook is not None:
+            try:
+                hook(records)
+            except Exception:  # auditing is best effort; the dispatcher logged the refusal
+                log.exception("audit hook failed")
 
     def _flush(self) -> None:
         """Write the queued sends, in order (see the module docstring for why they wait)."""

@@ -92,9 +92,11 @@ L_READY: Final = b"READY"
 L_HEARTBEAT: Final = b"HEARTBEAT"
 L_DISCONNECT: Final = b"DISCONNECT"
 
-# Optional READY extension frame: the worker takes up to N requests at once.
+# Optional READY extension frames: the worker takes up to N requests at once; it wants the
+# caller identity frame before each request body (plantd.mdp.caller).
 CREDIT_PREFIX: Final = b"credit="
 MAX_CREDIT: Final = 10_000
+CALLER_OPTION: Final = b"caller=1"
 
 MMI_PREFIX: Final = b"mmi."
 
@@ -130,6 +132,7 @@ class Ready:
     dialect: Dialect
     delimited: bool = False
     credit: int = 1
+    caller: bool = False  # ``caller=1``: deliver the caller identity frame (plantd.mdp.caller)
 
 
 @dataclass(slots=True)
@@ -186,6 +189,12 @@ def _header_index(frames: Sequence[bytes]) -> int:
     return 1
 
 
+def _ready(svc: bytes, dialect: Dialect, delimited: bool, extra: Sequence[bytes]) -> Ready:
+    if not extra:
+        return Ready(svc, dialect, delimited)
+    return Ready(svc, dialect, delimited, _parse_credit(extra), CALLER_OPTION in extra)
+
+
 def _parse_credit(extra: Sequence[bytes]) -> int:
     credit = 1
     for frame in extra:
@@ -227,7 +236,6 @@ def decode_inbound(frames: Sequence[bytes]) -> BrokerInbound:
     """Decode what a client or worker sends to the broker (identity frame already removed)."""
     i = _header_index(frames)
     delimited = i == 1
-    n = len(frames)
     header = frames[i]
     if header == MDPC02:
         _need(frames, i + 3, "client REQUEST")
@@ -256,8 +264,7 @@ def decode_inbound(frames: Sequence[bytes]) -> BrokerInbound:
             if cmd == W02_READY:
                 _need(frames, i + 3, "worker READY")
                 svc = _service(frames[i + 2], "READY")
-                credit = _parse_credit(frames[i + 3 :]) if n > i + 3 else 1
-                return Ready(svc, _D02, delimited, credit)
+                return _ready(svc, _D02, delimited, frames[i + 3 :])
             if cmd == W02_DISCONNECT:
                 return Disconnect(_D02, delimited)
             raise ProtocolError("unknown_command", f"worker command {cmd!r} is not valid here")
@@ -270,8 +277,7 @@ def decode_inbound(frames: Sequence[bytes]) -> BrokerInbound:
         if cmd == L_READY:
             _need(frames, i + 3, "legacy worker READY")
             svc = _service(frames[i + 2], "READY")
-            credit = _parse_credit(frames[i + 3 :]) if n > i + 3 else 1
-            return Ready(svc, _DLEG, delimited, credit)
+            return _ready(svc, _DLEG, delimited, frames[i + 3 :])
         if cmd == L_DISCONNECT:
             return Disconnect(_DLEG, delimited)
         raise ProtocolError("unknown_command", f"worker command {cmd[:16]!r} is not valid here")
@@ -290,8 +296,7 @@ def decode_inbound(frames: Sequence[bytes]) -> BrokerInbound:
         if cmd == W01_READY:
             _need(frames, i + 3, "MDP/0.1 worker READY")
             svc = _service(frames[i + 2], "READY")
-            credit = _parse_credit(frames[i + 3 :]) if n > i + 3 else 1
-            return Ready(svc, _D01, delimited, credit)
+            return _ready(svc, _D01, delimited, frames[i + 3 :])
         if cmd == W01_DISCONNECT:
             return Disconnect(_D01, delimited)
         raise ProtocolError("unknown_command", f"MDP/0.1 worker command {cmd[:16]!r} is not valid")
@@ -461,11 +466,16 @@ def encode_reply(
     return [*client_reply_prefix(dialect, final, delimited), service, *body]
 
 
-def encode_ready(service: bytes, dialect: Dialect = _D02, credit: int = 1) -> list[bytes]:
-    """Worker -> broker READY; a ``credit=N`` frame is added only when ``credit > 1``."""
+def encode_ready(
+    service: bytes, dialect: Dialect = _D02, credit: int = 1, caller: bool = False
+) -> list[bytes]:
+    """Worker -> broker READY; a ``credit=N`` frame is added only when ``credit > 1``, a
+    ``caller=1`` frame only when ``caller``."""
     if not 1 <= credit <= MAX_CREDIT:
         raise ValueError(f"credit must be within 1..{MAX_CREDIT}, got {credit}")
     extra = [CREDIT_PREFIX + str(credit).encode()] if credit > 1 else []
+    if caller:
+        extra.append(CALLER_OPTION)
     if dialect is _D02:
         return [MDPW02, W02_READY, service, *extra]
     if dialect is _D01:

@@ -27,7 +27,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Final
 
-from plantd.mdp import codec, mmi
+from plantd.common.registry import Rights
+from plantd.mdp import caller, codec, mmi
 from plantd.mdp.budgets import Limits
 from plantd.mdp.codec import (
     FAST_FINAL,
@@ -70,6 +71,13 @@ OTHER: Final = "other"  # the metrics label shared by services outside the top N
 # that of copying 1 KiB here), so small requests alternate about one per visit.
 _QUANTUM: Final = 2048
 _COST: Final = 1024
+
+# Audit events for denied READYs: a token bucket, so a peer sending thousands of forbidden
+# READYs a second costs the event bus at most this many (the rest are counted).
+_AUDIT_RATE: Final = 20.0  # per second
+_AUDIT_BURST: Final = 50
+_MAX_CALLERS: Final = 65_536  # cached caller identity frames, cleared when full
+_CALLER: Final = caller.MARKER
 
 # ``_Req.parts`` of a request already failed mid-stream: its remaining parts are swallowed, and
 # its FINAL only returns the worker's credit.
@@ -145,6 +153,7 @@ class _Client:
 
 class _Worker:
     __slots__ = (
+        "caller",
         "credit",
         "delimited",
         "dialect",
@@ -167,8 +176,10 @@ class _Worker:
         dialect: Dialect,
         delimited: bool,
         credit: int,
+        wants_caller: bool = False,
     ) -> None:
         self.ident = ident
+        self.caller = wants_caller
         self.peer = peer
         self.service = service
         self.dialect = dialect
@@ -280,6 +291,13 @@ class Dispatcher:
         # Counters of services that left the table (reported as "other").
         self._gone = ([0] * _N_DIALECTS, [0] * _N_DIALECTS, [0] * _N_DIALECTS)
         self._hist = LatencyHistogram()
+        # Who may serve which name (plantd.common.registry.Rights); None: anyone (no CURVE).
+        self.rights: Rights | None = None
+        # Denials for the audit log, drained by the shell (bounded by a token bucket).
+        self.audit: list[dict[str, str]] = []
+        self._audit_tokens = float(_AUDIT_BURST)
+        self._audit_at = now
+        self._callers: dict[bytes | None, bytes] = {}  # caller identity frames by CURVE key
 
     # ------------------------------------------------------------------ input
 
@@ -393,6 +411,16 @@ class Dispatcher:
     ) -> None:
         req = _Req(ident, name, body, dialect, delimited)
         req.t0 = self.now
+        if body and body[0] == _CALLER:
+            # Only the broker writes the caller identity frame: a client's would be believed.
+            self._reply_error(
+                req,
+                None,
+                ErrorCode.BAD_REQUEST,
+                "a request body may not start with the reserved frame 'plantd.caller' "
+                "(the broker adds it for workers that ask for the caller's identity)",
+            )
+            return
         if self.draining:
             self._reply_error(req, None, ErrorCode.SHUTTING_DOWN, "broker is shutting down")
             return
@@ -571,7 +599,18 @@ class Dispatcher:
     def _assign(self, w: _Worker, req: _Req) -> None:
         # The shell never drops it (ROUTER_MANDATORY: a full pipe's messages are held and
         # retried, in order), so the request is the worker's from here on.
-        self.out.append((w.ident, w.prefix, req.client, req.body, True))
+        if w.caller:
+            self.out.append(
+                (
+                    w.ident,
+                    w.prefix,
+                    req.client,
+                    [_CALLER, self._caller(req.client), *req.body],
+                    True,
+                )
+            )
+        else:
+            self.out.append((w.ident, w.prefix, req.client, req.body, True))
         req.body = _NOBODY  # the outbox holds it until it is written; we need it no longer
         w.load += 1
         lst = w.inflight.get(req.client)
@@ -700,6 +739,14 @@ class Dispatcher:
             self._count("too_many_workers")
             self._send(ident, disc)
             return
+        rights = self.rights
+        if rights is not None:
+            key_b = self.peer_keys.get(ident)
+            key = key_b.decode("ascii", "replace") if key_b is not None else None
+            if not rights.may_serve(key, name.decode("utf-8", "replace")):
+                self._deny_ready(ident, key, name, "service_not_allowed")
+                self._send(ident, disc)
+                return
         peer = self.peer_keys.get(ident, ident)
         names = self._peer_names.get(peer)
         if names is not None and name not in names and len(names) >= lim.max_names_per_peer:
@@ -718,7 +765,15 @@ class Dispatcher:
         names.add(name)
         svc.registrants.add(peer)
         self._idle.pop(name, None)
-        w = _Worker(ident, peer, svc, msg.dialect, msg.delimited, min(msg.credit, self.max_credit))
+        w = _Worker(
+            ident,
+            peer,
+            svc,
+            msg.dialect,
+            msg.delimited,
+            min(msg.credit, self.max_credit),
+            msg.caller,
+        )
         w.expiry = self.now + self.expiry_s
         self._workers[ident] = w
         svc.workers[ident] = w
@@ -730,6 +785,86 @@ class Dispatcher:
         self.out.append(w.hb)
         if svc.queued:
             self._dispatch(svc)
+
+    # ------------------------------------------------------------------ rights
+
+    def set_rights(self, rights: Rights | None) -> int:
+        """Use ``rights`` from now on (a registry reload): workers whose key may no longer
+        serve their name get DISCONNECT (counted ``revoked``, audited); the rest stay, with
+        their connections. Returns how many were disconnected."""
+        self.rights = rights
+        self._callers.clear()  # names and kinds may have changed
+        if rights is None:
+            return 0
+        revoked = []
+        for w in self._workers.values():
+            key_b = self.peer_keys.get(w.ident)
+            key = key_b.decode("ascii", "replace") if key_b is not None else None
+            if not rights.may_serve(key, w.service.name.decode("utf-8", "replace")):
+                revoked.append((w, key))
+        for w, key in revoked:
+            self._deny_ready(w.ident, key, w.service.name, "revoked")
+            self._remove_worker(
+                w, "the worker's key may no longer serve this name", send_disconnect=True
+            )
+        return len(revoked)
+
+    def peer_changed(self, ident: bytes) -> None:
+        """The connection behind routing id ``ident`` now has another key (a peer chose a
+        departed peer's routing id): a worker registered under the old key is forgotten, so
+        the newcomer inherits neither its name nor its requests."""
+        w = self._workers.get(ident)
+        if w is not None:
+            self._count("peer_key_changed")
+            self._remove_worker(w, "the worker's connection changed keys", send_disconnect=False)
+
+    def _deny_ready(self, ident: bytes, key: str | None, name: bytes, reason: str) -> None:
+        """Count, log (rate-limited) and audit (token bucket) a refused registration."""
+        service = name.decode("utf-8", "replace")
+        reserved = service.startswith("org.plantd.")
+        rights = self.rights
+        who = rights.identity(key) if rights is not None else None
+        self._drop(
+            reason,
+            f"key {key} ({who.name if who else 'not in the registry'}) may not serve "
+            f"{service!r}{' (reserved for plantd)' if reserved else ''}"
+            f"{'' if rights is None else f' [{rights.mode} mode]'}",
+            warn=True,
+        )
+        now = self.now
+        self._audit_tokens = min(
+            float(_AUDIT_BURST), self._audit_tokens + (now - self._audit_at) * _AUDIT_RATE
+        )
+        self._audit_at = now
+        if self._audit_tokens < 1.0:
+            self._count("audit_suppressed")
+            return
+        self._audit_tokens -= 1.0
+        self.audit.append(
+            {
+                "action": "bus.register" if reason != "revoked" else "bus.revoke",
+                "decision": "deny",
+                "reason": "RESERVED_SERVICE" if reserved else "SERVICE_NOT_ALLOWED",
+                "actor": who.name if who is not None else "",
+                "target": service,
+                "source": key or "",
+            }
+        )
+
+    def _caller(self, client: bytes) -> bytes:
+        """The caller identity frame of a client routing id (cached per CURVE key)."""
+        key_b = self.peer_keys.get(client)
+        frame = self._callers.get(key_b)
+        if frame is None:
+            if len(self._callers) >= _MAX_CALLERS:
+                self._callers.clear()
+            key = key_b.decode("ascii", "replace") if key_b is not None else None
+            rights = self.rights
+            who = rights.identity(key) if rights is not None else None
+            frame = self._callers[key_b] = caller.encode(
+                key, who.name if who else None, who.kind if who else None
+            )
+        return frame
 
     def _remove_worker(self, w: _Worker, why: str, *, send_disconnect: bool) -> None:
         self._workers.pop(w.ident, None)
@@ -884,13 +1019,16 @@ class Dispatcher:
     def _count(self, reason: str) -> None:
         self._malformed[reason] = self._malformed.get(reason, 0) + 1
 
-    def _drop(self, reason: str, detail: str) -> None:
+    def _drop(self, reason: str, detail: str, *, warn: bool = False) -> None:
         n = self._malformed.get(reason, 0) + 1
         self._malformed[reason] = n
         last = self._malformed_logged.get(reason, -_LOG_EVERY_S)
         if self.now - last >= _LOG_EVERY_S:
             self._malformed_logged[reason] = self.now
-            log.warning("dropped malformed MDP message (%s): %s [%d so far]", reason, detail, n)
+            if warn:
+                log.warning("refused worker READY (%s): %s [%d so far]", reason, detail, n)
+            else:
+                log.warning("dropped malformed MDP message (%s): %s [%d so far]", reason, detail, n)
 
     def count(self, reason: str, n: int = 1) -> None:
         """Count a drop the shell saw (e.g. ``send_dropped``)."""

@@ -171,6 +171,7 @@ class AsyncWorker:
         reconnect_ms: int = 250,
         max_reconnect_ms: int = 8000,
         executor: Executor | None = None,
+        caller_identity: bool = False,
     ) -> None:
         if (handler is None) == (batch_handler is None):
             raise ValueError("pass exactly one of handler= or batch_handler=")
@@ -185,6 +186,9 @@ class AsyncWorker:
         self.heartbeat_s = heartbeat_ms / 1000.0
         self.liveness = liveness
         self.credit = credit
+        # READY asks for the caller identity frame; the handler calls
+        # plantd.mdp.caller.split_caller on each body (docs/protocol.md §5).
+        self.caller_identity = caller_identity
         self.dialect = dialect
         self.curve = curve
         self.context = context or zmq.Context.instance()
@@ -236,7 +240,7 @@ class AsyncWorker:
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         loop.add_reader(self._fd, self._wake)
         self._last_rx = time.monotonic()
-        self._send(encode_ready(self.service, self.dialect, self.credit))
+        self._send(encode_ready(self.service, self.dialect, self.credit, self.caller_identity))
 
     def _close(self, say_goodbye: bool) -> None:
         sock = self._sock
@@ -601,6 +605,7 @@ class Worker:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         reconnect_ms: int = 250,
         max_reconnect_ms: int = 8000,
+        caller_identity: bool = False,
     ) -> None:
         if handler is None:
             raise ValueError("Worker needs a handler")
@@ -617,6 +622,7 @@ class Worker:
             reconnect_ms=reconnect_ms,
             max_reconnect_ms=max_reconnect_ms,
             executor=ThreadPoolExecutor(max_workers=credit, thread_name_prefix="plantd-handler"),
+            caller_identity=caller_identity,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

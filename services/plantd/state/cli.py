@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,33 @@ _service_opt = click.option(
 )
 
 
+# A stored login is re-read at most this often (a long `watch` keeps a refreshed token).
+TOKEN_REREAD_S = 30.0
+
+
+def _token_source(settings: ClientSettings) -> Callable[[], str | None]:
+    """The access token to send (``--token``, PLANTD_CLIENT_TOKEN or `plant auth login`'s),
+    resolved on first use and again every TOKEN_REREAD_S."""
+    from plantd.cli.credentials import token_for_request
+
+    cached: list[tuple[float, str | None]] = []
+
+    def current() -> str | None:
+        now = time.monotonic()
+        if not cached or now - cached[0][0] >= TOKEN_REREAD_S:
+            cached[:] = [(now, token_for_request(settings))]
+        return cached[0][1]
+
+    return current
+
+
 @contextmanager
 def _state() -> Iterator[tuple[StateClient, ClientSettings]]:
     """A StateClient whose error replies leave as CliError (exit 1, code in --json)."""
     settings = get_settings()
     with session(settings) as mdp:
         try:
-            yield StateClient(mdp), settings
+            yield StateClient(mdp, token=_token_source(settings)), settings
         except StateReplyError as exc:
             raise CliError(
                 exc.message,
@@ -60,6 +81,8 @@ _HINTS = {
     "STORE_UNAVAILABLE": "the state service cannot reach its store; retry shortly",
     "VALUE_TOO_LARGE": "split the data or the batch (limits: docs/state.md)",
     "REPLY_TOO_LARGE": "ask for fewer keys, or page with `plant state list` and batch-get",
+    "UNAUTHENTICATED": "run `plant auth login` (or pass --token / PLANTD_CLIENT_TOKEN)",
+    "PERMISSION_DENIED": "`plant auth whoami` shows your permissions; ask an administrator",
 }
 
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from plantd.common import contract
@@ -54,6 +54,18 @@ def parse_reply(frames: Sequence[bytes]) -> Json:
     )
 
 
+# An access token, or a function returning the current one (re-read per call: it may be
+# refreshed while a long `watch` runs). Sent as the original's body field ``token``.
+TokenSource = str | Callable[[], str | None] | None
+
+
+def with_token(body: Mapping[str, Any] | None, token: TokenSource) -> Mapping[str, Any] | None:
+    value = token() if callable(token) else token
+    if not value:
+        return body
+    return {**(body or {}), "token": value}
+
+
 def _clean(**fields: Any) -> Json:
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -65,11 +77,15 @@ class _Requester(Protocol):
 class StateClient:
     """Blocking state client over an MDP ``Client``."""
 
-    def __init__(self, mdp: _Requester, service: str = contract.SERVICE_STATE) -> None:
+    def __init__(
+        self, mdp: _Requester, service: str = contract.SERVICE_STATE, token: TokenSource = None
+    ) -> None:
         self.mdp = mdp
         self.service = service
+        self.token = token
 
     def call(self, operation: str, body: Mapping[str, Any] | None = None) -> Json:
+        body = with_token(body, self.token)
         return parse_reply(self.mdp.request(self.service, *encode(operation, body)))
 
     def create_scope(self, scope: str) -> Json:
@@ -144,11 +160,15 @@ class _AsyncRequester(Protocol):
 class AsyncStateClient:
     """asyncio state client over an MDP ``AsyncClient`` (many calls may be in flight)."""
 
-    def __init__(self, mdp: _AsyncRequester, service: str = contract.SERVICE_STATE) -> None:
+    def __init__(
+        self, mdp: _AsyncRequester, service: str = contract.SERVICE_STATE, token: TokenSource = None
+    ) -> None:
         self.mdp = mdp
         self.service = service
+        self.token = token
 
     async def call(self, operation: str, body: Mapping[str, Any] | None = None) -> Json:
+        body = with_token(body, self.token)
         return parse_reply(await self.mdp.request(self.service, *encode(operation, body)))
 
     async def get(self, scope: str, key: str) -> Json:

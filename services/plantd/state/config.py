@@ -13,6 +13,9 @@ from plantd.state.limits import Limits
 from plantd.state.redis_store import DEFAULT_PREFIX, redact_url
 
 DEFAULT_BUS_ENDPOINT = f"tcp://127.0.0.1:{contract.BUS_PORTS['state'][0]}"
+DEFAULT_EVENT_PUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][0]}"
+DEFAULT_EVENT_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][1]}"
+REGISTRY_FILE = "registry.json"
 
 
 class StateSettings(ServiceSettings):
@@ -101,10 +104,74 @@ class StateSettings(ServiceSettings):
         "together; a read past it gets REPLY_TOO_LARGE (retry) and changes-since a shorter page",
     )
 
-    @field_validator("bus_endpoint")
+    # ---- authorization (issue 8; docs/state.md "Authorization") ----
+    auth: Literal["off", "identity"] = Field(
+        "off",
+        description="off: every caller may do everything (CURVE guards the bus); identity: "
+        "every request needs a valid access token (the 'token' field) or a caller key with "
+        "permissions in the machine registry, default deny",
+    )
+    auth_issuer: str = Field(
+        "plantd-identity", min_length=1, description="iss every accepted token must carry"
+    )
+    auth_audience: str = Field(
+        contract.SERVICE_STATE,
+        min_length=1,
+        description="aud every accepted token must include (log in for this service)",
+    )
+    jwks_file: Path | None = Field(
+        None,
+        description="JWKS document to trust (re-read when it changes); without it the JWKS is "
+        "fetched from org.plantd.Identity (auth/jwks) over the bus",
+    )
+    jwks_refresh_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=86_400.0,
+        description="how often the JWKS is fetched again (sooner, at most every 5 s, after a "
+        "token with an unknown kid)",
+    )
+    event_bus_endpoint: str = Field(
+        DEFAULT_EVENT_PUB,
+        description="event bus publisher port (XSUB) where denials are published (topic audit)",
+    )
+    event_sub_endpoint: str = Field(
+        DEFAULT_EVENT_SUB,
+        description="event bus subscriber port (XPUB) followed for identity.not_before "
+        "(logout, password change: older tokens are refused)",
+    )
+    registry: Path | None = Field(
+        None,
+        description="machine registry (registry.json) giving CURVE keys their permissions; "
+        f"default: {REGISTRY_FILE} in --curve-keys when it exists (re-read when it changes)",
+    )
+    audit_max_per_s: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="audit events per second; further denials are counted into one summary "
+        "event per second",
+    )
+    auth_cache_entries: int = Field(
+        10_000, ge=1, le=1_000_000, description="verified tokens kept in the claims cache"
+    )
+
+    @field_validator("bus_endpoint", "event_bus_endpoint", "event_sub_endpoint")
     @classmethod
     def _bus(cls, v: str) -> str:
         return check_endpoint(v, bind=False)
+
+    @field_validator("jwks_file", "registry", mode="after")
+    @classmethod
+    def _expand_path(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+    def registry_path(self) -> Path | None:
+        """The registry file to read: --registry, else the keys directory's, if present."""
+        if self.registry is not None:
+            return self.registry
+        default = self.curve_keys / REGISTRY_FILE
+        return default if default.exists() else None
 
     @field_validator("data_dir", mode="after")
     @classmethod

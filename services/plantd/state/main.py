@@ -17,11 +17,14 @@ from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
 from plantd.common.service import ServiceContext, ServiceError
 from plantd.mdp import AsyncWorker
+from plantd.mdp.caller import MARKER, split_caller
+from plantd.state.auth import AllowAll, Authorizer
+from plantd.state.authz_runtime import AuthRuntime
 from plantd.state.config import StateSettings
 from plantd.state.errors import StoreUnavailable
 from plantd.state.metrics import StateMetrics
 from plantd.state.redis_store import RedisStore
-from plantd.state.service import StateService
+from plantd.state.service import CallerFrames, StateService
 from plantd.state.sqlite_store import SqliteStore
 from plantd.state.store import Store
 
@@ -58,6 +61,12 @@ async def main(ctx: ServiceContext) -> None:
     settings = ctx.settings
     assert isinstance(settings, StateSettings)
     curve = curve_for(settings)
+    runtime: AuthRuntime | None = None
+    authorizer: Authorizer = AllowAll()
+    if settings.auth == "identity":
+        runtime = AuthRuntime(settings, curve, ctx.registry)  # ServiceError if unusable
+        authorizer = runtime.authorizer
+        ctx.add_readiness("jwks", runtime.has_keys)
     store = build_store(settings)
     try:
         await store.open()  # Redis down: opens anyway and reconnects in the background
@@ -66,7 +75,11 @@ async def main(ctx: ServiceContext) -> None:
     ctx.log.info("state store opened", extra={"store": store.describe()})
     publisher = Publisher(settings.bus_endpoint, curve=curve)
     service = StateService(
-        store, sink=publisher, metrics=StateMetrics(ctx.registry, lambda: store.available)
+        store,
+        sink=publisher,
+        authorizer=authorizer,
+        metrics=StateMetrics(ctx.registry, lambda: store.available),
+        split_caller=CallerFrames(split_caller, MARKER) if runtime is not None else None,
     )
     worker = AsyncWorker(
         settings.broker_endpoint,
@@ -75,10 +88,19 @@ async def main(ctx: ServiceContext) -> None:
         credit=settings.credit,
         heartbeat_ms=settings.heartbeat_ms,
         curve=curve,
+        caller_identity=runtime is not None,
     )
     ctx.add_readiness("store", lambda: store.available)
     ctx.add_readiness("broker", worker.connected.is_set)
     loop = asyncio.get_running_loop()
+    if runtime is not None:
+        runtime.start(loop)
+        ctx.log.info("authorization on", extra=runtime.describe())
+    else:
+        ctx.log.warning(
+            "authorization is off (--auth off): any caller with an allowed CURVE key may read "
+            "and write every scope; use --auth identity"
+        )
     worker_task = loop.create_task(worker.run())
     sweeper = loop.create_task(service.run_sweeper(settings.sweep_interval_ms / 1000.0))
     try:
@@ -95,6 +117,8 @@ async def main(ctx: ServiceContext) -> None:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        if runtime is not None:
+            await runtime.stop()
         await store.close()
         publisher.close()
         ctx.log.info("state service stopped", extra={"published_events": service.published})

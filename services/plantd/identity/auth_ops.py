@@ -172,7 +172,7 @@ class AuthOps(ServiceCore):
         if not isinstance(token, str):
             return {"valid": False, "reason": "TOKEN_MALFORMED"}
         try:
-            claims = await self._verify(token[: MAX_TOKEN_CHARS + 1])
+            claims = await self._verify(token[: MAX_TOKEN_CHARS + 1], ctx)
         except TokenError as exc:
             self._deny(
                 ctx,

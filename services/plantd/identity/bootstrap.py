@@ -105,6 +105,7 @@ async def ensure_admin(
         return None  # another replica was first
     await store.assign("role", user.id, role.id)
     if how == "setup-token":
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)  # a Redis store made none
         path = data_dir / SETUP_TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -14,8 +14,9 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from plantd.common import contract
@@ -52,6 +53,11 @@ class Config:
     global_bucket: Bucket = field(default_factory=lambda: Bucket(200, 50.0))
     backoff: Backoff = field(default_factory=Backoff)
     policy: Policy = field(default_factory=Policy)
+    break_glass_jwks: Mapping[str, Any] | None = None  # the offline key's public half
+    registry_file: Path | None = None  # enrolled identities written here on every change
+    max_modules: int = 1024
+    join_token_ttl_s: int = 3600
+    max_join_tokens: int = 1000
 
 
 @dataclass(slots=True)
@@ -97,7 +103,11 @@ class ServiceCore:
         self.audit = Auditor(sink, clock=clock)
         self.issuer = Issuer(keys, issuer=self.cfg.issuer, access_ttl_s=self.cfg.access_ttl_s)
         self.verifier = Verifier(
-            issuer=self.cfg.issuer, audience=list(self.cfg.audiences), jwks=keys.jwks(), clock=clock
+            issuer=self.cfg.issuer,
+            audience=list(self.cfg.audiences),
+            jwks=keys.jwks(),
+            clock=clock,
+            break_glass_jwks=self.cfg.break_glass_jwks,
         )
         self.started = clock()
         self.results: dict[tuple[str, str], int] = {}  # (operation, code|ok) -> count
@@ -142,13 +152,30 @@ class ServiceCore:
             )
         )
 
-    async def _verify(self, token: str) -> Claims:
-        """Verify one of our access tokens, with the store's not_before (authoritative)."""
+    async def _verify(self, token: str, ctx: Ctx | None = None) -> Claims:
+        """Verify one of our access tokens, with the store's not_before (authoritative).
+
+        Every use of a break-glass token is audited, loudly (warning, ``break_glass: true``)."""
         claims = self.verifier.verify(token)
         nb = await self.store.get_not_before(claims.subject)
         if claims.issued_at < nb:
             self.verifier.not_before.bump(claims.subject, nb)
             claims = self.verifier.verify(token)  # raises REVOKED
+        if claims.break_glass:
+            self.audit.emit(
+                AuditEvent(
+                    action="auth.break_glass",
+                    decision="allow",
+                    reason="BREAK_GLASS",
+                    actor=claims.subject,
+                    target=ctx.req.category + "." + ctx.req.operation if ctx else "",
+                    source=ctx.source if ctx else "",
+                    jti=claims.jti,
+                    trace_id=ctx.req.request_id if ctx else "",
+                    detail={"why": str(claims.raw.get("reason", ""))[:500]},
+                    break_glass=True,
+                )
+            )
         return claims
 
     async def _authorize(self, ctx: Ctx, action: str, permission: str) -> Claims:
@@ -165,7 +192,7 @@ class ServiceCore:
                 ),
             )
         try:
-            claims = await self._verify(token[: MAX_TOKEN_CHARS + 1])
+            claims = await self._verify(token[: MAX_TOKEN_CHARS + 1], ctx)
         except TokenError as exc:
             raise self._deny(
                 ctx,

@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge
 
 from plantd.bus import Publisher
 from plantd.common import contract
+from plantd.common.auth.breakglass import BreakGlassKeyError, load_public
 from plantd.common.curve import CurveClient
 from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
@@ -21,9 +22,11 @@ from plantd.identity.bootstrap import BootstrapError, ensure_admin
 from plantd.identity.errors import IdentityError
 from plantd.identity.keys import KeyRing, SigningKeyError
 from plantd.identity.passwords import Hasher, Policy
+from plantd.identity.redis_store import RedisStore
 from plantd.identity.service import Config, IdentityService
 from plantd.identity.settings import IdentitySettings
 from plantd.identity.sqlite_store import SqliteStore
+from plantd.identity.store import Store
 from plantd.identity.throttle import Backoff, Bucket
 from plantd.mdp import AsyncWorker
 
@@ -40,6 +43,29 @@ def load_keys(settings: IdentitySettings) -> KeyRing:
         raise ServiceError(f"identity refuses to start without a signing key: {exc}") from None
 
 
+def break_glass_for(s: IdentitySettings) -> dict[str, object] | None:
+    if s.break_glass_key_file is None:
+        return None
+    try:
+        return load_public(s.break_glass_key_file.expanduser())
+    except BreakGlassKeyError as exc:
+        raise ServiceError(str(exc)) from None
+
+
+def store_for(s: IdentitySettings) -> Store:
+    if s.store == "redis":
+        password = s.redis_password.get_secret_value() if s.redis_password else None
+        return RedisStore(
+            s.redis_url,
+            prefix=s.redis_prefix,
+            password=password,
+            password_file=s.redis_password_file,
+            ca_file=s.redis_ca_file,
+            socket_timeout=s.redis_timeout_ms / 1000.0,
+        )
+    return SqliteStore(s.data_dir)
+
+
 def config_for(s: IdentitySettings) -> Config:
     return Config(
         issuer=s.issuer,
@@ -54,6 +80,11 @@ def config_for(s: IdentitySettings) -> Config:
             max_failures=s.max_failures,
         ),
         policy=Policy(min_length=s.password_min_length),
+        break_glass_jwks=break_glass_for(s),
+        registry_file=s.registry_file.expanduser() if s.registry_file else None,
+        max_modules=s.max_modules,
+        join_token_ttl_s=s.join_token_ttl_s,
+        max_join_tokens=s.max_join_tokens,
     )
 
 
@@ -71,6 +102,8 @@ async def _republish(service: IdentityService, every: float) -> None:
         await asyncio.sleep(every)
         with contextlib.suppress(Exception):
             await service.republish_once()
+        with contextlib.suppress(Exception):  # converge after out-of-order replica writes
+            await service.write_registry(only_if_changed=True)
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -80,15 +113,24 @@ async def main(ctx: ServiceContext) -> None:
     curve = curve_for(settings)
     if curve is None:
         ctx.log.warning("CURVE is off: passwords and tokens travel in plaintext")
-    store = SqliteStore(settings.data_dir)
-    await store.open()
+    config = config_for(settings)
+    if config.break_glass_jwks is not None:
+        ctx.log.warning(
+            "break-glass tokens are accepted (signed by the offline key in %s)",
+            settings.break_glass_key_file,
+            extra={"break_glass": True},
+        )
+    store = store_for(settings)
+    try:
+        await store.open()
+    except IdentityError as exc:
+        raise ServiceError(f"{exc.message} (store {store.describe()})") from None
     hasher = Hasher(
         memory_kib=settings.argon2_memory_kib,
         time_cost=settings.argon2_time_cost,
         parallelism=settings.argon2_parallelism,
         workers=settings.hash_concurrency,
     )
-    config = config_for(settings)
     try:
         how = await ensure_admin(
             store,
@@ -109,10 +151,19 @@ async def main(ctx: ServiceContext) -> None:
         registry=ctx.registry,
     )
     service.on_result = lambda op, result: requests.labels(op, result).inc()
+    if config.registry_file is not None and not await service.write_registry():
+        await store.close()
+        raise ServiceError(f"cannot write the registry file {config.registry_file}")
     denials = Gauge(
         "plantd_identity_audit_denials", "Denials audited since start", registry=ctx.registry
     )
     denials.set_function(lambda: service.audit.denials)
+    registry_errors = Gauge(
+        "plantd_identity_registry_write_errors",
+        "Failed writes of the registry file since start (the broker keeps its old registry)",
+        registry=ctx.registry,
+    )
+    registry_errors.set_function(lambda: service.registry_write_errors)
     ctx.log.info(
         "identity ready to serve",
         extra={

@@ -105,3 +105,37 @@ class Rotation:
 
     outcome: str  # rotated | reused (family revoked) | unknown | expired | revoked
     record: RefreshRecord | None = None  # the old record, when it exists
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """An enrolled machine identity: a CURVE public key and what it may do on the bus.
+
+    The fields are one entry of the broker's registry document (interface 1 of issue 8:
+    ``plantd.common.registry``); ``enrolled_at``/``enrolled_by`` are identity's own."""
+
+    name: str
+    kind: str  # plantd | module | device | client
+    public_key: str  # Z85, 40 characters
+    services: tuple[str, ...] = ()
+    publish: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    permissions: tuple[str, ...] = ()
+    enrolled_at: float = 0.0
+    enrolled_by: str = ""  # a user id, or "join:<token id>"
+
+    def registry_entry(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "public_key": self.public_key,
+            "services": list(self.services),
+            "publish": {bus: list(p) for bus, p in sorted(self.publish.items())},
+            "permissions": list(self.permissions),
+        }
+
+    def doc(self) -> dict[str, Any]:
+        return {
+            **self.registry_entry(),
+            "enrolled_at": self.enrolled_at,
+            "enrolled_by": self.enrolled_by,
+        }

@@ -24,7 +24,9 @@ from typing import Any, Final
 
 from plantd.identity.errors import Code, IdentityError
 
-CATEGORIES: Final = frozenset({"auth", "user", "organization", "role", "service_account", "health"})
+CATEGORIES: Final = frozenset(
+    {"auth", "user", "organization", "role", "service_account", "modules", "health"}
+)
 MAX_BODY_BYTES: Final = 64 * 1024  # a request is credentials and small records
 MAX_FRAMES: Final = 3
 MAX_NAME_BYTES: Final = 64

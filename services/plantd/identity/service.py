@@ -12,6 +12,8 @@ audit event. Operations (reference plantd-original.md §2.3.2 names):
 - role: ``create``, ``get``, ``update``, ``delete``, ``list``, ``check_permission``;
 - organization: ``create``, ``get``, ``update``, ``delete``, ``list``;
 - service_account: ``create``, ``list``, ``delete``;
+- modules: ``enroll`` (admin token, or a one-time ``join_token``), ``join-token``, ``list``,
+  ``get``, ``revoke``, ``registry`` (machine identities: :mod:`plantd.identity.module_ops`);
 - health: ``check``.
 
 Everything but login, refresh, logout, validate, change_password, jwks, token and health needs
@@ -34,6 +36,7 @@ from plantd.identity.auth_ops import AuthOps
 from plantd.identity.core import UNPARSED, Config, Ctx
 from plantd.identity.errors import Code, IdentityError
 from plantd.identity.keys import KeyRing
+from plantd.identity.module_ops import ModuleOps
 from plantd.identity.passwords import Hasher
 from plantd.identity.protocol import text
 from plantd.identity.store import Store
@@ -45,7 +48,7 @@ log = logging.getLogger("plantd.identity")
 Handler = Callable[[Ctx], Awaitable[dict[str, Any]]]
 
 
-class IdentityService(AuthOps, AdminOps):
+class IdentityService(AuthOps, AdminOps, ModuleOps):
     def __init__(
         self,
         store: Store,
@@ -97,6 +100,12 @@ class IdentityService(AuthOps, AdminOps):
             ("service_account", "create"): (self.sa_create, "user:create"),
             ("service_account", "list"): (self.sa_list, "user:list"),
             ("service_account", "delete"): (self.sa_delete, "user:delete"),
+            ("modules", "enroll"): (self.module_enroll, None),  # admin token or join token
+            ("modules", "join-token"): (self.module_join_token, "identity:module:join-token"),
+            ("modules", "list"): (self.module_list, "identity:module:list"),
+            ("modules", "registry"): (self.module_registry, "identity:module:list"),
+            ("modules", "get"): (self.module_get, "identity:module:read"),
+            ("modules", "revoke"): (self.module_revoke, "identity:module:revoke"),
         }
 
     # ---- the request path -----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from plantd.common import contract
@@ -15,12 +15,15 @@ DEFAULT_EVENT_BUS = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][0]}"
 DEFAULT_DATA_DIR = f"{contract.LOCAL_STATE_DIR}/identity"
 DEFAULT_KEYS_DIR = f"{contract.LOCAL_STATE_DIR}/jwt"
 DEFAULT_ISSUER = "plantd-identity"
+DEFAULT_REDIS_PREFIX = "plantd:{identity}:"  # the hash tag keeps every key in one cluster slot
 
 
 class IdentitySettings(ServiceSettings):
     """``plantd identity``: the org.plantd.Identity worker, its store and its signing keys."""
 
     component: ClassVar[str] = contract.IDENTITY
+    # A password on a command line is visible in `ps`: environment or file only.
+    cli_hidden: ClassVar[frozenset[str]] = frozenset({"redis_password"})
 
     http_port: int = Field(
         contract.HTTP_PORTS[contract.IDENTITY],
@@ -31,8 +34,57 @@ class IdentitySettings(ServiceSettings):
     service: str = Field(
         contract.SERVICE_IDENTITY, min_length=1, max_length=255, description="MDP service name"
     )
-    store: Literal["sqlite"] = Field(
-        "sqlite", description="sqlite (embedded, WAL; replicas on one machine share the file)"
+    store: Literal["sqlite", "redis"] = Field(
+        "sqlite",
+        description="sqlite (embedded, WAL; replicas on one machine share the file) or redis "
+        "(a cluster: stateless replicas; needs --redis-url)",
+    )
+    redis_url: str = Field(
+        "", description="redis://[USER:PASSWORD@]HOST:PORT/DB, or rediss://... for TLS"
+    )
+    redis_password: SecretStr | None = Field(
+        None, description="Redis password (prefer --redis-password-file; never logged)"
+    )
+    redis_password_file: Path | None = Field(
+        None, description="file holding the Redis password (keep it mode 0600)"
+    )
+    redis_ca_file: Path | None = Field(
+        None, description="CA certificate that signed the Redis server's TLS certificate"
+    )
+    redis_prefix: str = Field(
+        DEFAULT_REDIS_PREFIX,
+        min_length=1,
+        max_length=64,
+        description="prefix of every Redis key (several clusters can share one Redis); keep a "
+        "{hash tag} in it on Redis Cluster",
+    )
+    redis_timeout_ms: int = Field(
+        2000, ge=50, le=60_000, description="give up on a Redis reply after this long"
+    )
+    registry_file: Path | None = Field(
+        None,
+        description="write the registry of enrolled machine identities here (JSON, 0600, "
+        "atomically, never through a symlink) at start and on every enrolment or revocation, "
+        "for a broker on the same machine (its --registry)",
+    )
+    max_modules: int = Field(
+        1024,
+        ge=1,
+        le=4096,
+        description="most machine identities enrolled at once (each entry <= 4 KiB, so the "
+        "registry reply stays under the broker's 16 MiB frame)",
+    )
+    join_token_ttl_s: int = Field(
+        3600, ge=60, le=7 * 86400, description="longest lifetime of a one-time join token"
+    )
+    max_join_tokens: int = Field(
+        1000, ge=1, le=100_000, description="most unredeemed join tokens outstanding at once"
+    )
+    break_glass_key_file: Path | None = Field(
+        None,
+        description="public key (PEM) of the offline break-glass key: tokens it signs "
+        "(`python -m plantd.identity.breakglass mint`, at most 1 h) are accepted, audited at "
+        "warning level; without it no break-glass token is accepted",
     )
     data_dir: Path = Field(
         Path(DEFAULT_DATA_DIR), description="directory of identity.db (created 0700, file 0600)"
@@ -115,6 +167,13 @@ class IdentitySettings(ServiceSettings):
             return [a.strip() for a in v.split(",") if a.strip()]
         return v
 
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        return v
+
     @field_validator("data_dir", "jwt_keys_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path) -> Path:
@@ -124,4 +183,12 @@ class IdentitySettings(ServiceSettings):
     def _argon2_sane(self) -> IdentitySettings:
         if self.argon2_memory_kib < 8 * self.argon2_parallelism:
             raise ValueError("argon2_memory_kib must be at least 8 x argon2_parallelism")
+        if self.store == "redis" and not self.redis_url:
+            raise ValueError(
+                "store=redis needs redis_url (--redis-url or PLANTD_IDENTITY_REDIS_URL)"
+            )
+        if self.redis_ca_file is not None and not self.redis_url.startswith("rediss://"):
+            raise ValueError("redis_ca_file is for TLS: use a rediss:// redis_url")
+        if self.redis_password is not None and self.redis_password_file is not None:
+            raise ValueError("give redis_password or redis_password_file, not both")
         return self

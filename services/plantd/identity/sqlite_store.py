@@ -9,18 +9,17 @@ blocks on the disk); the connection lives on that thread.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from plantd.identity import records
 from plantd.identity.errors import Conflict, NotFound
-from plantd.identity.model import Organization, RefreshRecord, Role, Rotation, User
+from plantd.identity.model import Module, Organization, RefreshRecord, Role, Rotation, User
 from plantd.identity.store import Store
 from plantd.identity.throttle import Backoff, Bucket, take
 
@@ -49,34 +48,31 @@ CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, count INTEGER NOT NUL
     last REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS totp_steps (user_id INTEGER PRIMARY KEY, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS modules (name TEXT PRIMARY KEY, public_key TEXT NOT NULL UNIQUE,
+    doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS join_tokens (hash TEXT PRIMARY KEY, grant_doc TEXT NOT NULL,
+    expires REAL NOT NULL);
 """
 
-_USER_FIELDS = {f.name for f in fields(User)} - {"id", "roles", "organizations"}
-_ROLE_FIELDS = {f.name for f in fields(Role)} - {"id"}
-_ORG_FIELDS = {f.name for f in fields(Organization)} - {"id"}
+_USER_FIELDS = records.USER_FIELDS
+_ROLE_FIELDS = records.ROLE_FIELDS
+_ORG_FIELDS = records.ORG_FIELDS
 # Rows are (id, doc): the id lives in its column only, the rest in the JSON document.
 
 
 def _user(row: Any) -> User:
-    data = json.loads(row[1])
-    return User(id=int(row[0]), **{k: v for k, v in data.items() if k in _USER_FIELDS})
+    return records.user_from(row[0], row[1])
 
 
 def _role(row: Any) -> Role:
-    data = json.loads(row[1])
-    return Role(id=int(row[0]), **{k: v for k, v in data.items() if k in _ROLE_FIELDS})
+    return records.role_from(row[0], row[1])
 
 
 def _org(row: Any) -> Organization:
-    data = json.loads(row[1])
-    return Organization(id=int(row[0]), **{k: v for k, v in data.items() if k in _ORG_FIELDS})
+    return records.org_from(row[0], row[1])
 
 
-def _doc(obj: User | Role | Organization) -> str:
-    d = obj.doc()
-    for k in ("id", "roles", "organizations"):
-        d.pop(k, None)
-    return json.dumps(d)
+_doc = records.encode
 
 
 class SqliteStore(Store):
@@ -572,3 +568,69 @@ class SqliteStore(Store):
 
     async def set_meta(self, key: str, value: str | None) -> None:
         await self._run(self._set_meta, key, value)
+
+    # ---- machine identities ---------------------------------------------------------------------
+
+    def _add_module(self, m: Module, max_modules: int) -> None:
+        try:
+            with self._tx() as db:
+                (n,) = db.execute("SELECT count(*) FROM modules").fetchone()
+                if n >= max_modules:
+                    raise Conflict(f"{n} identities are enrolled, the most allowed; revoke some")
+                db.execute(
+                    "INSERT INTO modules (name, public_key, doc) VALUES (?, ?, ?)",
+                    (m.name, m.public_key, records.module_doc(m)),
+                )
+        except sqlite3.IntegrityError as exc:
+            what = "public key" if "public_key" in str(exc) else "name"
+            raise Conflict(f"an identity with this {what} is enrolled already") from None
+
+    async def add_module(self, module: Module, max_modules: int) -> None:
+        await self._run(self._add_module, module, max_modules)
+
+    async def get_module(self, name: str) -> Module | None:
+        row = await self._run(self._one, "SELECT doc FROM modules WHERE name = ?", name)
+        return records.module_from(row[0]) if row else None
+
+    async def list_modules(self) -> list[Module]:
+        rows = await self._run(self._all, "SELECT doc FROM modules ORDER BY name")
+        return [records.module_from(r[0]) for r in rows]
+
+    def _delete_module(self, name: str) -> Module | None:
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM modules WHERE name = ?", (name,)).fetchone()
+            db.execute("DELETE FROM modules WHERE name = ?", (name,))
+        return records.module_from(row[0]) if row else None
+
+    async def delete_module(self, name: str) -> Module | None:
+        return await self._run(self._delete_module, name)
+
+    def _add_join(self, h: str, grant: str, expires: float, now: float, max_live: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM join_tokens WHERE expires <= ?", (now,))
+            (n,) = db.execute("SELECT count(*) FROM join_tokens").fetchone()
+            if n >= max_live:
+                raise Conflict(
+                    f"{n} join tokens are outstanding, the most allowed; let some expire"
+                )
+            db.execute(
+                "INSERT INTO join_tokens (hash, grant_doc, expires) VALUES (?, ?, ?)",
+                (h, grant, expires),
+            )
+
+    async def add_join_token(
+        self, token_hash: str, grant: str, expires: float, now: float, max_live: int
+    ) -> None:
+        await self._run(self._add_join, token_hash, grant, expires, now, max_live)
+
+    def _take_join(self, h: str, now: float) -> str | None:
+        with self._tx() as db:
+            row = db.execute(
+                "DELETE FROM join_tokens WHERE hash = ? RETURNING grant_doc, expires", (h,)
+            ).fetchone()
+        if row is None or float(row[1]) <= now:
+            return None
+        return str(row[0])
+
+    async def take_join_token(self, token_hash: str, now: float) -> str | None:
+        return await self._run(self._take_join, token_hash, now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from plantd.identity.model import Organization, RefreshRecord, Role, Rotation, User
+from plantd.identity.model import Module, Organization, RefreshRecord, Role, Rotation, User
 from plantd.identity.throttle import Backoff, Bucket
 
 
@@ -153,6 +153,34 @@ class Store(ABC):
     async def accept_totp_step(self, user_id: int, step: int) -> bool:
         """Atomically record ``step`` as used if it is later than the last one used; False for a
         replay (the same or an older step)."""
+
+    # ---- machine identities (enrolment) ---------------------------------------------------
+    @abstractmethod
+    async def add_module(self, module: Module, max_modules: int) -> None:
+        """Insert atomically; ``Conflict`` when the name or the public key is enrolled already
+        or ``max_modules`` are enrolled."""
+
+    @abstractmethod
+    async def get_module(self, name: str) -> Module | None: ...
+
+    @abstractmethod
+    async def list_modules(self) -> list[Module]:
+        """Every enrolled identity, by name (at most the ``max_modules`` given to add)."""
+
+    @abstractmethod
+    async def delete_module(self, name: str) -> Module | None:
+        """Remove and return it (None when there was none)."""
+
+    @abstractmethod
+    async def add_join_token(
+        self, token_hash: str, grant: str, expires: float, now: float, max_live: int
+    ) -> None:
+        """Store a join token's grant (JSON) until ``expires``; ``Conflict`` past
+        ``max_live`` unexpired tokens (expired ones are dropped first)."""
+
+    @abstractmethod
+    async def take_join_token(self, token_hash: str, now: float) -> str | None:
+        """Atomically remove and return the grant of a live token: each is redeemed once."""
 
     # ---- small settings (bootstrap markers) ------------------------------------------------------
     @abstractmethod

@@ -18,6 +18,7 @@ class Reason(StrEnum):
     MISSING_CLAIM = "TOKEN_MISSING_CLAIM"
     REVOKED = "TOKEN_REVOKED"  # issued before the user's not_before (logout, password change)
     WRONG_TYPE = "TOKEN_WRONG_TYPE"  # e.g. not an access token
+    BREAK_GLASS_INVALID = "TOKEN_BREAK_GLASS_INVALID"  # not a valid break-glass token (below)
 
 
 _HINTS: dict[Reason, str] = {

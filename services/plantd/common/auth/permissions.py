@@ -39,6 +39,22 @@ STATE_ADMIN_GRANTS: Final = frozenset(
         "state:metrics:read",
     }
 )
+# Identity's enrolment of machine identities (issue 8); ``identity:module:*`` grants all five.
+IDENTITY_MODULE_ENROLL: Final = "identity:module:enroll"
+IDENTITY_MODULE_LIST: Final = "identity:module:list"  # also the whole registry document
+IDENTITY_MODULE_READ: Final = "identity:module:read"
+IDENTITY_MODULE_REVOKE: Final = "identity:module:revoke"
+IDENTITY_MODULE_JOIN_TOKEN: Final = "identity:module:join-token"  # noqa: S105 - a name
+IDENTITY_MODULE_PERMISSIONS: Final = frozenset(
+    {
+        IDENTITY_MODULE_ENROLL,
+        IDENTITY_MODULE_LIST,
+        IDENTITY_MODULE_READ,
+        IDENTITY_MODULE_REVOKE,
+        IDENTITY_MODULE_JOIN_TOKEN,
+    }
+)
+
 # Data permission -> the action of its scoped template ``state:scope:<S>:<action>``.
 DATA_ACTIONS: Final = {
     STATE_DATA_READ: "read",

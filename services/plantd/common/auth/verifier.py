@@ -14,6 +14,11 @@ Order of checks, each refusing with its own :class:`Reason`:
 4. ``token_type`` is ``access``;
 5. ``iat`` >= the user's ``not_before``.
 
+Break-glass tokens (:mod:`plantd.common.auth.breakglass`) are checked the same way with the
+offline key given as ``break_glass_jwks``, and must carry ``break_glass: true`` and live at most
+one hour; a token signed by a normal key that claims ``break_glass`` is refused. Without
+``break_glass_jwks`` their kid is simply unknown.
+
 Verified claims are cached by sha256(token) until ``exp``: a hit skips 1-3 (the ES256
 signature check is ~87 µs, a hit is a hash and two dict lookups) but still runs 5, so a
 revocation takes effect on the next request, cached or not. The cache is bounded in entries.
@@ -22,6 +27,7 @@ revocation takes effect on the next request, cached or not. The cache is bounded
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -30,10 +36,13 @@ from typing import Any, Final
 
 import jwt
 
+from plantd.common.auth.breakglass import MAX_LIFETIME_S as BREAK_GLASS_MAX_S
 from plantd.common.auth.errors import Reason, TokenError
-from plantd.common.auth.keyset import ALLOWED_ALGS, PublicKey, parse_jwks
+from plantd.common.auth.keyset import ALLOWED_ALGS, KeySetError, PublicKey, parse_jwks
 from plantd.common.auth.permissions import PermissionSet
 from plantd.common.auth.revocation import NotBeforeMap
+
+log = logging.getLogger("plantd.auth")
 
 MAX_TOKEN_BYTES: Final = 8 * 1024
 DEFAULT_LEEWAY_S: Final = 5.0
@@ -53,6 +62,7 @@ class Claims:
     roles: tuple[str, ...] = ()
     permissions: PermissionSet = field(default_factory=lambda: PermissionSet(()))
     raw: Mapping[str, Any] = field(default_factory=dict)
+    break_glass: bool = False  # signed by the offline break-glass key
 
     def allows(self, permission: str, scope: str | None = None) -> bool:
         return self.permissions.allows(permission, scope)
@@ -84,6 +94,7 @@ class Verifier:
         max_token_bytes: int = MAX_TOKEN_BYTES,
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
         clock: Callable[[], float] = time.time,
+        break_glass_jwks: Mapping[str, Any] | None = None,
     ) -> None:
         self.issuer = issuer
         # One audience (a service verifies tokens meant for it); a list accepts any of them.
@@ -98,6 +109,10 @@ class Verifier:
         self.hits = 0
         self.misses = 0
         self.unknown_kids = 0  # a caller may refresh the JWKS when this grows
+        self.break_glass_accepted = 0  # every accepted use, cache hits included
+        self._break_glass: dict[str, PublicKey] = (
+            parse_jwks(break_glass_jwks) if break_glass_jwks is not None else {}
+        )
         if jwks is not None:
             self.set_jwks(jwks)
 
@@ -108,8 +123,11 @@ class Verifier:
 
         Cached claims signed by a key that left the set are dropped."""
         keys = parse_jwks(doc)
+        clash = keys.keys() & self._break_glass.keys()
+        if clash:  # one kid, two trust levels: refuse rather than guess
+            raise KeySetError(f"kid {sorted(clash)[0]!r} is also the break-glass key's")
         self._keys = keys
-        stale = [h for h, c in self._cache.items() if c.kid not in keys]
+        stale = [h for h, c in self._cache.items() if c.kid not in keys and not c.break_glass]
         for h in stale:
             del self._cache[h]
 
@@ -130,6 +148,7 @@ class Verifier:
         now = self.clock()
         digest = token_hash(raw) if use_cache else b""
         claims = self._cache.get(digest) if use_cache else None
+        fresh = claims is None
         if claims is not None:
             if claims.expires_at + self.leeway_s <= now:
                 del self._cache[digest]
@@ -144,6 +163,19 @@ class Verifier:
             raise TokenError(
                 Reason.REVOKED, "the token was issued before its user's sessions ended"
             )
+        if claims.break_glass:
+            self.break_glass_accepted += 1
+            if fresh:  # once per token and process (its uses are counted): no log flood
+                log.warning(
+                    "break-glass token accepted",
+                    extra={
+                        "break_glass": True,
+                        "sub": claims.subject,
+                        "jti": claims.jti,
+                        "reason": str(claims.raw.get("reason", "")),
+                        "kid": claims.kid,
+                    },
+                )
         return claims
 
     def _remember(self, digest: bytes, claims: Claims) -> None:
@@ -166,6 +198,9 @@ class Verifier:
             )
         kid = header.get("kid")
         key = self._keys.get(kid) if isinstance(kid, str) else None
+        break_glass = False
+        if key is None and isinstance(kid, str) and kid in self._break_glass:
+            key, break_glass = self._break_glass[kid], True
         if key is None or not isinstance(kid, str):
             self.unknown_kids += 1
             raise TokenError(Reason.UNKNOWN_KID, f"no trusted key with kid {kid!r}")
@@ -203,9 +238,32 @@ class Verifier:
             ) from None
         except jwt.PyJWTError as exc:
             raise TokenError(Reason.MALFORMED, f"invalid token: {exc}") from None
-        return self._claims(doc, kid, now)
+        if break_glass or doc.get("break_glass"):
+            self._check_break_glass(doc, break_glass)
+        return self._claims(doc, kid, now, break_glass)
 
-    def _claims(self, doc: dict[str, Any], kid: str, now: float) -> Claims:
+    @staticmethod
+    def _check_break_glass(doc: Mapping[str, Any], signed_by_it: bool) -> None:
+        if not signed_by_it:
+            raise TokenError(
+                Reason.BREAK_GLASS_INVALID, "only the break-glass key signs break-glass tokens"
+            )
+        if doc.get("break_glass") is not True:
+            raise TokenError(
+                Reason.BREAK_GLASS_INVALID, "a break-glass token needs claim break_glass: true"
+            )
+        iat, exp = doc.get("iat"), doc.get("exp")
+        if not isinstance(iat, int | float) or not isinstance(exp, int | float):
+            raise TokenError(Reason.MALFORMED, "iat and exp must be numbers")
+        if exp - iat > BREAK_GLASS_MAX_S:
+            raise TokenError(
+                Reason.BREAK_GLASS_INVALID,
+                f"a break-glass token lives at most {BREAK_GLASS_MAX_S} s; mint a shorter one",
+            )
+
+    def _claims(
+        self, doc: dict[str, Any], kid: str, now: float, break_glass: bool = False
+    ) -> Claims:
         if doc.get("token_type", "access") != "access":
             raise TokenError(Reason.WRONG_TYPE, "not an access token")
         sub, jti, iat, exp = doc["sub"], doc["jti"], doc["iat"], doc["exp"]
@@ -225,6 +283,7 @@ class Verifier:
             roles=_strings(doc.get("roles"), "roles"),
             permissions=PermissionSet(perms),
             raw=doc,
+            break_glass=break_glass,
         )
 
     def cache_clear(self) -> None:

@@ -6,7 +6,8 @@ Where it connects, highest precedence first: flags (``--endpoint``, ``--timeout`
 ``PLANTD_CLIENT_CURVE_KEYS``, ``PLANTD_CLIENT_DIALECT``), the selected profile of the config
 file (``$PLANTD_CONFIG`` or ``~/.config/plantd/config.yaml``), then defaults
 (tcp://127.0.0.1:9797, 2.5 s, CURVE with the keys `plantd up` writes to
-~/.local/state/plantd/keys, MDP/0.2).
+~/.local/state/plantd/keys, MDP/0.2). The access token a request carries: ``--token`` /
+``PLANTD_CLIENT_TOKEN``, else the profile's ``plant auth login`` (``plantd.cli.credentials``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ COMMANDS: dict[str, LazyCommand] = {
     "state": LazyCommand(
         "plantd.state.cli:state", f"Read and write the state service ({contract.SERVICE_STATE})."
     ),
+    "auth": LazyCommand(
+        "plantd.cli.auth_cmd:auth", "Log in and out, show and check who you are (identity)."
+    ),
+    "user": LazyCommand("plantd.cli.user_cmd:user", "Manage user accounts (identity)."),
+    "role": LazyCommand("plantd.cli.role_cmd:role", "Manage roles and their permissions."),
+    "org": LazyCommand("plantd.cli.role_cmd:org", "Manage organizations."),
+    "audit": LazyCommand("plantd.cli.audit_cmd:audit", "Watch identity's audit events."),
 }
 
 
@@ -90,6 +98,12 @@ COMMANDS: dict[str, LazyCommand] = {
     help="MDP dialect: mdp02 (RFC 18), mdp01 (RFC 7) or legacy (an original Go plantd broker) "
     "[env PLANTD_CLIENT_DIALECT; default mdp02]",
 )
+@click.option(
+    "--token",
+    metavar="JWT",
+    help="access token to send instead of the one `plant auth login` stored [env "
+    "PLANTD_CLIENT_TOKEN, preferred: other users can read a flag in the process list]",
+)
 @click.option("--json", "json_output", is_flag=True, help="machine-readable output (JSON)")
 @click.option(
     "-v", "--verbose", is_flag=True, help="print where requests go and how long they take (stderr)"
@@ -104,6 +118,7 @@ def cli(
     curve_keys: str | None,
     curve: bool | None,
     dialect: str | None,
+    token: str | None,
     json_output: bool,
     verbose: bool,
 ) -> None:
@@ -123,6 +138,7 @@ def cli(
         config_path=config_path.expanduser() if config_path else None,
         verbose=verbose,
         dialect=dialect.lower() if dialect else None,
+        token=token,
     )
 
 

@@ -3,7 +3,9 @@
 Environment variables follow the project scheme ``PLANTD_<COMPONENT>_<KEY>`` with component
 ``client``: ``PLANTD_CLIENT_ENDPOINT``, ``PLANTD_CLIENT_TIMEOUT``, ``PLANTD_CLIENT_PROFILE``,
 ``PLANTD_CLIENT_CURVE``, ``PLANTD_CLIENT_CURVE_KEYS``, ``PLANTD_CLIENT_DIALECT``; the file is
-``$PLANTD_CONFIG``.
+``$PLANTD_CONFIG``. An access token (``--token`` / ``PLANTD_CLIENT_TOKEN``) comes from the flag or
+the environment only, never from the config file (which holds no secrets); without one,
+``plantd.cli.credentials.token_for_request`` uses what ``plant auth login`` stored.
 
 The config file can turn CURVE off or point ``plant`` at another broker and key directory, so
 one that group or others can write gets a warning on stderr, and is refused (exit 4) when it is
@@ -34,6 +36,8 @@ ENV_PROFILE = contract.env_key(contract.CLIENT, contract.KEY_PROFILE)
 ENV_CURVE = contract.env_key(contract.CLIENT, contract.KEY_CURVE)
 ENV_CURVE_KEYS = contract.env_key(contract.CLIENT, contract.KEY_CURVE_KEYS)
 ENV_DIALECT = contract.env_key(contract.CLIENT, contract.KEY_DIALECT)
+ENV_TOKEN = contract.env_key(contract.CLIENT, "token")
+MAX_TOKEN_CHARS = 8192  # the verifier's limit (plantd.common.auth): longer is refused unread
 
 _ENV_BY_KEY = {
     "endpoint": ENV_ENDPOINT,
@@ -57,6 +61,7 @@ class GlobalFlags:
     config_path: Path | None = None
     verbose: bool = False
     dialect: str | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: never in a repr or log
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class ClientSettings:
     sources: dict[str, str] = field(default_factory=dict)
     verbose: bool = False
     dialect: str = "mdp02"  # config_file.DIALECTS; plantd.mdp.Dialect by label
+    token: str | None = field(default=None, repr=False)  # --token / PLANTD_CLIENT_TOKEN
 
 
 def resolve(
@@ -125,6 +131,7 @@ def resolve(
             code = ExitCode.USAGE if source == "flag" else ExitCode.CONFIG
             raise CliError(f"{exc} (from {source})", hint="correct or unset it", code=code) from exc
         sources[key] = source
+    token = _token(flags, env, sources)
     if document is None:
         _check_file_mode(
             path, curve_from_file=values["curve"] is False and "profile" in sources["curve"]
@@ -140,7 +147,27 @@ def resolve(
         sources=sources,
         verbose=flags.verbose,
         dialect=values["dialect"],
+        token=token,
     )
+
+
+def _token(flags: GlobalFlags, env: Mapping[str, str], sources: dict[str, str]) -> str | None:
+    """``--token`` or ``PLANTD_CLIENT_TOKEN`` (stripped), checked for size and charset."""
+    source, raw = ("flag", flags.token) if flags.token else (f"env {ENV_TOKEN}", env.get(ENV_TOKEN))
+    token = (raw or "").strip()
+    if not token:
+        return None
+    # A JWT is base64url and dots: anything else (a pasted header, a newline inside) is a
+    # mistake that would otherwise reach the service and come back as a vaguer refusal.
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii() or any(c.isspace() for c in token):
+        raise CliError(
+            f"the token (from {source}) is not an access token: over {MAX_TOKEN_CHARS} "
+            "characters, or not ASCII without spaces",
+            hint="pass the access_token alone, or drop it and use `plant auth login`",
+            code=ExitCode.USAGE if source == "flag" else ExitCode.CONFIG,
+        )
+    sources["token"] = source
+    return token
 
 
 def _check_file_mode(path: Path, *, curve_from_file: bool) -> None:

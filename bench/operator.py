@@ -45,7 +45,14 @@ from plantd_operator.reconcile import FIRST_KINDS, WORKLOAD_KINDS
 ROOT = Path(__file__).resolve().parent.parent
 CRDS = [ROOT / "crds" / "plantd.io_plantdclusters.yaml"]
 # External Redis: three pods per cluster (broker, state, identity), no volume to provision.
-SPEC = {"state": {"redis": {"mode": "external", "external": {"address": "redis.bench:6379"}}}}
+SPEC = {
+    "state": {
+        "redis": {
+            "mode": "external",
+            "external": {"address": "redis.bench:6379", "tls": {"enabled": True}},
+        }
+    }
+}
 PODS_PER_CLUSTER = 3
 SINGLE_KEYS = ("floor_1", "floor_shape", "floor_direct", "applied_1", "ready_1")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plantd.common import contract
-from plantd_operator import naming
+from plantd_operator import naming, shipped
 from plantd_operator.models import PlantdClusterSpec, PodOverrides
 
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -34,6 +34,25 @@ class ClusterContext:
     capabilities: Capabilities = field(default_factory=Capabilities)
     # Digests of Secret contents a component reads, so a rotation rolls exactly its pods.
     secret_digests: dict[str, str] = field(default_factory=dict)
+    # Public JWKS of the signing-key Secret (compact JSON), inlined into Istio's
+    # RequestAuthentication; empty until the Secret has been read.
+    jwks: str = ""
+    # Whether the image ships `plantd gateway` (see plantd_operator.shipped).
+    gateway_available: bool = shipped.GATEWAY_SHIPPED
+    issuer: str = contract.DEFAULT_ISSUER
+    # Value of the plantd.io/rotate-signing-key annotation ("" = none).
+    rotate_signing_key: str = ""
+
+    @property
+    def identity_replicas(self) -> int:
+        """Identity pods run: one, while its only store is an embedded SQLite file per pod
+        (several pods would each hold different users and refresh tokens)."""
+        return min(self.spec.identity.replicas, shipped.IDENTITY_MAX_REPLICAS)
+
+    @property
+    def gateway_rendered(self) -> bool:
+        """The gRPC sidecar is rendered only when asked for AND the image ships it."""
+        return self.spec.sidecars.grpc.enabled and self.gateway_available
 
     @property
     def image(self) -> str:

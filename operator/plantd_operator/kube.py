@@ -34,6 +34,7 @@ PLURALS: Final[dict[tuple[str, str], str]] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("security.istio.io/v1", "PeerAuthentication"): "peerauthentications",
     ("security.istio.io/v1", "AuthorizationPolicy"): "authorizationpolicies",
+    ("security.istio.io/v1", "RequestAuthentication"): "requestauthentications",
     ("networking.istio.io/v1", "DestinationRule"): "destinationrules",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",

@@ -17,7 +17,7 @@ import click
 import kopf
 
 from plantd.common import contract
-from plantd_operator import handlers, kube, leader
+from plantd_operator import admission, handlers, kube, leader
 from plantd_operator.http import Probe, serve
 from plantd_operator.metrics import Metrics
 from plantd_operator.reconcile import Reconciler, Settings
@@ -274,6 +274,13 @@ def _own_namespace() -> str:
     help="Base URL of alert runbooks in rendered PrometheusRules.",
 )
 @click.option(
+    "--allowed-images",
+    default="",
+    help="Comma-separated image patterns (shell-style, * also matches /) a PlantdCluster may "
+    "run, e.g. 'registry.example.com/plantd/*,redis:7.4*'. Empty: any image. A cluster "
+    "asking for another gets Ready=False, reason ImageNotAllowed, and nothing applied.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -295,6 +302,7 @@ def cli(
     default_image_repository: str,
     default_version: str,
     runbook_url: str,
+    allowed_images: str,
     log_level: str,
 ) -> None:
     """Run the plantd operator: turn PlantdCluster objects into running plantd clusters.
@@ -310,6 +318,10 @@ def cli(
     )
     # kopf logs every handler start/finish at INFO; keep them unless asked for debug.
     logging.getLogger("kopf").setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
+    try:
+        allowed = admission.parse_allowed_images([allowed_images])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allowed-images") from exc
     election = None
     if leader_elect:
         timing = leader.Timing(
@@ -339,6 +351,7 @@ def cli(
                     default_version=default_version,
                     runbook_url=runbook_url,
                     apply_concurrency=apply_concurrency,
+                    allowed_images=allowed,
                 ),
             )
         )

@@ -220,7 +220,8 @@ class RedisTLSSpec(_Model):
     ca_secret_ref: SecretKeyRef | None = Field(
         None,
         description="CA bundle to verify the server, as a Secret key (default key: ca.crt). "
-        "Empty trusts the image's system CAs.",
+        "Empty trusts the image's system CAs. The Secret must carry the label "
+        "plantd.io/secret-for: <cluster name>.",
     )
 
 
@@ -242,9 +243,17 @@ class ExternalRedisSpec(_Model):
     )
     database: int = Field(0, ge=0, le=15, description="Redis database number.")
     secret_ref: SecretKeyRef | None = Field(
-        None, description="Secret key holding the Redis password; empty means no AUTH."
+        None,
+        description="Secret key holding the Redis password; empty means no AUTH. The Secret "
+        "must carry the label plantd.io/secret-for: <cluster name>.",
     )
     tls: RedisTLSSpec = Field(default_factory=_new(RedisTLSSpec), description="TLS settings.")
+    allow_plaintext: bool = Field(
+        False,
+        description="Connect without TLS: the password and every value cross the network in "
+        "the clear. Refused (RedisTLSRequired) unless set; when set the cluster reports "
+        "Degraded, reason PlaintextRedis.",
+    )
 
 
 class RedisSpec(_Model):
@@ -303,7 +312,13 @@ class StateSpec(_Model):
 class IdentitySpec(_Model):
     """The identity service (org.plantd.Identity)."""
 
-    replicas: int = Field(1, ge=1, le=16, description="Identity service pods.")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Identity service pods. One runs while the identity store is SQLite in "
+        "the pod (more reports Degraded, reason IdentityReplicasCapped).",
+    )
     resources: Resources = Field(
         default_factory=_new(Resources), description="Resources of the identity container."
     )
@@ -316,7 +331,12 @@ class IdentitySpec(_Model):
 class GrpcSidecarSpec(_Model):
     """The gRPC gateway sidecar (plantd gateway) in each service pod."""
 
-    enabled: bool = Field(True, description="Add the gRPC sidecar to state and identity pods.")
+    enabled: bool = Field(
+        False,
+        description="Add the gRPC sidecar to state and identity pods. Needs a plantd release "
+        "that ships `plantd gateway` (this one does not: the cluster reports Degraded, reason "
+        "GrpcSidecarNotShipped, and renders no sidecar).",
+    )
     port: int = Field(
         contract.GRPC_PORT, ge=1024, le=65535, description="gRPC port of the sidecar."
     )

@@ -14,6 +14,10 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 ANNOTATION_CONFIG_HASH: Final = f"{PREFIX}/config-hash"
 ANNOTATION_PAUSED: Final = f"{PREFIX}/paused"
 FINALIZER: Final = f"{PREFIX}/finalizer"
+# Set on a PlantdCluster (any new value) to rotate its signing keys once; the Secret keeps
+# the value it was rotated for in ANNOTATION_ROTATED.
+ANNOTATION_ROTATE: Final = f"{PREFIX}/rotate-signing-key"
+ANNOTATION_ROTATED: Final = f"{PREFIX}/rotated-for"
 
 # Components with their own workload. Redis is "redis"; the gRPC sidecar is the gateway.
 BROKER: Final = contract.BROKER

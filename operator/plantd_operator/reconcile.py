@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import kopf
 from pydantic import ValidationError
 
 from plantd.common import contract
-from plantd_operator import drift, naming, secrets, status
+from plantd_operator import admission, drift, naming, secrets, status
 from plantd_operator.builders import render_children
 from plantd_operator.context import Capabilities, ClusterContext
 from plantd_operator.kube import ApiError, Kube
@@ -34,6 +35,7 @@ PRUNABLE = [
     ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     ("security.istio.io/v1", "PeerAuthentication", "peerauthentications"),
     ("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies"),
+    ("security.istio.io/v1", "RequestAuthentication", "requestauthentications"),
     ("networking.istio.io/v1", "DestinationRule", "destinationrules"),
     ("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
     ("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
@@ -96,6 +98,8 @@ class Settings:
     # slower (and each extra one opens a connection, a TLS handshake, on first use). Enough
     # for one cluster's first wave plus its Services.
     apply_concurrency: int = 16
+    # Image patterns a cluster may run (admission.image_allowed); empty: any image.
+    allowed_images: tuple[str, ...] = ()
 
 
 def paused_by(spec: PlantdClusterSpec, meta: dict[str, Any]) -> str:
@@ -164,6 +168,7 @@ class Reconciler:
         spec: PlantdClusterSpec,
         caps: Capabilities,
         digests: dict[str, str],
+        jwks: str = "",
     ) -> ClusterContext:
         meta = body["metadata"]
         return ClusterContext(
@@ -176,6 +181,8 @@ class Reconciler:
             runbook_url=self.settings.runbook_url,
             capabilities=caps,
             secret_digests=digests,
+            jwks=jwks,
+            rotate_signing_key=(meta.get("annotations") or {}).get(naming.ANNOTATION_ROTATE, ""),
         )
 
     # ------------------------------------------------------------------ the reconcile
@@ -214,10 +221,16 @@ class Reconciler:
             return "paused"
         digests: dict[str, str] = {}
         base = self.context(body, spec, caps, {})
+        # The operator's policy first: a refused spec gets nothing applied (not even the
+        # parts that look harmless), and its children stay as they were.
+        checked = admission.check(base, self.settings.allowed_images)
+        if any(p.blocking for p in checked):
+            st.ctx = st.ctx or base
+            st.problems = tuple(checked)
+            return "blocked"
         early = [c for c in render_children(base) if c["kind"] not in WORKLOAD_KINDS]
         first = [c for c in early if c["kind"] in FIRST_KINDS]
         services = [c for c in early if c["kind"] == "Service"]
-        rest = [c for c in early if c["kind"] not in FIRST_KINDS and c["kind"] != "Service"]
         # Latency: the critical path to running pods is identities, settings and Secrets
         # (together), then the workloads; everything else follows. Workloads wait for the
         # Secrets (their config hash covers them) and for their ServiceAccounts (a pod whose
@@ -229,20 +242,28 @@ class Reconciler:
         try:
             secret_problems: list[status.Problem] = []
             ref_problems: list[status.Problem] = []
+            public: dict[str, str] = {}
             failures, _, _ = await asyncio.gather(
                 self._apply_all(first),
-                self._ensure_secrets(base, digests, secret_problems, fresh=trigger == "create"),
+                self._ensure_secrets(
+                    base, digests, secret_problems, fresh=trigger == "create", public=public
+                ),
                 self._check_references(base, digests, ref_problems),
             )
-            ctx = self.context(body, spec, caps, digests)
+            ctx = self.context(body, spec, caps, digests, public.get("jwks", ""))
             children = render_children(ctx)
             workloads = [c for c in children if c["kind"] in WORKLOAD_KINDS]
             failures += await self._apply_all(workloads)
-            failures += await self._apply_all(rest)
+            # The rest from the final render: RequestAuthentications carry the JWKS, known
+            # only once the signing-key Secret has been read.
+            late = FIRST_KINDS | WORKLOAD_KINDS | {"Service"}
+            failures += await self._apply_all([c for c in children if c["kind"] not in late])
         finally:
             service_failures = await services_applied
         failures += service_failures
-        problems = secret_problems + ref_problems + self._missing_apis(spec, caps) + failures
+        problems = (
+            checked + secret_problems + ref_problems + self._missing_apis(spec, caps) + failures
+        )
         if trigger != "create":  # a new cluster has nothing to prune
             await self._prune(ctx, {key_of(c) for c in children})
         st.ctx = ctx
@@ -319,11 +340,14 @@ class Reconciler:
         problems: list[status.Problem],
         *,
         fresh: bool = False,
+        public: dict[str, str] | None = None,
     ) -> None:
-        """Create each generated Secret once; add missing entries; never replace values.
+        """Create each generated Secret once; add missing entries; never replace values
+        (except the signing keys' rotation, asked for by annotation).
 
         ``fresh`` (a new cluster): create first and read only on a conflict, saving a round
-        trip on the path every new cluster takes.
+        trip on the path every new cluster takes. ``public`` receives the JWKS (public keys
+        only) of the signing-key Secret, for Istio.
         """
         wanted = secrets.wanted(ctx)
         results = await asyncio.gather(
@@ -340,6 +364,18 @@ class Reconciler:
             data = result
             if kind == ["jwt"]:
                 digests["identity:jwt"] = secrets.digest(data)
+                if public is not None:
+                    try:
+                        public["jwks"] = json.dumps(secrets.jwks(data), separators=(",", ":"))
+                    except ValueError as exc:  # an edited Secret with a broken PEM
+                        problems.append(
+                            status.Problem(
+                                "SigningKeyInvalid",
+                                f"Secret {sname} holds a signing key that is not a PEM key "
+                                f"({type(exc).__name__}): delete the broken entry and the "
+                                "operator adds a new next key",
+                            )
+                        )
             elif kind == ["redis"]:
                 digests["redis:auth"] = secrets.digest(data, ["users.acl"])
                 digests["state:redis"] = secrets.digest(data, ["password"])
@@ -371,6 +407,8 @@ class Reconciler:
                         raise
                     live = await self.kube.aget("v1", "Secret", ctx.namespace, sname)
             else:
+                if kind == ["jwt"]:
+                    live = await self._maybe_rotate(ctx, sname, live)
                 add = secrets.missing_entries(kind, live.get("data") or {})
                 if add:
                     live = await self.kube.amerge_patch(
@@ -380,6 +418,30 @@ class Reconciler:
         except ApiError as exc:
             return exc
         return dict((live or {}).get("data") or {})
+
+    async def _maybe_rotate(
+        self, ctx: ClusterContext, sname: str, live: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Rotate the signing keys once per new value of the plantd.io/rotate-signing-key
+        annotation (the value done is kept on the Secret, so a re-run is a no-op)."""
+        asked = ctx.rotate_signing_key
+        done = (live["metadata"].get("annotations") or {}).get(naming.ANNOTATION_ROTATED, "")
+        if not asked or asked == done:
+            return live
+        try:
+            patch = secrets.rotate_jwt(live.get("data") or {})
+        except ValueError as exc:
+            log.warning("cannot rotate Secret %s/%s: %s", ctx.namespace, sname, exc)
+            return live
+        rotated = await self.kube.amerge_patch(
+            "v1",
+            "Secret",
+            ctx.namespace,
+            sname,
+            {"metadata": {"annotations": {naming.ANNOTATION_ROTATED: asked}}, "data": patch},
+        )
+        log.info("rotated the signing keys in Secret %s/%s (%s)", ctx.namespace, sname, asked)
+        return rotated
 
     async def _check_references(
         self, ctx: ClusterContext, digests: dict[str, str], problems: list[status.Problem]
@@ -395,12 +457,18 @@ class Reconciler:
             for role, ref, where, prefix in refs:
                 sec = await self.kube.aget("v1", "Secret", ctx.namespace, ref.name)
                 field_path = f"spec.state.redis.external.{where}"
-                if sec is None:
+                label = admission.SECRET_FOR_LABEL
+                labels = ((sec or {}).get("metadata") or {}).get("labels") or {}
+                if sec is None or labels.get(label) != ctx.name:
+                    # Missing and not labelled read the same: a PlantdCluster must not learn
+                    # which Secrets exist, or anything about them, beyond its own.
                     problems.append(
                         status.Problem(
                             f"{prefix}SecretNotFound",
-                            f"Secret {ref.name!r} named in {field_path} does not exist in "
-                            f"namespace {ctx.namespace}: create it with key {ref.key!r}",
+                            f"no Secret {ref.name!r} labelled {label}={ctx.name} (named in "
+                            f"{field_path}) in namespace {ctx.namespace}: create it with key "
+                            f"{ref.key!r} and label it (`kubectl label secret {ref.name} "
+                            f"{label}={ctx.name}`)",
                         )
                     )
                     continue
@@ -409,8 +477,8 @@ class Reconciler:
                     problems.append(
                         status.Problem(
                             f"{prefix}SecretKeyMissing",
-                            f"Secret {ref.name!r} named in {field_path} has no key {ref.key!r} "
-                            f"(it has: {', '.join(sorted(data)) or 'nothing'})",
+                            f"Secret {ref.name!r} named in {field_path} has no key {ref.key!r}: "
+                            "add it, or set the key the Secret uses",
                         )
                     )
                     continue

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 import secrets as random
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import zmq
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from plantd.common import contract
 from plantd_operator import naming
@@ -39,17 +42,111 @@ def curve_entries(
     return out
 
 
-def jwt_entries(have: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """An ES256 (P-256) signing key in PKCS#8 PEM, and a key id for the JWKS."""
-    if have and contract.JWT_KEY_FILE_NAME in have:
-        return {}
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
+# Signing keys, named as `plantd identity --jwt-keys-dir` reads them: STATE.KID.pem with STATE
+# next | active | retired. A `next` key is always present, so it is in every verifier's JWKS
+# (and Istio's inline copy) before it signs: rotation is then a rename (docs/operator.md).
+_JWT_NAME = re.compile(r"^(next|active|retired)\.([A-Za-z0-9_-]{1,64})\.pem$")
+LEGACY_JWT_KEY = contract.JWT_KEY_FILE_NAME  # signing-key.pem, written by operators before 0.2
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    return {contract.JWT_KEY_FILE_NAME: pem, "kid": random.token_hex(8)}
+
+
+def kid_of(public: ec.EllipticCurvePublicKey) -> str:
+    """RFC 7638 thumbprint, first 16 characters: the kid the identity service derives too."""
+    jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+    canon = json.dumps({m: jwk[m] for m in ("crv", "kty", "x", "y")}, separators=(",", ":"))
+    digest_ = hashlib.sha256(canon.encode()).digest()
+    return base64.urlsafe_b64encode(digest_).rstrip(b"=").decode()[:16]
+
+
+def _new_key(state: str) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return f"{state}.{kid_of(key.public_key())}.pem", _pem(key)
+
+
+def _decoded(have: Mapping[str, Any], name: str) -> bytes:
+    return base64.b64decode(str(have[name]))
+
+
+def jwt_keys(have: Mapping[str, Any]) -> dict[str, list[str]]:
+    """State -> Secret entry names of the signing keys present (base64 data as read)."""
+    out: dict[str, list[str]] = {"next": [], "active": [], "retired": []}
+    for name in sorted(have):
+        if m := _JWT_NAME.match(name):
+            out[m.group(1)].append(name)
+    return out
+
+
+def _legacy_key(have: Mapping[str, Any]) -> ec.EllipticCurvePrivateKey | None:
+    """The P-256 key of an older operator's ``signing-key.pem``; None if absent or unusable
+    (then a new active key is generated: tokens it signed stop verifying, nothing breaks)."""
+    if LEGACY_JWT_KEY not in have:
+        return None
+    try:
+        key = serialization.load_pem_private_key(_decoded(have, LEGACY_JWT_KEY), None)
+    except (ValueError, TypeError):
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def jwt_entries(have: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """ES256 (P-256) keys in PKCS#8 PEM: an active key and a next key, whichever is missing.
+
+    A Secret from an older operator (one ``signing-key.pem``) keeps that key as the active one,
+    with the kid the identity service gave it (the same thumbprint), so tokens stay valid.
+    """
+    have = have or {}
+    found = jwt_keys(have)
+    out: dict[str, str] = {}
+    if not found["active"]:
+        legacy = _legacy_key(have)
+        if legacy is not None:
+            out[f"active.{kid_of(legacy.public_key())}.pem"] = _pem(legacy)
+        else:
+            out.update([_new_key("active")])
+    if not found["next"]:
+        out.update([_new_key("next")])
+    return out
+
+
+def rotate_jwt(have: Mapping[str, Any]) -> dict[str, str | None]:
+    """A merge patch of ``data`` that rotates: next -> active -> retired, a new next key.
+
+    Keys retired by the previous rotation are removed (``None``): rotate no more often than the
+    access-token lifetime (15 min by default), or tokens they signed stop verifying early.
+    """
+    found = jwt_keys(have)
+    if len(found["active"]) != 1 or len(found["next"]) != 1:
+        raise ValueError("the signing-key Secret needs one active and one next key to rotate")
+    patch: dict[str, str | None] = {name: None for name in found["retired"]}
+    active, nxt = found["active"][0], found["next"][0]
+    patch[active] = None
+    patch["retired." + active.split(".", 1)[1]] = str(have[active])
+    patch[nxt] = None
+    patch["active." + nxt.split(".", 1)[1]] = str(have[nxt])
+    name, pem = _new_key("next")
+    patch[name] = base64.b64encode(pem.encode()).decode()
+    return patch
+
+
+def jwks(have: Mapping[str, Any]) -> dict[str, Any]:
+    """The public JWKS of the Secret's keys (next, active, retired): for Istio, never private."""
+    keys = []
+    for names in jwt_keys(have).values():
+        for name in names:
+            key = serialization.load_pem_private_key(_decoded(have, name), None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                continue  # only the operator's own ES256 keys are published inline
+            jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+            kid = name.split(".")[1]
+            keys.append({**jwk, "kid": kid, "alg": "ES256", "use": "sig"})
+    return {"keys": keys}
 
 
 def redis_entries(have: Mapping[str, Any] | None = None) -> dict[str, str]:

@@ -155,7 +155,7 @@ def conditions(ctx: ClusterContext, obs: Observation) -> list[dict[str, str]]:
     wants = {
         naming.BROKER: spec.broker.replicas,
         naming.STATE: spec.state.replicas,
-        naming.IDENTITY: spec.identity.replicas,
+        naming.IDENTITY: ctx.identity_replicas,
     }
     comps = [_component(c, n, obs.workloads.get(c)) for c, n in wants.items()]
     store = _store(ctx, obs)
@@ -258,7 +258,7 @@ def build(ctx: ClusterContext, obs: Observation, old: dict[str, Any], now: str) 
     comps = {
         naming.BROKER: _counts(ctx.spec.broker.replicas, obs.workloads.get(naming.BROKER)),
         naming.STATE: _counts(ctx.spec.state.replicas, obs.workloads.get(naming.STATE)),
-        naming.IDENTITY: _counts(ctx.spec.identity.replicas, obs.workloads.get(naming.IDENTITY)),
+        naming.IDENTITY: _counts(ctx.identity_replicas, obs.workloads.get(naming.IDENTITY)),
     }
     if ctx.spec.state.redis.mode == "managed":
         comps[naming.REDIS] = _counts(1, obs.workloads.get(naming.REDIS))
@@ -270,7 +270,7 @@ def build(ctx: ClusterContext, obs: Observation, old: dict[str, Any], now: str) 
         },
         "redis": ctx.redis_address,
     }
-    if ctx.spec.sidecars.grpc.enabled:
+    if ctx.gateway_rendered:
         port = ctx.spec.sidecars.grpc.port
         endpoints["stateGrpc"] = f"{ctx.host(naming.STATE)}:{port}"
         endpoints["identityGrpc"] = f"{ctx.host(naming.IDENTITY)}:{port}"

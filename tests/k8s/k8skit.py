@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +37,7 @@ def wait_for(
 ) -> T:
     """The kit's wait_for in this tier's argument order; an AssertionError from ``fn`` counts
     as "not yet" (API objects appear in stages)."""
-    got = kit_wait_for(fn, timeout, what, interval, retry_on=(AssertionError,))
+    got: T | None = kit_wait_for(fn, timeout, what, interval, retry_on=(AssertionError,))
     assert got is not None
     return got
 
@@ -169,6 +169,7 @@ class OperatorProcess:
         election: tuple[float, float, float] | None = None,
         drift_interval: float = 3.0,
         log_level: str = "info",
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.log_path = log_path
@@ -193,6 +194,7 @@ class OperatorProcess:
             "--leader-elect-identity",
             self.identity,
         ]
+        args += list(extra_args)
         if election:
             duration, deadline, retry = election
             args += [

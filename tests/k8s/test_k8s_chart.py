@@ -136,3 +136,20 @@ def test_installed_release_runs_restricted_with_least_privilege(
 def test_examples_are_valid(testenv: TestEnv, namespace: str) -> None:
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         testenv.kubectl("create", "--dry-run=server", "-n", namespace, "-f", str(path))
+
+
+def test_image_allow_list_reaches_the_operator(testenv: TestEnv) -> None:
+    rendered = testenv.run(
+        "helm",
+        "template",
+        "x",
+        str(CHART),
+        "--set",
+        "imageAllowList={registry.example/plantd/*,redis:7.4*}",
+    ).stdout
+    assert "- --allowed-images=registry.example/plantd/*,redis:7.4*" in rendered
+    assert "--allowed-images" not in testenv.run("helm", "template", "x", str(CHART)).stdout
+    bad = testenv.run(
+        "helm", "template", "x", str(CHART), "--set", "imageAllowList={a b}", check=False
+    )
+    assert bad.returncode != 0 and "imageAllowList" in bad.stderr

@@ -26,7 +26,15 @@ from k8skit import (
 from plantd_operator.leader import EXIT_LEASE_LOST
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(600)]
-EXTERNAL = {"state": {"redis": {"mode": "external", "external": {"address": "r.example:6379"}}}}
+# External Redis over TLS: the operator refuses plaintext without allowPlaintext.
+EXTERNAL = {
+    "state": {
+        "redis": {
+            "mode": "external",
+            "external": {"address": "r.example:6379", "tls": {"enabled": True}},
+        }
+    }
+}
 
 
 def is_ready(env: TestEnv, ns: str, name: str) -> bool:
@@ -85,7 +93,8 @@ def test_restart_neither_redoes_nor_loses_work(
         ns,
         "--type=merge",
         "-p",
-        '{"spec":{"identity":{"replicas":2}}}',
+        # (state, not identity: identity runs one pod while its store is in the pod)
+        '{"spec":{"state":{"replicas":2}}}',
     )
     op = OperatorProcess(
         operator_kubeconfig, ns, workdir / "b.log", lease=lease, drift_interval=300
@@ -94,14 +103,14 @@ def test_restart_neither_redoes_nor_loses_work(
         op.wait_ready()
         # ...is applied after the restart (not lost),
         wait_for(
-            lambda: testenv.get("deployment", "keep-identity", ns)["spec"]["replicas"] == 2,  # type: ignore[index]
-            "identity scaled after restart",
+            lambda: testenv.get("deployment", "keep-state", ns)["spec"]["replicas"] == 2,  # type: ignore[index]
+            "state scaled after restart",
         )
         wait_for(lambda: is_ready(testenv, ns, "keep"), "keep Ready again")
         after = versions(testenv, ns, "keep")
         # ...and nothing else was rewritten (server-side apply of unchanged objects is a no-op).
         changed = {k for k in before if before[k] != after.get(k)}
-        assert changed == {"deployments/keep-identity"}, changed
+        assert changed == {"deployments/keep-state"}, changed
         secret_after = testenv.get("secret", "keep-curve", ns)
         assert secret_before is not None and secret_after is not None
         assert secret_after["data"] == secret_before["data"], "generated keys must be kept"

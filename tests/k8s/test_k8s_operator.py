@@ -78,7 +78,9 @@ def test_cluster_gets_every_child_and_becomes_ready(
     curve = testenv.get("secret", "alpha-curve", ns)
     assert curve is not None and "broker.key_secret" in curve["data"]
     cm = testenv.get("configmap", "alpha-config", ns)
-    assert cm is not None and not any("PASSWORD" in k for k in cm["data"])
+    assert cm is not None
+    # Only the path of the password file (mounted from the Secret), never a password.
+    assert [k for k in cm["data"] if "PASSWORD" in k] == ["PLANTD_STATE_REDIS_PASSWORD_FILE"]
     # Status contract.
     st = obj["status"]
     assert st["phase"] == "Ready" and st["brokerReplicas"] == "1/1"
@@ -226,6 +228,9 @@ def test_pause_holds_everything(
         ),
         "Paused=True",
     )
+    # (The broker, not identity: identity runs one pod while its store is in the pod.)
+    brokers = deployment(testenv, ns, "alpha-broker")["spec"]["replicas"]
+    assert brokers != 3
     testenv.kubectl(
         "patch",
         "pdc",
@@ -234,14 +239,14 @@ def test_pause_holds_everything(
         ns,
         "--type=merge",
         "-p",
-        '{"spec":{"identity":{"replicas":3}}}',
+        '{"spec":{"broker":{"replicas":3}}}',
     )
     testenv.kubectl("scale", "deployment", "alpha-state", "-n", ns, "--replicas=2")
     applied = operator.metric("plantd_operator_children_applied_total")
     # Three resync intervals (3 s each) pass with nothing touched.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        assert deployment(testenv, ns, "alpha-identity")["spec"]["replicas"] == 1
+        assert deployment(testenv, ns, "alpha-broker")["spec"]["replicas"] == brokers
         assert deployment(testenv, ns, "alpha-state")["spec"]["replicas"] == 2
         time.sleep(0.5)
     assert operator.metric("plantd_operator_children_applied_total") == applied
@@ -254,7 +259,7 @@ def test_pause_holds_everything(
     )
     wait_for(
         lambda: (
-            deployment(testenv, ns, "alpha-identity")["spec"]["replicas"] == 3
+            deployment(testenv, ns, "alpha-broker")["spec"]["replicas"] == 3
             and deployment(testenv, ns, "alpha-state")["spec"]["replicas"] == 1
         ),
         "changes applied after resume",
@@ -281,7 +286,11 @@ def test_missing_secret_says_what_to_fix_then_recovers(
         "state": {
             "redis": {
                 "mode": "external",
-                "external": {"address": "redis.example:6379", "secretRef": {"name": "ext-redis"}},
+                "external": {
+                    "address": "redis.example:6379",
+                    "secretRef": {"name": "ext-redis"},
+                    "tls": {"enabled": True},
+                },
             }
         }
     }
@@ -306,14 +315,20 @@ def test_missing_secret_says_what_to_fix_then_recovers(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "ext-redis", "namespace": ns},
+            # Labelled for the cluster: the operator uses no other Secret (docs/operator.md).
+            "metadata": {
+                "name": "ext-redis",
+                "namespace": ns,
+                "labels": {"plantd.io/secret-for": "beta"},
+            },
             "data": {"password": b64("s3cret")},
         }
     )
     obj = ready(testenv, ns, "beta", timeout=60)
     assert condition(obj, "StateStoreReady")["reason"] == "ExternalConfigured"  # type: ignore[index]
-    state = deployment(testenv, ns, "beta-state")["spec"]["template"]["spec"]["containers"][0]
-    assert state["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "ext-redis", "key": "password"}
+    pod = deployment(testenv, ns, "beta-state")["spec"]["template"]["spec"]
+    mounted = {v["secret"]["secretName"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    assert mounted["ext-redis"]["items"] == [{"key": "password", "path": "password"}]
 
 
 def test_istio_networkpolicy_and_monitoring_objects_accepted_by_real_crds(
@@ -321,7 +336,12 @@ def test_istio_networkpolicy_and_monitoring_objects_accepted_by_real_crds(
 ) -> None:
     ns = namespace
     spec = {
-        "state": {"redis": {"mode": "external", "external": {"address": "r.example:6379"}}},
+        "state": {
+            "redis": {
+                "mode": "external",
+                "external": {"address": "r.example:6379", "tls": {"enabled": True}},
+            }
+        },
         "mesh": {"istio": {"enabled": True}},
         "networkPolicy": {"enabled": True},
         "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},

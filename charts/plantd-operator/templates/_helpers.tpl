@@ -55,7 +55,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   resources: ["networkpolicies"]
   verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["security.istio.io"]
-  resources: ["peerauthentications", "authorizationpolicies"]
+  resources: ["peerauthentications", "authorizationpolicies", "requestauthentications"]
   verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["networking.istio.io"]
   resources: ["destinationrules"]

@@ -8,6 +8,12 @@ from plantd.common import contract
 from plantd_operator import naming
 from plantd_operator.context import ClusterContext
 
+REDIS_AUTH_DIR = "/etc/plantd/redis-auth"
+REDIS_PASSWORD_FILE = f"{REDIS_AUTH_DIR}/password"
+IDENTITY_DATA_DIR = f"{contract.CONTAINER_DATA_DIR}/identity"
+# One audience per service a token may be issued for (the identity service's own list).
+AUDIENCES = (contract.SERVICE_STATE, contract.SERVICE_IDENTITY)
+
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
@@ -24,7 +30,7 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
         out[contract.env_key(component, key)] = str(value)
 
     components = [naming.BROKER, naming.STATE, naming.IDENTITY]
-    if spec.sidecars.grpc.enabled:
+    if ctx.gateway_rendered:
         components.append(naming.GATEWAY)
     for c in components:
         put(c, contract.KEY_HTTP_PORT, contract.HTTP_PORTS[c])
@@ -55,17 +61,23 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
                     contract.KEY_STATE_REDIS_CA_FILE,
                     f"{contract.CONTAINER_REDIS_TLS_DIR}/ca.crt",
                 )
+    if redis.mode == "managed" or (redis.external is not None and redis.external.secret_ref):
+        # A file from the Secret (`plantd state` reads no password variable): never in env.
+        put(naming.STATE, contract.KEY_STATE_REDIS_PASSWORD_FILE, REDIS_PASSWORD_FILE)
     put(naming.STATE, contract.KEY_STATE_STORE, "redis")
     put(naming.STATE, contract.KEY_STATE_REDIS_URL, f"{scheme}://{ctx.redis_address}/{database}")
     put(naming.STATE, contract.KEY_STATE_BUS_ENDPOINT, ctx.bus_endpoint("state", "pub"))
 
-    if spec.sidecars.grpc.enabled:
+    if ctx.gateway_rendered:
         put(naming.GATEWAY, contract.KEY_GRPC_PORT, spec.sidecars.grpc.port)
-    put(
-        naming.IDENTITY,
-        contract.KEY_JWT_KEY_FILE,
-        f"{contract.CONTAINER_JWT_DIR}/{contract.JWT_KEY_FILE_NAME}",
-    )
+    # Identity: the signing keys from the Secret (next + active + retired, so rotation is a
+    # rename), its store on the pod's data volume, revocations and audit on the event bus, and
+    # the issuer/audiences Istio's RequestAuthentication checks spelled out, not defaulted.
+    put(naming.IDENTITY, contract.KEY_JWT_KEYS_DIR, contract.CONTAINER_JWT_DIR)
+    put(naming.IDENTITY, contract.KEY_DATA_DIR, IDENTITY_DATA_DIR)
+    put(naming.IDENTITY, contract.KEY_BUS_ENDPOINT, ctx.bus_endpoint("event", "pub"))
+    put(naming.IDENTITY, contract.KEY_ISSUER, ctx.issuer)
+    put(naming.IDENTITY, contract.KEY_AUDIENCES, ",".join(AUDIENCES))
     return out
 
 

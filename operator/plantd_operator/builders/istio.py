@@ -1,4 +1,12 @@
-"""Istio policy: STRICT mTLS, ISTIO_MUTUAL DestinationRules, one AuthorizationPolicy per edge."""
+"""Istio policy: STRICT mTLS, ISTIO_MUTUAL DestinationRules, one AuthorizationPolicy per edge,
+and RequestAuthentication with the JWKS written inline.
+
+Inline, not ``jwksUri``: istiod cannot fetch a JWKS served behind STRICT mTLS, fails closed for
+everyone when its first fetch loses the start-up race with the identity pod, and refreshes only
+every 20 minutes (reference identity-anchors.md §3.2). The operator owns the signing-key Secret,
+so it writes the public keys (next, active, retired) into the RequestAuthentication itself, and a
+rotation reaches every sidecar by xDS at once.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ from typing import Any
 
 from plantd.common import contract
 from plantd_operator import naming
+from plantd_operator.builders.config import AUDIENCES
 from plantd_operator.builders.policy import broker_ports
 from plantd_operator.context import ClusterContext
 
@@ -51,7 +60,14 @@ def objects(ctx: ClusterContext) -> list[dict[str, Any]]:
             }
         )
 
-    def allow(component: str, principals: list[str], ports: list[int]) -> dict[str, Any]:
+    def allow(
+        component: str, principals: list[str], ports: list[int], *, token: bool = False
+    ) -> dict[str, Any]:
+        source: dict[str, Any] = {"principals": sorted(set(principals))}
+        if token:
+            # ANDed with the peer: the calling pod AND a valid token of our issuer (pinned,
+            # not "*"); RequestAuthentication alone lets a request without a token through.
+            source["requestPrincipals"] = [f"{ctx.issuer}/*"]
         return {
             "apiVersion": SECURITY,
             "kind": "AuthorizationPolicy",
@@ -61,7 +77,7 @@ def objects(ctx: ClusterContext) -> list[dict[str, Any]]:
                 "action": "ALLOW",
                 "rules": [
                     {
-                        "from": [{"source": {"principals": sorted(set(principals))}}],
+                        "from": [{"source": source}],
                         "to": [{"operation": {"ports": [str(p) for p in ports]}}],
                     },
                     # Health and metrics stay reachable for kubelet probes and Prometheus.
@@ -81,11 +97,14 @@ def objects(ctx: ClusterContext) -> list[dict[str, Any]]:
             },
         }
 
-    grpc = [ctx.spec.sidecars.grpc.port] if ctx.spec.sidecars.grpc.enabled else []
+    grpc = [ctx.spec.sidecars.grpc.port] if ctx.gateway_rendered else []
     out.append(allow(naming.BROKER, services + clients, broker_ports()))
     if grpc:
-        out.append(allow(naming.STATE, services + clients, grpc))
+        # State over gRPC needs a user's token; identity's gRPC is where one logs in to get
+        # one, so it checks tokens itself (per operation) rather than at the mesh.
+        out.append(allow(naming.STATE, services + clients, grpc, token=True))
         out.append(allow(naming.IDENTITY, services + clients, grpc))
+    out += request_authentications(ctx)
     if ctx.spec.state.redis.mode == "managed":
         out.append(allow(naming.REDIS, [sa(naming.STATE)], [contract.REDIS_PORT]))
     return out
@@ -97,3 +116,30 @@ def _http(component: str) -> list[str]:
     if component == naming.BROKER:
         return [naming.BROKER]
     return [component, naming.GATEWAY]
+
+
+def request_authentications(ctx: ClusterContext) -> list[dict[str, Any]]:
+    """One per service pod (state, identity): tokens of this cluster's issuer, its audiences,
+    the JWKS inline, and the token forwarded (the gateway puts it on the bus, where each
+    service verifies it again offline). None until the signing-key Secret has been read: an
+    invalid inline JWKS would keep the pods' sidecars from ever becoming ready."""
+    if not ctx.jwks:
+        return []
+    rule = {
+        "issuer": ctx.issuer,
+        "audiences": list(AUDIENCES),
+        "jwks": ctx.jwks,
+        "forwardOriginalToken": True,
+    }
+    return [
+        {
+            "apiVersion": SECURITY,
+            "kind": "RequestAuthentication",
+            "metadata": ctx.metadata(naming.child(ctx.name, f"{c}-jwt"), c),
+            "spec": {
+                "selector": {"matchLabels": naming.selector_labels(ctx.name, c)},
+                "jwtRules": [rule],
+            },
+        }
+        for c in (naming.STATE, naming.IDENTITY)
+    ]

@@ -103,7 +103,7 @@ def curve_volume(ctx: ClusterContext, component: str) -> dict[str, Any] | None:
 def curve_clients(ctx: ClusterContext) -> list[str]:
     """Components that connect to the broker, hence hold client key pairs."""
     out = [naming.STATE, naming.IDENTITY]
-    if ctx.spec.sidecars.grpc.enabled:
+    if ctx.gateway_rendered:
         out.append(naming.GATEWAY)
     return out
 

@@ -113,7 +113,7 @@ def network_policies(ctx: ClusterContext) -> list[dict[str, Any]]:
             "egress": [to_broker],
             "ingress": [],
         }
-        if grpc.enabled:
+        if ctx.gateway_rendered:
             spec["ingress"].append({"from": [clients, *members], "ports": _ports(grpc.port)})
         if c == naming.STATE:
             spec["egress"].append(_state_to_redis(ctx))

@@ -10,6 +10,8 @@ from plantd_operator.builders import config, pods
 from plantd_operator.context import ClusterContext
 from plantd_operator.models import Resources
 
+REDIS_AUTH_VOLUME = "redis-auth"
+
 
 def broker_container_ports() -> list[dict[str, Any]]:
     ports = [
@@ -70,13 +72,13 @@ def _component_spec(ctx: ClusterContext, component: str) -> tuple[int, Resources
         return ctx.spec.broker.replicas, ctx.spec.broker.resources
     if component == naming.STATE:
         return ctx.spec.state.replicas, ctx.spec.state.resources
-    return ctx.spec.identity.replicas, ctx.spec.identity.resources
+    return ctx.identity_replicas, ctx.spec.identity.resources
 
 
 def _digest(ctx: ClusterContext, component: str) -> str:
     """Config hash of a component's pods: its settings, its sidecar's, and its Secrets."""
     readers = [component]
-    if component != naming.BROKER and ctx.spec.sidecars.grpc.enabled:
+    if component != naming.BROKER and ctx.gateway_rendered:
         readers.append(naming.GATEWAY)
     secrets = {k: v for k, v in ctx.secret_digests.items() if k.split(":", 1)[0] in readers}
     if ctx.spec.security.curve.enabled:
@@ -106,25 +108,12 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
         env, extra_volumes, mounts = _state_store_wiring(ctx)
         volumes += extra_volumes
     if component == naming.IDENTITY:
-        volumes.append(
-            {
-                "name": pods.JWT_VOLUME,
-                "secret": {
-                    "secretName": naming.child(ctx.name, "jwt"),
-                    "defaultMode": 0o440,
-                    "items": [
-                        {"key": contract.JWT_KEY_FILE_NAME, "path": contract.JWT_KEY_FILE_NAME}
-                    ],
-                },
-            }
-        )
-        mounts.append(
-            {"name": pods.JWT_VOLUME, "mountPath": contract.CONTAINER_JWT_DIR, "readOnly": True}
-        )
+        vols, mounts = _identity_wiring(ctx)
+        volumes += vols
     containers = [
         pods.plantd_container(ctx, component, res, ports=ports, extra_env=env, extra_mounts=mounts)
     ]
-    if component != naming.BROKER and ctx.spec.sidecars.grpc.enabled:
+    if component != naming.BROKER and ctx.gateway_rendered:
         sidecar = pods.gateway_sidecar(ctx)
         if curve:
             # The sidecar is its own bus client with its own key pair.
@@ -157,35 +146,50 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
     }
 
 
+def _identity_wiring(ctx: ClusterContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The signing-key Secret (every STATE.KID.pem in it, so a rotation needs no new render)
+    and a data volume for the embedded store."""
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": pods.JWT_VOLUME,
+            # 0400: the identity service refuses a private key others can read.
+            "secret": {"secretName": naming.child(ctx.name, "jwt"), "defaultMode": 0o400},
+        },
+        # The SQLite store: an emptyDir survives container restarts, not a new pod (see
+        # docs/operator.md "Identity": users and refresh tokens live until the pod is replaced).
+        {"name": "identity-data", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": pods.JWT_VOLUME, "mountPath": contract.CONTAINER_JWT_DIR, "readOnly": True},
+        # The store's directory is a child of the mount: the service creates it 0700 and
+        # chmods it, which it cannot do to the emptyDir itself (owned by root).
+        {"name": "identity-data", "mountPath": contract.CONTAINER_DATA_DIR},
+    ]
+    return volumes, mounts
+
+
 def _state_store_wiring(
     ctx: ClusterContext,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Env, volumes and mounts that connect the state service to its Redis."""
+    """Env, volumes and mounts that connect the state service to its Redis.
+
+    A Secret the user names is mounted only once the operator has checked it is labelled for
+    this cluster (its digest is then known): a PlantdCluster cannot make the state pod carry
+    an arbitrary Secret of the namespace to an address of its choosing.
+    """
     redis = ctx.spec.state.redis
-    password_env = contract.env_key(naming.STATE, contract.KEY_STATE_REDIS_PASSWORD)
     env: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
+    password: tuple[str, str] | None = None
     if redis.mode == "managed":
-        env.append(
-            {
-                "name": password_env,
-                "valueFrom": {
-                    "secretKeyRef": {"name": naming.child(ctx.name, "redis"), "key": "password"}
-                },
-            }
-        )
+        password = (naming.child(ctx.name, "redis"), "password")
     elif redis.external is not None:
         ref = redis.external.secret_ref
-        if ref is not None:
-            env.append(
-                {
-                    "name": password_env,
-                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-                }
-            )
+        if ref is not None and "state:password" in ctx.secret_digests:
+            password = (ref.name, ref.key)
         ca = redis.external.tls.ca_secret_ref
-        if redis.external.tls.enabled and ca is not None:
+        if redis.external.tls.enabled and ca is not None and "state:ca" in ctx.secret_digests:
             volumes.append(
                 {
                     "name": pods.REDIS_TLS_VOLUME,
@@ -203,6 +207,20 @@ def _state_store_wiring(
                     "readOnly": True,
                 }
             )
+    if password is not None:
+        volumes.append(
+            {
+                "name": REDIS_AUTH_VOLUME,
+                "secret": {
+                    "secretName": password[0],
+                    "defaultMode": 0o400,
+                    "items": [{"key": password[1], "path": "password"}],
+                },
+            }
+        )
+        mounts.append(
+            {"name": REDIS_AUTH_VOLUME, "mountPath": config.REDIS_AUTH_DIR, "readOnly": True}
+        )
     return env, volumes, mounts
 
 
@@ -219,7 +237,7 @@ def services(ctx: ClusterContext) -> list[dict[str, Any]]:
     out.append(headless)
     for component in (naming.STATE, naming.IDENTITY):
         ports = [_metrics_port(component)]
-        if ctx.spec.sidecars.grpc.enabled:
+        if ctx.gateway_rendered:
             grpc = ctx.spec.sidecars.grpc.port
             ports.insert(
                 0,

@@ -174,3 +174,13 @@ def curve_certificate(public: str, secret: str | None = None, *, comment: str = 
     if secret is not None:
         lines.append(f'    secret-key = "{secret}"')
     return "\n".join(lines) + "\n"
+
+
+# --- Identity in a pod (the operator renders these; `plantd identity --help` reads them) ---
+KEY_JWT_KEYS_DIR: Final = "jwt_keys_dir"  # directory of STATE.KID.pem signing keys
+KEY_ISSUER: Final = "issuer"
+KEY_AUDIENCES: Final = "audiences"  # comma-separated
+KEY_DATA_DIR: Final = "data_dir"
+KEY_BUS_ENDPOINT: Final = "bus_endpoint"
+DEFAULT_ISSUER: Final = "plantd-identity"
+CONTAINER_DATA_DIR: Final = "/var/lib/plantd"

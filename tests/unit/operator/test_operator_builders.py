@@ -81,7 +81,8 @@ def test_port_names_say_the_protocol_and_fit_kubernetes_limits(ctx_factory: Fact
     names = {p["name"] for p in broker["spec"]["ports"]}
     assert {"tcp-zmtp", "tcp-bus-state-pub", "tcp-bus-metric-sub", "http-metrics"} <= names
     state = by_kind(children, "Service")["demo-state"]
-    assert state["spec"]["ports"][0]["name"] == "grpc"
+    # No gRPC port while the image does not ship the gateway (plantd_operator.shipped).
+    assert [p["name"] for p in state["spec"]["ports"]] == ["http-metrics"]
 
 
 def test_image_contract(ctx_factory: Factory) -> None:
@@ -91,16 +92,26 @@ def test_image_contract(ctx_factory: Factory) -> None:
     assert broker["command"] == ["plantd", "broker"]
     assert broker["image"] == "plantd/plantd:1.2.3"
     state = deps["demo-state"]["spec"]["template"]["spec"]["containers"]
-    assert [c["command"] for c in state] == [["plantd", "state"], ["plantd", "gateway"]]
+    assert [c["command"] for c in state] == [["plantd", "state"]]
     data = by_kind(children, "ConfigMap")["demo-config"]["data"]
     assert data["PLANTD_STATE_BROKER_ENDPOINT"] == "tcp://demo-broker.plant.svc:9797"
     assert data["PLANTD_STATE_REDIS_URL"] == "redis://demo-redis.plant.svc:6379/0"
     assert data["PLANTD_BROKER_HEARTBEAT_MS"] == str(contract.HEARTBEAT_MS)
     assert all(k.startswith("PLANTD_") for k in data)
     # No secret ever sits in the ConfigMap or a literal env value.
-    assert not any("PASSWORD" in k for k in data)
-    env = state[0]["env"][0]
-    assert env["name"] == "PLANTD_STATE_REDIS_PASSWORD" and "secretKeyRef" in env["valueFrom"]
+    assert not any("PASSWORD" in k for k in data if not k.endswith("_PASSWORD_FILE"))
+    assert not any(
+        "secretKeyRef" in str(c.get("env"))
+        for d in deps.values()
+        for c in d["spec"]["template"]["spec"]["containers"]
+    )
+    # The password reaches `plantd state` as a file from the Secret (it reads no variable).
+    assert data["PLANTD_STATE_REDIS_PASSWORD_FILE"] == "/etc/plantd/redis-auth/password"
+    assert "env" not in state[0]
+    pod = deps["demo-state"]["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["redis-auth"]["secret"]["secretName"] == "demo-redis"
+    assert vols["redis-auth"]["secret"]["items"] == [{"key": "password", "path": "password"}]
 
 
 def test_config_hash_rolls_only_the_component_whose_config_changed(ctx_factory: Factory) -> None:
@@ -137,15 +148,23 @@ def test_external_redis_wiring(ctx_factory: Factory) -> None:
             }
         }
     }
-    children = render_children(ctx_factory(spec))
+    # Mounted only once the reconcile has checked the Secrets are labelled for the cluster.
+    verified = {"state:password": "p", "state:ca": "c"}
+    children = render_children(ctx_factory(spec, secret_digests=verified))
     assert "StatefulSet" not in {c["kind"] for c in children}
     data = by_kind(children, "ConfigMap")["demo-config"]["data"]
     assert data["PLANTD_STATE_REDIS_URL"] == "rediss://redis.db:6380/2"
     assert data["PLANTD_STATE_REDIS_CA_FILE"].endswith("/ca.crt")
     pod = by_kind(children, "Deployment")["demo-state"]["spec"]["template"]["spec"]
-    ref = pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": "r", "key": "pw"}
-    assert any(v.get("secret", {}).get("secretName") == "ca" for v in pod["volumes"])
+    vols = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    assert vols["redis-auth"]["secretName"] == "r"
+    assert vols["redis-auth"]["items"] == [{"key": "pw", "path": "password"}]
+    assert vols["redis-auth"]["defaultMode"] == 0o400
+    assert vols["redis-tls"]["secretName"] == "ca"
+    unverified = render_children(ctx_factory(spec))
+    pod = by_kind(unverified, "Deployment")["demo-state"]["spec"]["template"]["spec"]
+    named = {v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+    assert not named & {"r", "ca"}, "an unchecked Secret must never reach a pod"
 
 
 def test_managed_redis_keeps_password_off_the_command_line(ctx_factory: Factory) -> None:
@@ -167,18 +186,25 @@ def test_curve_keys_mounted_least_privilege(ctx_factory: Factory) -> None:
         return {i["path"] for i in src}
 
     assert items("demo-state") == {"state.key_secret", "state.key", "broker.key"}
-    assert items("demo-state", "curve-keys-gw") == {
-        "gateway.key_secret",
-        "gateway.key",
-        "broker.key",
-    }
     assert items("demo-broker") == {
         "broker.key_secret",
         "broker.key",
         "state.key",
         "identity.key",
-        "gateway.key",
     }
+    # With a shipped gateway its sidecar has its own pair and the broker accepts it.
+    deps = by_kind(
+        render_children(
+            ctx_factory({"sidecars": {"grpc": {"enabled": True}}}, gateway_available=True)
+        ),
+        "Deployment",
+    )
+    assert items("demo-state", "curve-keys-gw") == {
+        "gateway.key_secret",
+        "gateway.key",
+        "broker.key",
+    }
+    assert "gateway.key" in items("demo-broker")
     off = by_kind(
         render_children(ctx_factory({"security": {"curve": {"enabled": False}}})), "Deployment"
     )
@@ -230,6 +256,12 @@ def test_monitoring_needs_flag_and_crd(ctx_factory: Factory) -> None:
 
 
 def test_sidecar_disabled_removes_gateway(ctx_factory: Factory) -> None:
+    on = render_children(
+        ctx_factory({"sidecars": {"grpc": {"enabled": True}}}, gateway_available=True)
+    )
+    state = by_kind(on, "Deployment")["demo-state"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in state["containers"]] == ["state", "gateway"]
+    assert by_kind(on, "Service")["demo-state"]["spec"]["ports"][0]["name"] == "grpc"
     children = render_children(ctx_factory({"sidecars": {"grpc": {"enabled": False}}}))
     state = by_kind(children, "Deployment")["demo-state"]["spec"]["template"]["spec"]
     assert [c["name"] for c in state["containers"]] == ["state"]
@@ -272,3 +304,10 @@ def test_only_workloads_depend_on_secret_contents(ctx_factory: Factory) -> None:
     assert before.keys() == after.keys()
     changed = {key[0] for key in before if before[key] != after[key]}
     assert changed == WORKLOAD_KINDS
+    # ...and RequestAuthentications, which carry the JWKS: the reconcile applies everything
+    # but ServiceAccounts, the ConfigMap and Services from the final render.
+    with_jwks = replace(keyed, jwks='{"keys":[]}')
+    late = {c["kind"] for c in render_children(with_jwks)} - {
+        c["kind"] for c in render_children(keyed)
+    }
+    assert late == {"RequestAuthentication"}

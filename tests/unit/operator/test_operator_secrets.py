@@ -28,11 +28,13 @@ def test_existing_pairs_are_kept_and_only_missing_ones_generated() -> None:
     have = secrets.encode(secrets.curve_entries(["broker"]))
     added = secrets.missing_entries(["broker", "gateway"], have)
     assert set(added) == {"gateway.key", "gateway.key_secret"}
-    assert secrets.missing_entries(["jwt"], {"signing-key.pem": "x"}) == {}
+    have_jwt = secrets.encode(secrets.jwt_entries())
+    assert secrets.missing_entries(["jwt"], have_jwt) == {}
 
 
 def test_jwt_key_is_a_p256_private_key() -> None:
-    pem = secrets.jwt_entries()["signing-key.pem"].encode()
+    entries = secrets.jwt_entries()
+    pem = next(v for k, v in entries.items() if k.startswith("active.")).encode()
     key = serialization.load_pem_private_key(pem, password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     assert key.curve.name == "secp256r1"

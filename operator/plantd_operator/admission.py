@@ -1,0 +1,105 @@
+"""Pure checks of a spec against the operator's policy, before anything is applied.
+
+The operator acts with more rights than the user who writes a PlantdCluster (it may read
+Secrets, it creates pods), so it must not become that user's deputy: images outside the
+operator's allow-list and plaintext connections to an external Redis are refused here, with a
+reason the status shows, and nothing of such a cluster is applied. Secret references are
+checked against the API in ``reconcile`` (they need a read).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+
+from plantd_operator.context import ClusterContext
+from plantd_operator.status import Problem
+
+# Label a Secret must carry before a PlantdCluster may use it (value: the cluster's name).
+SECRET_FOR_LABEL = "plantd.io/secret-for"  # noqa: S105 - a label name
+# Budget of the allow-list (an operator setting, but still a list we match every image against).
+MAX_ALLOWED_IMAGES = 64
+MAX_PATTERN_LENGTH = 512
+
+
+def parse_allowed_images(raw: Sequence[str]) -> tuple[str, ...]:
+    """Patterns from the operator's setting (comma or newline separated, empty = any image)."""
+    out: list[str] = []
+    for item in raw:
+        out += [p.strip() for p in item.replace("\n", ",").split(",") if p.strip()]
+    if len(out) > MAX_ALLOWED_IMAGES:
+        raise ValueError(f"at most {MAX_ALLOWED_IMAGES} allowed-image patterns, got {len(out)}")
+    for p in out:
+        if len(p) > MAX_PATTERN_LENGTH:
+            raise ValueError(f"allowed-image pattern longer than {MAX_PATTERN_LENGTH}: {p[:40]}...")
+    return tuple(out)
+
+
+def image_allowed(image: str, allowed: Sequence[str]) -> bool:
+    """``allowed`` holds shell-style patterns (``*`` also matches ``/``); empty allows all."""
+    return not allowed or any(fnmatch.fnmatchcase(image, p) for p in allowed)
+
+
+def images(ctx: ClusterContext) -> list[tuple[str, str]]:
+    """(spec field, image) of every container image the cluster would run."""
+    field = "spec.image" if ctx.spec.image else "spec.version"
+    out = [(field, ctx.image)]
+    if ctx.spec.state.redis.mode == "managed":
+        out.append(("spec.state.redis.managed.image", ctx.spec.state.redis.managed.image))
+    return out
+
+
+def check(ctx: ClusterContext, allowed_images: Sequence[str]) -> list[Problem]:
+    """Problems of the spec itself; a blocking one means: apply nothing of this cluster."""
+    problems: list[Problem] = []
+    for field, image in images(ctx):
+        if not image_allowed(image, allowed_images):
+            problems.append(
+                Problem(
+                    "ImageNotAllowed",
+                    f"{field} resolves to image {image!r}, which the operator's allowed-images "
+                    "list does not match: use an image from an allowed registry, or ask the "
+                    "operator's administrator to add it (chart value imageAllowList)",
+                )
+            )
+    redis = ctx.spec.state.redis
+    if redis.mode == "external" and redis.external is not None and not redis.external.tls.enabled:
+        if redis.external.allow_plaintext:
+            problems.append(
+                Problem(
+                    "PlaintextRedis",
+                    f"the state service talks to external Redis {redis.external.address} "
+                    "without TLS (allowPlaintext: true): its password and every value cross "
+                    "the network in the clear; set state.redis.external.tls.enabled: true",
+                    blocking=False,
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    "RedisTLSRequired",
+                    f"external Redis {redis.external.address} without TLS is refused: set "
+                    "state.redis.external.tls.enabled: true (or, on a network you trust, "
+                    "state.redis.external.allowPlaintext: true)",
+                )
+            )
+    if ctx.spec.identity.replicas > ctx.identity_replicas:
+        problems.append(
+            Problem(
+                "IdentityReplicasCapped",
+                f"identity.replicas is {ctx.spec.identity.replicas} but the identity service "
+                f"keeps its users in one SQLite file per pod: running {ctx.identity_replicas}",
+                blocking=False,
+            )
+        )
+    if ctx.spec.sidecars.grpc.enabled and not ctx.gateway_available:
+        problems.append(
+            Problem(
+                "GrpcSidecarNotShipped",
+                "sidecars.grpc.enabled is true but this plantd release does not ship the gRPC "
+                "gateway (`plantd gateway`): no sidecar is rendered; set sidecars.grpc.enabled: "
+                "false",
+                blocking=False,
+            )
+        )
+    return problems

@@ -1,0 +1,22 @@
+"""Which components the plantd image really runs, so the operator renders nothing else.
+
+A rendered container whose command exits "not in this release yet" would keep every cluster
+from becoming Ready on real nodes (kwok hides it: it starts no containers). The unit test
+``test_operator_contract`` runs ``plantd <component> --help`` for each entry here and fails
+when this list and the installed package disagree, in either direction.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from plantd.common import contract
+
+# Components the operator renders as containers: each must answer `plantd <c> --help`.
+RENDERED: Final = (contract.BROKER, contract.STATE, contract.IDENTITY)
+# The gRPC gateway sidecar (`plantd gateway`) is not in this release: sidecars.grpc.enabled
+# then only reports GrpcSidecarNotShipped (Degraded) and renders nothing.
+GATEWAY_SHIPPED: Final = False
+# `plantd identity` stores users and refresh tokens in SQLite inside the pod: replicas would
+# not share them. More than this is reported (IdentityReplicasCapped) and not rendered.
+IDENTITY_MAX_REPLICAS: Final = 1

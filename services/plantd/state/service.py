@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from plantd.state import events, operations
 from plantd.state.auth import AllowAll, Authorizer, CallerKey
@@ -32,8 +33,13 @@ _YIELD_AFTER = 1024 * 1024
 # in Python per item, so the GIL passes back to the loop every few ms and heartbeats and small
 # requests keep flowing: a 16 MiB snapshot rendered on the loop blocked it for 0.3-0.6 s on the
 # idle 2-core box and past the probe's 1 s timeout under load (tests/adversarial, case 1).
-# Below it the thread hand-off (~50-100 us) would cost more than the rendering.
+# Below it the thread hand-off (~50-100 us) would cost more than the rendering. One thread for
+# the whole service: big renders run one at a time (a reply's memory is bounded by its budget, so
+# this bounds their sum too) and glibc gives it one malloc arena, not one per executor thread
+# (with the default executor, 21 concurrent 3 MiB reads grew the worker's peak RSS by 41 MiB
+# against 25 MiB: tests/integration/state/test_state_redis_budgets.py).
 _RENDER_ON_THREAD_AFTER = 1024 * 1024
+_RENDER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plantd-state-render")
 
 # plantd.mdp.caller.split_caller: (caller, the body after the broker's caller frames).
 SplitCaller = Callable[[list[bytes]], tuple[CallerKey | None, list[bytes]]]
@@ -132,7 +138,10 @@ class StateService:
             for (i, req), res in zip(pending, results, strict=True):
                 try:
                     if _value_chars(res) > _RENDER_ON_THREAD_AFTER:
-                        replies[i] = await asyncio.to_thread(reply, req, res, limits)
+                        loop = asyncio.get_running_loop()
+                        replies[i] = await loop.run_in_executor(
+                            _RENDER_THREAD, reply, req, res, limits
+                        )
                     else:
                         replies[i] = reply(req, res, limits)
                 except Exception as exc:  # a renderer bug: this reply only

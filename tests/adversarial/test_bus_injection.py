@@ -57,7 +57,12 @@ def test_watcher_survives_forged_events(stack: Stack) -> None:
     canary.close(0)
     argv = [PYTHON, "-m", "plantd.cli.plant", "--endpoint", stack.endpoint, "--json"]
     argv += ["--curve-keys", str(stack.keys), "state", "watch", "--service", SCOPE]
-    argv += ["--bus-endpoint", sub_ep, "--count", str(REAL)]
+    # The scope exists first and the watcher resumes from its revision: a real write made before
+    # the watcher process has started and subscribed still arrives as a change (from
+    # changes-since), never folded into a snapshot (that race failed one CI run).
+    state = stack.state_client(timeout=10)
+    revision = int(state.create_scope(SCOPE)["revision"])
+    argv += ["--bus-endpoint", sub_ep, "--count", str(REAL), "--from-revision", str(revision)]
     env = {**_env(), "HOME": str(stack.tmp / "home")}
     watcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     lines: list[str] = []
@@ -65,8 +70,6 @@ def test_watcher_survives_forged_events(stack: Stack) -> None:
         target=lambda: lines.extend(b.decode() for b in watcher.stdout or []), daemon=True
     )
     reader.start()
-    state = stack.state_client(timeout=10)
-    state.create_scope(SCOPE)
     try:
         with under_attack(stack, "case 6", Bounds({"broker": 100, "state": 100}), ("echo",)):
             for i in range(REAL):

@@ -267,7 +267,8 @@ class ServiceSettings(BaseSettings):
         (``redis://:pw@host``) are replaced by ``[redacted]``."""
         out: dict[str, Any] = {}
         for key, value in self.model_dump(mode="json").items():
-            if is_secret_name(key):
+            # Numbers and flags are never credentials (password_min_length, join_token_ttl_s).
+            if is_secret_name(key) and not isinstance(value, (int, float, bool)):
                 out[key] = "[redacted]" if value else value
             elif isinstance(value, str):
                 out[key] = _URL_USERINFO.sub(r"\1[redacted]@", value)

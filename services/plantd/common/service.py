@@ -55,6 +55,10 @@ class ServiceError(RuntimeError):
     """An expected failure (port taken, keys missing): logged as its message, no traceback."""
 
 
+class ServiceConfigError(ServiceError):
+    """An expected failure the configuration must fix (a missing key file): exit code 4."""
+
+
 @dataclass
 class ServiceContext:
     """What a service's ``main`` gets from the runner."""
@@ -194,7 +198,7 @@ async def _supervise(
         exc = task.exception()
         if isinstance(exc, ServiceError):
             log.error("service failed", extra={"error": str(exc)})
-            return EXIT_FAILED
+            return EXIT_CONFIG if isinstance(exc, ServiceConfigError) else EXIT_FAILED
         if exc is not None:
             log.error("service failed", exc_info=exc)
             return EXIT_FAILED

@@ -17,7 +17,7 @@ from plantd.common.auth.breakglass import BreakGlassKeyError, load_public
 from plantd.common.curve import CurveClient
 from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
-from plantd.common.service import ServiceContext, ServiceError
+from plantd.common.service import ServiceConfigError, ServiceContext, ServiceError
 from plantd.identity.bootstrap import BootstrapError, ensure_admin
 from plantd.identity.errors import IdentityError
 from plantd.identity.keys import KeyRing, SigningKeyError
@@ -40,7 +40,9 @@ def load_keys(settings: IdentitySettings) -> KeyRing:
             return KeyRing.from_file(settings.jwt_key_file.expanduser())
         return KeyRing.from_dir(settings.jwt_keys_dir)
     except SigningKeyError as exc:
-        raise ServiceError(f"identity refuses to start without a signing key: {exc}") from None
+        raise ServiceConfigError(
+            f"identity refuses to start without a signing key: {exc}"
+        ) from None
 
 
 def break_glass_for(s: IdentitySettings) -> dict[str, object] | None:
@@ -49,7 +51,7 @@ def break_glass_for(s: IdentitySettings) -> dict[str, object] | None:
     try:
         return load_public(s.break_glass_key_file.expanduser())
     except BreakGlassKeyError as exc:
-        raise ServiceError(str(exc)) from None
+        raise ServiceConfigError(str(exc)) from None
 
 
 def store_for(s: IdentitySettings) -> Store:

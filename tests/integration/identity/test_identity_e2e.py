@@ -385,7 +385,7 @@ def test_refuses_to_start_without_a_signing_key(workdir: Path, broker: BrokerPro
     )
     proc.start()
     code = proc.wait_exit(60)
-    assert code == 1, proc.log()
+    assert code == 4, proc.log()  # a configuration error (EXIT_CONFIG)
     text = proc.text()
     assert "refuses to start without a signing key" in text
     assert "python -m plantd.identity.keygen" in text

@@ -251,3 +251,16 @@ def test_public_dict_hides_secrets() -> None:
     assert public["redis_url"] == "rediss://[redacted]@db:6379/0"
     assert "hunter2" not in repr(public) and "pw@" not in repr(public)
     assert s.redis_password == "hunter2"  # only the log copy is redacted
+
+
+def test_public_dict_shows_numbers_with_secret_like_names() -> None:
+    # A policy number is not a credential: identity logged password_min_length as "[redacted]".
+    class WithPolicy(ServiceSettings):
+        component: ClassVar[str] = "withpolicy"
+        password_min_length: int = Field(15, description="shortest password")
+        join_token_ttl_s: float = Field(3600.0, description="join token lifetime")
+        token_file: str = Field("", description="a path, still hidden")
+
+    public = WithPolicy.load(environ={"PLANTD_WITHPOLICY_TOKEN_FILE": "/run/t"}).public_dict()
+    assert public["password_min_length"] == 15 and public["join_token_ttl_s"] == 3600.0
+    assert public["token_file"] == "[redacted]"

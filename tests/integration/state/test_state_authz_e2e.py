@@ -34,7 +34,7 @@ from tests.kit import ServiceProcess, make_keys
 from plantd.common import contract
 from plantd.common.keys import load_client
 from plantd.identity.keys import generate
-from plantd.mdp import Client
+from plantd.mdp import Client, Dialect
 
 pytestmark = pytest.mark.integration
 
@@ -446,3 +446,48 @@ def test_plant_state_sends_the_token(
     assert doc.get("value") == "42" or doc.get("code") == "SCOPE_NOT_FOUND", r.output
     r = plant(stack, tmp_path, "state", "set", "k", "1", "--service", "other", token=token)
     assert r.exit_code == 1 and "state:data:write" in r.output, r.output
+
+
+def test_the_original_go_client_logs_in_then_sets_and_gets_state(stack: Stack) -> None:
+    """The original `plant auth login` + `plant state set/get`: its dialect, its exact bodies
+    (identity `[auth, login, {header, identifier, password, ip_address}]`, state
+    `[state-set, {service, key, value, token}]`), the token identity issued."""
+    curve = load_client(stack.keys, contract.CLIENT)
+    header = {"request_id": "", "timestamp": int(time.time())}
+    with Client(
+        stack.broker.endpoint, timeout=10, retries=0, dialect=Dialect.LEGACY, curve=curve
+    ) as c:
+        body = {"header": header, "identifier": "root@plant.example", "password": ADMIN_PASSWORD}
+        login = json.loads(
+            c.request(contract.SERVICE_IDENTITY, "auth", "login", json.dumps(body))[0]
+        )
+        assert login["header"]["success"] is True, login
+        token = login["access_token"]
+        scope = f"orig-{uuid.uuid4().hex[:6]}"
+        value = uuid.uuid4().hex
+
+        def state(op: str, **fields: str) -> dict[str, Any]:
+            doc = {"service": scope, **fields, "token": token}
+            out: dict[str, Any] = json.loads(
+                c.request(contract.SERVICE_STATE, op, json.dumps(doc))[0]
+            )
+            return out
+
+        def set_then_get() -> bool:
+            # Two state workers with one SQLite file each: write, then read until a read
+            # lands on a worker that has the value (each pass writes through one more).
+            created = state("create-scope")
+            assert created.get("success") or created.get("code") == "SCOPE_EXISTS", created
+            done = state("state-set", key="k", value=value)
+            assert done["success"] is True and done["data"]["status"] == "set", done
+            got = state("state-get", key="k")
+            assert got["success"] is True, got
+            return bool(got["data"]["value"] == value)
+
+        wait_for(set_then_get, 10, "the original client's state-get to return its value")
+        refused = json.loads(
+            c.request(
+                contract.SERVICE_STATE, "state-get", json.dumps({"service": scope, "key": "k"})
+            )[0]
+        )
+        assert refused["success"] is False and "plant auth login" in refused["error"], refused

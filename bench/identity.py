@@ -14,6 +14,10 @@ verifying service pay per request; the MDP round trip is bench.broker's subject)
   verify (cache hit)     the same tokens again through the verified-claims cache
   ratio                  cache / no cache (the reason the cache exists: a state service
                          checks every request offline)
+
+Then, unless --skip-state, the state service's throughput with ``--auth identity`` vs
+``--auth off`` in the same run (``bench.state_authz``: real brokers and state workers, target
+on/off >= 0.9 for single keys and 10-key batches at 100 in flight).
 """
 
 from __future__ import annotations
@@ -115,6 +119,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="shorter cells")
     ap.add_argument("--hash-workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--in-flight", type=int, default=8)
+    ap.add_argument(
+        "--skip-state", action="store_true", help="leave out state with authorization on vs off"
+    )
     args = ap.parse_args()
     cell = 2.0 if args.quick else 6.0
     hasher = Hasher(workers=args.hash_workers)
@@ -137,6 +144,13 @@ def main() -> None:
             rows.append([f"  ratio cache / no cache ({alg})", fmt(ratio(warm, cold), 1), "x"])
     hasher.close()
     print(table(["measurement", "value", "unit"], rows))
+    if not args.skip_state:
+        import bench.state_authz
+
+        print()
+        code = bench.state_authz.main(["--quick"] if args.quick else [])
+        if code:
+            raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ Redis (:mod:`.redis`)
     ``REDIS_SERVER``, ``INSTALL_HINT``, ``require_redis() -> path``.
     ``RedisServer(workdir, *, appendonly, fsync, password, tls_dir)``: ``start()``, ``stop()``,
     ``kill()``, ``url``, ``port``, ``ping()``, ``answering()``, ``command(*args)``.
+
+TLS (:mod:`.tls`)
+    ``make_certs(directory) -> directory``: a throwaway CA (``ca.crt``) and a server certificate
+    for 127.0.0.1 (``server.crt``/``server.key``), RedisServer's ``tls_dir`` layout; needs openssl.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from .prereq import in_ci, require
 from .procs import PYTHON, ServiceProcess, base_env, stop_process
 from .redis import INSTALL_HINT, REDIS_SERVER, RedisServer, require_redis
 from .timing import HEARTBEAT_MS, LIVENESS, START_TIMEOUT, expiry_s
+from .tls import make_certs
 from .wait import await_for, wait_for
 
 __all__ = [
@@ -80,6 +85,7 @@ __all__ = [
     "free_ports",
     "http_get",
     "in_ci",
+    "make_certs",
     "make_keys",
     "metric_value",
     "require",

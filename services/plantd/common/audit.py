@@ -6,6 +6,10 @@ trace_id, detail, prev, hash`` with ``hash = sha256(prev || canonical JSON witho
 one consumer (``plant audit tail``) verifies every producer's chain alike. Topic ``audit`` on
 the event bus; publishing is best effort, the log line ``audit`` carries the same event.
 Services never import each other, so the broker uses this one.
+
+An optional per-second budget (``per_second``; the state service's denials) bounds what a flood
+costs: past it, events are counted by reason and reported in one ``COMPONENT.audit_suppressed``
+event (reason ``AUDIT_BUDGET``) when the next second starts or on :meth:`Auditor.flush`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ log = logging.getLogger("plantd.audit")
 
 TOPIC: Final = b"audit"
 GENESIS: Final = "0" * 64
+AUDIT_BUDGET: Final = "AUDIT_BUDGET"  # the reason of a summary of events past the budget
 
 
 class Sink(Protocol):
@@ -62,7 +67,10 @@ def verify_chain(events: list[dict[str, Any]]) -> bool:
 
 
 class Auditor:
-    """Chains, logs and publishes events of one producer (``component@host:pid:start``)."""
+    """Chains, logs and publishes events of one producer (``component@host:pid:start``).
+
+    With ``per_second`` set, at most that many events go out per wall-clock second; the rest
+    are counted (``suppressed``) and summarised. Without it (the default) every event does."""
 
     def __init__(
         self,
@@ -70,15 +78,55 @@ class Auditor:
         sink: Sink | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        per_second: int | None = None,
     ) -> None:
+        self.component = component
         self.sink = sink
         self.clock = clock
+        self.per_second = per_second
         self.producer = f"{component}@{socket.gethostname()}:{os.getpid()}:{int(clock())}"
         self.prev = GENESIS
         self.seq = 0
         self.denials = 0
+        self.suppressed = 0  # all time: events past the budget (for /metrics and tests)
+        self._window = 0  # the second the budget is counting
+        self._in_window = 0
+        self._held: dict[str, int] = {}  # reason -> events held back in this window
 
-    def emit(self, event: AuditEvent) -> dict[str, Any]:
+    def emit(self, event: AuditEvent) -> dict[str, Any] | None:
+        """Chain, log and publish ``event``; None when the budget held it back (counted)."""
+        if self.per_second is None:
+            return self._emit(event, self.clock())
+        now = self.clock()
+        second = int(now)
+        if second != self._window:
+            self.flush(now)
+            self._window, self._in_window = second, 0
+        if self._in_window >= self.per_second:
+            self.suppressed += 1
+            self._held[event.reason] = self._held.get(event.reason, 0) + 1
+            return None
+        self._in_window += 1
+        return self._emit(event, now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Report the events held back in the last window (one summary event), if any."""
+        if not self._held:
+            return
+        held, self._held = self._held, {}
+        summary = AuditEvent(
+            f"{self.component}.audit_suppressed",
+            "deny",
+            AUDIT_BUDGET,
+            detail={
+                "suppressed": sum(held.values()),
+                "by_reason": held,
+                "per_second": self.per_second,
+            },
+        )
+        self._emit(summary, self.clock() if now is None else now)
+
+    def _emit(self, event: AuditEvent, now: float) -> dict[str, Any]:
         self.seq += 1
         if event.decision == "deny":
             self.denials += 1
@@ -86,7 +134,7 @@ class Auditor:
         body.update(
             {
                 "id": uuid.uuid4().hex,
-                "time": round(self.clock(), 3),
+                "time": round(now, 3),
                 "producer": self.producer,
                 "seq": self.seq,
                 "prev": self.prev,

@@ -41,10 +41,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Final, Literal, Protocol, Self
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -277,6 +284,64 @@ class ServiceSettings(BaseSettings):
         return out
 
 
+# ---- Redis connection settings (the state and identity stores: plantd.common.redis_conn) ----
+# Each service declares the fields (their order is its --help order) with these types, so the
+# descriptions, bounds and the URL check have one authority.
+
+
+def _redis_scheme(v: str) -> str:
+    if v and not v.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+    return v
+
+
+RedisUrl = Annotated[
+    str,
+    AfterValidator(_redis_scheme),
+    Field(description="redis://[USER:PASSWORD@]HOST:PORT/DB, or rediss://... for TLS"),
+]
+RedisPassword = Annotated[
+    SecretStr | None,
+    Field(description="Redis password (prefer --redis-password-file; never logged)"),
+]
+RedisPasswordFile = Annotated[
+    Path | None, Field(description="file holding the Redis password (keep it mode 0600)")
+]
+RedisCaFile = Annotated[
+    Path | None,
+    Field(description="CA certificate that signed the Redis server's TLS certificate"),
+]
+RedisTimeoutMs = Annotated[
+    int, Field(ge=50, le=60_000, description="give up on a Redis reply after this long")
+]
+# A password on a command line is visible in `ps`: environment or file only.
+REDIS_CLI_HIDDEN: Final = frozenset({"redis_password"})
+
+
+class _RedisChoice(Protocol):
+    @property
+    def store(self) -> str: ...
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_password(self) -> SecretStr | None: ...
+    @property
+    def redis_password_file(self) -> Path | None: ...
+    @property
+    def redis_ca_file(self) -> Path | None: ...
+    def env_name(self, key: str) -> str: ...
+
+
+def check_redis_settings(s: _RedisChoice) -> None:
+    """The Redis fields' cross-checks, for a model validator: :class:`ValueError` naming the fix."""
+    if s.store == "redis" and not s.redis_url:
+        raise ValueError(f"store=redis needs redis_url (--redis-url or {s.env_name('redis_url')})")
+    if s.redis_ca_file is not None and not s.redis_url.startswith("rediss://"):
+        raise ValueError("redis_ca_file is for TLS: use a rediss:// redis_url")
+    if s.redis_password is not None and s.redis_password_file is not None:
+        raise ValueError("give redis_password or redis_password_file, not both")
+
+
 class BrokerSettings(ServiceSettings):
     """``plantd broker``: the MDP broker, the three buses and the broker's own worker."""
 
@@ -411,6 +476,28 @@ class BrokerSettings(ServiceSettings):
     )
     registry_poll_ms: int = Field(
         500, ge=50, le=60_000, description="how often the registry file is checked for changes"
+    )
+    # Enrolments from org.plantd.Identity (plantd.broker.enrolled; docs/identity.md "Where the
+    # broker's registry comes from"). The operator and `plantd up` set identity_registry.
+    identity_registry: bool = Field(
+        False,
+        description="also grant the machine identities enrolled in org.plantd.Identity (plant "
+        "module enroll, join tokens): the broker asks identity over its own bus every "
+        "identity_registry_poll_s and merges the answer with the registry file, which wins "
+        "every collision; identity unreachable keeps the last rights. Needs CURVE",
+    )
+    identity_registry_poll_s: float = Field(
+        5.0,
+        ge=0.2,
+        le=3600.0,
+        description="how often the broker asks identity for enrolments (a revoked module "
+        "loses its services within this)",
+    )
+    identity_service: str = Field(
+        contract.SERVICE_IDENTITY,
+        min_length=1,
+        max_length=255,
+        description="the service the broker asks for enrolments (modules/registry)",
     )
 
     @field_validator("endpoint")

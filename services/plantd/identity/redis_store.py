@@ -20,8 +20,8 @@ Every security decision (refresh rotation and family revocation, token buckets, 
 TOTP steps, not_before, unique names, one-time join tokens) is ONE Lua script
 (:mod:`plantd.identity.redis_scripts`). Record updates are optimistic ``WATCH``/``MULTI``
 transactions retried on a concurrent change. A connection error fails the request with
-``STORE_UNAVAILABLE`` (the next request tries again); redis-py's own retries are off, as in the
-state service, so a write is never applied twice.
+``STORE_UNAVAILABLE`` (the next request tries again); redis-py's own retries are off
+(:mod:`plantd.common.redis_conn`, the state store's recipe too), so a write is never applied twice.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
+from plantd.common.redis_conn import RedisSetupError, RedisTarget, client_for, redact_url
 from plantd.identity import records
 from plantd.identity import redis_scripts as lua
 from plantd.identity.errors import Code, Conflict, IdentityError, NotFound
@@ -64,13 +63,6 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
-def redact_url(url: str) -> str:
-    """The URL without its password (URLs go to logs and /readyz)."""
-    from plantd.state.redis_store import redact_url as redact  # one redaction rule for both
-
-    return redact(url)
-
-
 class RedisStore(Store):
     kind = "redis"
 
@@ -87,11 +79,9 @@ class RedisStore(Store):
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self._password = password
-        self._password_file = password_file
-        self._ca_file = ca_file
-        self._socket_timeout = socket_timeout
-        self._connect_timeout = connect_timeout
+        self.target = RedisTarget(
+            url, password, password_file, ca_file, socket_timeout, connect_timeout
+        )
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._ok = False
@@ -106,28 +96,10 @@ class RedisStore(Store):
     # ---- lifecycle ------------------------------------------------------------------------------
 
     def _make_client(self) -> aioredis.Redis:
-        kwargs: dict[str, Any] = {
-            "decode_responses": True,
-            "socket_timeout": self._socket_timeout,
-            "socket_connect_timeout": self._connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 5,
-        }
-        if self._password is not None:
-            kwargs["password"] = self._password
-        if self._password_file is not None:
-            try:
-                kwargs["password"] = self._password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise self._down(
-                    f"cannot read the Redis password file {self._password_file}: {exc.strerror}"
-                ) from exc
-        if self._ca_file is not None and self.url.startswith("rediss://"):
-            kwargs["ssl_ca_certs"] = str(self._ca_file)
         try:
-            return aioredis.Redis.from_url(self.url, **kwargs)
-        except ValueError as exc:
-            raise self._down(f"bad Redis URL {redact_url(self.url)}: {exc}") from exc
+            return client_for(self.target)
+        except RedisSetupError as exc:
+            raise self._down(str(exc)) from exc
 
     def _down(self, why: str) -> IdentityError:
         self._ok = False
@@ -206,6 +178,12 @@ class RedisStore(Store):
     async def _id_of(self, kind: str, field: str, value: str) -> int:
         v = await self._io(lambda c: c.hget(self._k("idx", kind, field), value))
         return int(v) if v else 0
+
+    async def _find(self, kind: str, obj_id: int, field: str, value: str) -> tuple[int, str | None]:
+        """A record's id and document, by id or else by a unique ``field``'s ``value``."""
+        if not obj_id and value:
+            obj_id = await self._id_of(kind, field, value)
+        return obj_id, await self._get_doc(kind, obj_id)
 
     async def _update(
         self, kind: str, obj_id: int, changes: dict[str, Any], allowed: frozenset[str]
@@ -337,9 +315,7 @@ class RedisStore(Store):
         return role
 
     async def get_role(self, *, role_id: int = 0, name: str = "") -> Role | None:
-        if not role_id and name:
-            role_id = await self._id_of("role", "name", name)
-        doc = await self._get_doc("role", role_id)
+        role_id, doc = await self._find("role", role_id, "name", name)
         return records.role_from(role_id, doc) if doc else None
 
     async def update_role(self, role_id: int, changes: dict[str, Any]) -> Role:
@@ -358,9 +334,7 @@ class RedisStore(Store):
         return org
 
     async def get_org(self, *, org_id: int = 0, slug: str = "") -> Organization | None:
-        if not org_id and slug:
-            org_id = await self._id_of("org", "slug", slug)
-        doc = await self._get_doc("org", org_id)
+        org_id, doc = await self._find("org", org_id, "slug", slug)
         return records.org_from(org_id, doc) if doc else None
 
     async def update_org(self, org_id: int, changes: dict[str, Any]) -> Organization:

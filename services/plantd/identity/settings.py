@@ -5,11 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from plantd.common import contract
-from plantd.common.config import ServiceSettings, check_endpoint
+from plantd.common.config import (
+    REDIS_CLI_HIDDEN,
+    RedisCaFile,
+    RedisPassword,
+    RedisPasswordFile,
+    RedisTimeoutMs,
+    RedisUrl,
+    ServiceSettings,
+    check_endpoint,
+    check_redis_settings,
+)
 
 DEFAULT_EVENT_BUS = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][0]}"
 DEFAULT_DATA_DIR = f"{contract.LOCAL_STATE_DIR}/identity"
@@ -22,8 +32,7 @@ class IdentitySettings(ServiceSettings):
     """``plantd identity``: the org.plantd.Identity worker, its store and its signing keys."""
 
     component: ClassVar[str] = contract.IDENTITY
-    # A password on a command line is visible in `ps`: environment or file only.
-    cli_hidden: ClassVar[frozenset[str]] = frozenset({"redis_password"})
+    cli_hidden: ClassVar[frozenset[str]] = REDIS_CLI_HIDDEN
 
     http_port: int = Field(
         contract.HTTP_PORTS[contract.IDENTITY],
@@ -39,18 +48,10 @@ class IdentitySettings(ServiceSettings):
         description="sqlite (embedded, WAL; replicas on one machine share the file) or redis "
         "(a cluster: stateless replicas; needs --redis-url)",
     )
-    redis_url: str = Field(
-        "", description="redis://[USER:PASSWORD@]HOST:PORT/DB, or rediss://... for TLS"
-    )
-    redis_password: SecretStr | None = Field(
-        None, description="Redis password (prefer --redis-password-file; never logged)"
-    )
-    redis_password_file: Path | None = Field(
-        None, description="file holding the Redis password (keep it mode 0600)"
-    )
-    redis_ca_file: Path | None = Field(
-        None, description="CA certificate that signed the Redis server's TLS certificate"
-    )
+    redis_url: RedisUrl = ""
+    redis_password: RedisPassword = None
+    redis_password_file: RedisPasswordFile = None
+    redis_ca_file: RedisCaFile = None
     redis_prefix: str = Field(
         DEFAULT_REDIS_PREFIX,
         min_length=1,
@@ -58,9 +59,7 @@ class IdentitySettings(ServiceSettings):
         description="prefix of every Redis key (several clusters can share one Redis); keep a "
         "{hash tag} in it on Redis Cluster",
     )
-    redis_timeout_ms: int = Field(
-        2000, ge=50, le=60_000, description="give up on a Redis reply after this long"
-    )
+    redis_timeout_ms: RedisTimeoutMs = 2000
     registry_file: Path | None = Field(
         None,
         description="write the registry of enrolled machine identities here (JSON, 0600, "
@@ -167,13 +166,6 @@ class IdentitySettings(ServiceSettings):
             return [a.strip() for a in v.split(",") if a.strip()]
         return v
 
-    @field_validator("redis_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if v and not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
-        return v
-
     @field_validator("data_dir", "jwt_keys_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path) -> Path:
@@ -183,12 +175,5 @@ class IdentitySettings(ServiceSettings):
     def _argon2_sane(self) -> IdentitySettings:
         if self.argon2_memory_kib < 8 * self.argon2_parallelism:
             raise ValueError("argon2_memory_kib must be at least 8 x argon2_parallelism")
-        if self.store == "redis" and not self.redis_url:
-            raise ValueError(
-                "store=redis needs redis_url (--redis-url or PLANTD_IDENTITY_REDIS_URL)"
-            )
-        if self.redis_ca_file is not None and not self.redis_url.startswith("rediss://"):
-            raise ValueError("redis_ca_file is for TLS: use a rediss:// redis_url")
-        if self.redis_password is not None and self.redis_password_file is not None:
-            raise ValueError("give redis_password or redis_password_file, not both")
+        check_redis_settings(self)
         return self

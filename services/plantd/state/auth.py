@@ -16,28 +16,23 @@ scope. :class:`AllowAll` (``--auth off``) says yes; :class:`IdentityAuthorizer`
 
 Permission names are the original's (reference §4.5), mapped correctly: the original asked for
 ``state:admin:full`` on ``state-get``/``state-set`` because its table only knew ``get``/``set``.
-Every denial is audited (:class:`Audit`: the identity service's event shape, hash-chained, on
-the event bus topic ``audit``), within a per-second budget past which denials are counted into
-one summary event: a flood of refused requests must not cost a publish and a log line each.
+Every denial is audited (:class:`Audit`, the common :mod:`plantd.common.audit` auditor: one
+event shape and chain rule for every producer, on the event bus topic ``audit``), within a
+per-second budget past which denials are counted into one summary event: a flood of refused
+requests must not cost a publish and a log line each.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from plantd.common.audit import chain_hash
+from plantd.common import contract
+from plantd.common.audit import AuditEvent, Auditor, Sink
 from plantd.common.auth import PermissionSet, TokenError, Verifier
 from plantd.state.errors import Code, StateError
-
-log = logging.getLogger("plantd.state.auth")
 
 PERM_SCOPE_CREATE: Final = "state:scope:create"
 PERM_SCOPE_DELETE: Final = "state:scope:delete"
@@ -51,12 +46,9 @@ PERM_METRICS_READ: Final = "state:metrics:read"
 PERM_SYSTEM_ADMIN: Final = "state:system:admin"
 
 LOGIN_HINT: Final = "log in with `plant auth login` (or pass --token / PLANTD_CLIENT_TOKEN)"
-AUDIT_TOPIC: Final = b"audit"
-GENESIS: Final = "0" * 64
 # Denial reasons that are not a token's (TokenError reasons are used as they are).
 NO_CREDENTIALS: Final = "NO_CREDENTIALS"
 NOT_PERMITTED: Final = "PERMISSION_DENIED"
-AUDIT_BUDGET: Final = "AUDIT_BUDGET"
 DEFAULT_AUDIT_PER_S: Final = 100
 
 
@@ -92,14 +84,20 @@ class AllowAll:
         return None
 
 
-def denied(ctx: RequestContext, permission: str, who: str = "") -> StateError:
-    """The error for a caller without ``permission`` (names the permission and the scope)."""
+def denied(
+    ctx: RequestContext, permission: str, who: str = "", *, no_token: bool = False
+) -> StateError:
+    """The error for a caller without ``permission`` (names the permission and the scope).
+
+    ``no_token``: only the caller's CURVE key was judged, so a user may just not be logged in
+    (the `plant` CLI's own key is registered, without rights): say how to log in too."""
     where = f" on scope '{ctx.scope}'" if ctx.scope else ""
     by = f" ({who} does not hold it)" if who else ""
+    fix = "ask an administrator to grant it"
+    if no_token:
+        fix = f"the request carries no token: {LOGIN_HINT}; or {fix} to the key"
     return StateError(
-        Code.PERMISSION_DENIED,
-        f"{ctx.operation} needs permission {permission}{where}{by}; "
-        "ask an administrator to grant it",
+        Code.PERMISSION_DENIED, f"{ctx.operation} needs permission {permission}{where}{by}; {fix}"
     )
 
 
@@ -175,17 +173,11 @@ class KeyPermissions:
 # ---- audit --------------------------------------------------------------------------------------
 
 
-class Sink(Protocol):
-    def publish(self, topic: str | bytes, payload: bytes) -> None: ...
-
-
-class Audit:
-    """Denials as audit events in the common shape (:mod:`plantd.common.audit`, its chain rule):
-    ``action, decision, reason, actor, target, source, jti, trace_id, detail`` plus ``id, time,
-    producer, seq, prev, hash``; logged (warning) and published on the event bus ``audit`` topic.
-
-    At most ``per_second`` events a second; the rest are counted (by reason) and reported in
-    one ``state.audit_suppressed`` event when the next second starts (:meth:`flush`)."""
+class Audit(Auditor):
+    """Denials as audit events of producer ``state@host:pid:start``: the common auditor
+    (:mod:`plantd.common.audit`: its event shape and chain rule), within a budget of
+    ``per_second`` events a second; the rest are counted by reason and reported in one
+    ``state.audit_suppressed`` event when the next second starts (:meth:`flush`)."""
 
     def __init__(
         self,
@@ -194,17 +186,7 @@ class Audit:
         per_second: int = DEFAULT_AUDIT_PER_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.sink = sink
-        self.per_second = per_second
-        self.clock = clock
-        self.producer = f"state@{socket.gethostname()}:{os.getpid()}:{int(clock())}"
-        self.prev = GENESIS
-        self.seq = 0
-        self.emitted = 0
-        self.suppressed = 0  # all time, for /metrics and tests
-        self._window = 0
-        self._in_window = 0
-        self._held: dict[str, int] = {}
+        super().__init__(contract.STATE, sink, clock=clock, per_second=per_second)
 
     def deny(
         self,
@@ -217,73 +199,11 @@ class Audit:
         jti: str = "",
         detail: Mapping[str, Any] | None = None,
     ) -> None:
-        now = self.clock()
-        second = int(now)
-        if second != self._window:
-            self.flush(now)
-            self._window, self._in_window = second, 0
-        if self._in_window >= self.per_second:
-            self.suppressed += 1
-            self._held[reason] = self._held.get(reason, 0) + 1
-            return
-        self._in_window += 1
-        self._emit(now, action, "deny", reason, actor, target, source, jti, dict(detail or {}))
-
-    def flush(self, now: float | None = None) -> None:
-        """Report the denials held back in the last window (one event), if any."""
-        if not self._held:
-            return
-        held, self._held = self._held, {}
-        self._emit(
-            self.clock() if now is None else now,
-            "state.audit_suppressed",
-            "deny",
-            AUDIT_BUDGET,
-            "",
-            "",
-            "",
-            "",
-            {"suppressed": sum(held.values()), "by_reason": held, "per_second": self.per_second},
+        self.emit(
+            AuditEvent(
+                action, "deny", reason, actor, target, source, jti, detail=dict(detail or {})
+            )
         )
-
-    def _emit(
-        self,
-        now: float,
-        action: str,
-        decision: str,
-        reason: str,
-        actor: str,
-        target: str,
-        source: str,
-        jti: str,
-        detail: dict[str, Any],
-    ) -> None:
-        self.seq += 1
-        body: dict[str, Any] = {
-            "action": action,
-            "decision": decision,
-            "reason": reason,
-            "actor": actor,
-            "target": target,
-            "source": source,
-            "jti": jti,
-            "trace_id": "",
-            "detail": detail,
-            "id": uuid.uuid4().hex,
-            "time": round(now, 3),
-            "producer": self.producer,
-            "seq": self.seq,
-            "prev": self.prev,
-        }
-        body["hash"] = chain_hash(self.prev, body)
-        self.prev = body["hash"]
-        self.emitted += 1
-        log.warning("audit", extra={"audit": body})
-        if self.sink is not None:
-            try:
-                self.sink.publish(AUDIT_TOPIC, json.dumps(body).encode())
-            except Exception:  # the bus is best effort; the log line stands
-                log.exception("publishing an audit event failed")
 
 
 # ---- the authorizer -----------------------------------------------------------------------------
@@ -346,7 +266,7 @@ class IdentityAuthorizer:
                     self.allowed += 1
                     return None
                 self._deny(ctx, permission, NOT_PERMITTED, actor=f"key:{name}", source=source)
-                return denied(ctx, permission, f"key identity {name!r}")
+                return denied(ctx, permission, f"key identity {name!r}", no_token=True)
             self._deny(ctx, permission, NO_CREDENTIALS, source=source)
             return unauthenticated(
                 ctx,

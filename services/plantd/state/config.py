@@ -5,12 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from plantd.common import contract
-from plantd.common.config import ServiceSettings, check_endpoint
+from plantd.common.config import (
+    REDIS_CLI_HIDDEN,
+    RedisCaFile,
+    RedisPassword,
+    RedisPasswordFile,
+    RedisTimeoutMs,
+    RedisUrl,
+    ServiceSettings,
+    check_endpoint,
+    check_redis_settings,
+)
+from plantd.common.redis_conn import redact_url
 from plantd.state.limits import Limits
-from plantd.state.redis_store import DEFAULT_PREFIX, redact_url
+from plantd.state.redis_store import DEFAULT_PREFIX
 
 DEFAULT_BUS_ENDPOINT = f"tcp://127.0.0.1:{contract.BUS_PORTS['state'][0]}"
 DEFAULT_EVENT_PUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][0]}"
@@ -22,8 +33,7 @@ class StateSettings(ServiceSettings):
     """``plantd state``: the org.plantd.State worker and its store."""
 
     component: ClassVar[str] = contract.STATE
-    # A password on a command line is visible in `ps`: environment or file only.
-    cli_hidden: ClassVar[frozenset[str]] = frozenset({"redis_password"})
+    cli_hidden: ClassVar[frozenset[str]] = REDIS_CLI_HIDDEN
 
     http_port: int = Field(
         contract.HTTP_PORTS[contract.STATE],
@@ -44,29 +54,17 @@ class StateSettings(ServiceSettings):
         description="full: every acknowledged write survives power loss (one fsync per batch); "
         "normal: survives a crash of the process but not of the machine",
     )
-    redis_url: str = Field(
-        "",
-        description="redis://[USER:PASSWORD@]HOST:PORT/DB, or rediss://... for TLS",
-    )
-    redis_password: SecretStr | None = Field(
-        None,
-        description="Redis password (prefer --redis-password-file; never logged)",
-    )
-    redis_password_file: Path | None = Field(
-        None, description="file holding the Redis password (keep it mode 0600)"
-    )
-    redis_ca_file: Path | None = Field(
-        None, description="CA certificate that signed the Redis server's TLS certificate"
-    )
+    redis_url: RedisUrl = ""
+    redis_password: RedisPassword = None
+    redis_password_file: RedisPasswordFile = None
+    redis_ca_file: RedisCaFile = None
     redis_prefix: str = Field(
         DEFAULT_PREFIX,
         min_length=1,
         max_length=64,
         description="prefix of every Redis key, so several clusters can share one Redis",
     )
-    redis_timeout_ms: int = Field(
-        2000, ge=50, le=60_000, description="give up on a Redis reply after this long"
-    )
+    redis_timeout_ms: RedisTimeoutMs = 2000
     bus_endpoint: str = Field(
         DEFAULT_BUS_ENDPOINT,
         description="state bus publisher port (the broker's XSUB frontend) for change events",
@@ -178,21 +176,9 @@ class StateSettings(ServiceSettings):
     def _expand(cls, v: Path) -> Path:
         return v.expanduser()
 
-    @field_validator("redis_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if v and not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
-        return v
-
     @model_validator(mode="after")
     def _store_needs(self) -> StateSettings:
-        if self.store == "redis" and not self.redis_url:
-            raise ValueError("store=redis needs redis_url (--redis-url or PLANTD_STATE_REDIS_URL)")
-        if self.redis_ca_file is not None and not self.redis_url.startswith("rediss://"):
-            raise ValueError("redis_ca_file is for TLS: use a rediss:// redis_url")
-        if self.redis_password is not None and self.redis_password_file is not None:
-            raise ValueError("give redis_password or redis_password_file, not both")
+        check_redis_settings(self)
         if self.max_batch_reply_bytes < self.max_reply_bytes:
             raise ValueError("max_batch_reply_bytes must be at least max_reply_bytes")
         if self.max_reply_bytes < self.max_value_bytes + 64 * 1024:

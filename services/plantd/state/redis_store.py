@@ -20,13 +20,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from plantd.common.redis_conn import RedisSetupError, RedisTarget, client_for, redact_url
 from plantd.state import errors
 from plantd.state import redis_scripts as lua
 from plantd.state.errors import Code, StateError, StoreUnavailable
@@ -84,18 +82,6 @@ _DOWN = (
 Decoder = Callable[[Any, Any], Result | StateError]
 
 
-def redact_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``: URLs go to logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 class RedisStore(Store):
     """Store on a Redis server (``redis://`` or ``rediss://`` for TLS)."""
 
@@ -117,11 +103,9 @@ class RedisStore(Store):
         super().__init__(limits)
         self.url = url
         self.prefix = prefix
-        self._password = password
-        self._password_file = password_file
-        self._ca_file = ca_file
-        self._socket_timeout = socket_timeout
-        self._connect_timeout = connect_timeout
+        self.target = RedisTarget(
+            url, password, password_file, ca_file, socket_timeout, connect_timeout
+        )
         self._max_backoff = max_backoff
         self._client: aioredis.Redis | None = None
         self._available = False
@@ -148,30 +132,10 @@ class RedisStore(Store):
         return f"redis {redact_url(self.url)} prefix={self.prefix!r}"
 
     def _make_client(self) -> aioredis.Redis:
-        kwargs: dict[str, Any] = {
-            "decode_responses": True,
-            "socket_timeout": self._socket_timeout,
-            "socket_connect_timeout": self._connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            # PING a connection idle this long before using it (never under load): a Redis
-            # restart during a quiet spell then costs no failed request.
-            "health_check_interval": 5,
-        }
-        if self._password is not None:
-            kwargs["password"] = self._password
-        if self._ca_file is not None and self.url.startswith("rediss://"):
-            kwargs["ssl_ca_certs"] = str(self._ca_file)
-        if self._password_file is not None:
-            try:
-                kwargs["password"] = self._password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise StoreUnavailable(
-                    f"cannot read the Redis password file {self._password_file}: {exc.strerror}"
-                ) from exc
         try:
-            return aioredis.Redis.from_url(self.url, **kwargs)
-        except ValueError as exc:
-            raise StoreUnavailable(f"bad Redis URL {redact_url(self.url)}: {exc}") from exc
+            return client_for(self.target)
+        except RedisSetupError as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def open(self) -> None:
         """Connect once; if Redis is down, keep reconnecting in the background and return.

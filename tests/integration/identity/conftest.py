@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from identitykit import Identity, identity_process, write_bootstrap
-from tests.kit import BrokerProcess, ServiceProcess, make_keys, start_broker
+from identitykit import Identity, bootstrapped_identity, curve_broker
+from tests.kit import BrokerProcess, ServiceProcess
 
-from plantd.common import contract
 from plantd.identity.keys import generate
 
 
@@ -20,12 +19,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def broker(workdir: Path) -> Iterator[BrokerProcess]:
-    keys = make_keys(workdir / "curve", (contract.IDENTITY, contract.CLIENT))
-    b = start_broker(workdir, curve_keys=keys)
-    try:
+    with curve_broker(workdir) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
@@ -37,25 +32,13 @@ def jwt_dir(workdir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def identity(workdir: Path, broker: BrokerProcess, jwt_dir: Path) -> Iterator[ServiceProcess]:
-    boot = write_bootstrap(workdir / "bootstrap.json")
-    proc = identity_process(
-        workdir,
-        broker,
-        jwt_dir=jwt_dir,
-        data_dir=workdir / "data",
-        extra=[
-            "--bootstrap-file", str(boot),
-            "--login-source-burst", "5",
-            "--login-source-rate", "0.2",
-            "--backoff-free-failures", "3",
-        ],
-    )  # fmt: skip
-    proc.start().wait_ready()
-    try:
+    tight = [
+        "--login-source-burst", "5",
+        "--login-source-rate", "0.2",
+        "--backoff-free-failures", "3",
+    ]  # fmt: skip
+    with bootstrapped_identity(workdir, broker, jwt_dir=jwt_dir, extra=tight) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-        assert code == 0, f"identity exited {code}:\n{proc.log()}"
 
 
 @pytest.fixture

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.kit import HEARTBEAT_MS, BrokerProcess, ServiceProcess, free_port
+from tests.kit import (
+    HEARTBEAT_MS,
+    BrokerProcess,
+    ServiceProcess,
+    free_port,
+    make_keys,
+    start_broker,
+)
 
 from plantd.bus import Subscriber
 from plantd.common import contract
@@ -61,6 +69,39 @@ def identity_process(
     return ServiceProcess(
         "plantd.identity", args, tmp / f"{name}-{http}.log", http_port=http, name=name
     )
+
+
+@contextmanager
+def curve_broker(workdir: Path) -> Iterator[BrokerProcess]:
+    """A started broker with CURVE on and key pairs for identity and a client; stopped after."""
+    keys = make_keys(workdir / "curve", (contract.IDENTITY, contract.CLIENT))
+    b = start_broker(workdir, curve_keys=keys)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@contextmanager
+def bootstrapped_identity(
+    workdir: Path, broker: BrokerProcess, *, jwt_dir: Path, extra: Sequence[str] = ()
+) -> Iterator[ServiceProcess]:
+    """identity on ``broker`` with the bootstrap admin (:data:`ADMIN`), its store in
+    ``workdir/data``, ready; stopped after, which must exit 0."""
+    boot = write_bootstrap(workdir / "bootstrap.json")
+    proc = identity_process(
+        workdir,
+        broker,
+        jwt_dir=jwt_dir,
+        data_dir=workdir / "data",
+        extra=["--bootstrap-file", str(boot), *extra],
+    )
+    proc.start().wait_ready()
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+        assert code == 0, f"identity exited {code}:\n{proc.log()}"
 
 
 class Identity:

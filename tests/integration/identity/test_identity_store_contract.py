@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.kit import RedisServer, require, require_redis
+from tests.kit import RedisServer, make_certs, require_redis
 
 from plantd.identity.errors import Code, Conflict, IdentityError, NotFound
 from plantd.identity.model import Module, Organization, RefreshRecord, Role, User, new_family
@@ -354,27 +352,10 @@ async def test_redis_password_and_outage_give_store_unavailable(tmp_path: Path) 
         server.stop()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 async def test_redis_over_tls_with_password_file_and_ca(tmp_path: Path) -> None:
-    """rediss:// + redis_ca_file + redis_password_file, as the state service's settings.
-
-    (The certificate recipe is the state TLS test's; a shared one belongs in tests/kit.)"""
+    """rediss:// + redis_ca_file + redis_password_file, as the state service's settings."""
     require_redis()
-    require(
-        shutil.which("openssl") is not None, "openssl is not installed (apt-get install openssl)"
-    )
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
-             "-subj", "/CN=plantd-test-ca", cwd=tmp_path)  # fmt: skip
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=127.0.0.1", cwd=tmp_path)  # fmt: skip
-    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext",
-             cwd=tmp_path)  # fmt: skip
+    make_certs(tmp_path)
     server = RedisServer(tmp_path / "redis", password="tls-pw", tls_dir=tmp_path).start()
     try:
         secret = tmp_path / "pw"

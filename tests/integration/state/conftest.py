@@ -16,12 +16,11 @@ from statekit import (
     StateProc,
     client_curve,
     make_keys,
+    opened_store,
     require,
 )
 
 from plantd.mdp import Client
-from plantd.state.redis_store import RedisStore
-from plantd.state.sqlite_store import SqliteStore
 from plantd.state.store import Store
 
 
@@ -47,18 +46,8 @@ async def store(
     request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: str
 ) -> AsyncIterator[Store]:
     """Each store kind, opened on fresh data."""
-    s: Store
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        s = RedisStore(server.url, prefix=redis_prefix, limits=TEST_LIMITS)
-    else:
-        s = SqliteStore(tmp_path / "data", limits=TEST_LIMITS)
-    await s.open()
-    assert s.available, f"{s.describe()} did not open"
-    try:
+    async with opened_store(request, tmp_path, redis_prefix, TEST_LIMITS) as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture(scope="session")

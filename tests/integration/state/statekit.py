@@ -1,13 +1,19 @@
 """Helpers for the state service's integration tests: a state process, CURVE keys, a writer
-stream. The generic helpers (waiting, HTTP, processes, the broker, redis-server) are the shared
-kit's (tests/kit), re-exported here under the names the state tests import."""
+stream, either store opened, a changes-since walk, a process's peak RSS. The generic helpers
+(waiting, HTTP, processes, the broker, redis-server) are the shared kit's (tests/kit),
+re-exported here under the names the state tests import."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pytest
 from tests.kit import (
     HEARTBEAT_MS,
     INSTALL_HINT,
@@ -32,6 +38,12 @@ from tests.kit import (
 from plantd.common import contract
 from plantd.common.curve import CurveClient
 from plantd.state.limits import Limits
+from plantd.state.redis_store import RedisStore
+from plantd.state.sqlite_store import SqliteStore
+from plantd.state.store import Store
+
+if TYPE_CHECKING:
+    from plantd.mdp import Client
 
 __all__ = [
     "INSTALL_HINT",
@@ -49,8 +61,11 @@ __all__ = [
     "http_get",
     "in_ci",
     "make_keys",
+    "opened_store",
+    "page_changes",
     "require",
     "stop_process",
+    "vm_hwm",
     "wait_for",
 ]
 
@@ -151,6 +166,51 @@ def client_curve(keys_dir: Path) -> CurveClient:
     return load_client(keys_dir, contract.CLIENT)
 
 
+@asynccontextmanager
+async def opened_store(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: str, limits: Limits
+) -> AsyncIterator[Store]:
+    """The store ``request.param`` names (``sqlite``, or ``redis`` on the session's
+    ``redis_server`` under ``redis_prefix``), open on fresh data with ``limits``; closed after."""
+    s: Store
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        s = RedisStore(server.url, prefix=redis_prefix, limits=limits)
+    else:
+        s = SqliteStore(tmp_path / "data", limits=limits)
+    await s.open()
+    assert s.available, f"{s.describe()} did not open"
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def page_changes(c: Client, scope: str, reply_budget: int) -> tuple[int, int]:
+    """Walk ``scope``'s changes-since from revision 0, asserting every page fits
+    ``reply_budget`` bytes: (changes seen, pages)."""
+    since, seen, pages = 0, 0, 0
+    while True:
+        body = json.dumps({"service": scope, "revision": since})
+        raw = c.request(contract.SERVICE_STATE, "changes-since", body)[0]
+        assert len(raw) <= reply_budget, f"a changes-since page of {len(raw)} bytes"
+        page = json.loads(raw)["data"]
+        seen += len(page["changes"])
+        pages += 1
+        if page["changes"]:
+            since = page["changes"][-1]["revision"]
+        if not page["more"]:
+            return seen, pages
+
+
+def vm_hwm(pid: int) -> int:
+    """The process's peak resident set so far (``VmHWM`` of /proc/PID/status), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"/proc/{pid}/status has no VmHWM")
+
+
 class WriteStream:
     """Writers keeping ``in_flight`` state-set requests going; records what was acknowledged.
 
@@ -179,8 +239,6 @@ class WriteStream:
         self._tasks = [asyncio.create_task(self._run()) for _ in range(self.in_flight)]
 
     async def _run(self) -> None:
-        import json
-
         while not self._stop.is_set():
             i = self._next
             self._next += 1

@@ -10,14 +10,21 @@ a real ``plantd state --store redis`` process (its peak RSS, ``VmHWM``).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from statekit import Broker, RedisServer, StateProc, client_curve
+from statekit import (
+    Broker,
+    RedisServer,
+    StateProc,
+    client_curve,
+    opened_store,
+    page_changes,
+    vm_hwm,
+)
 
 from plantd.mdp import AsyncClient, Client
 from plantd.state.client import AsyncStateClient, StateClient, StateReplyError
@@ -34,7 +41,6 @@ from plantd.state.model import (
     SnapshotResult,
 )
 from plantd.state.redis_store import RedisStore
-from plantd.state.sqlite_store import SqliteStore
 from plantd.state.store import Store
 
 pytestmark = pytest.mark.integration
@@ -49,19 +55,9 @@ async def store(
     request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: str
 ) -> AsyncIterator[Store]:
     """Each store with the small budgets above and keys a, b, c of 100 KB each in scope S."""
-    s: Store
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        s = RedisStore(server.url, prefix=redis_prefix, limits=LIMITS)
-    else:
-        s = SqliteStore(tmp_path / "data", limits=LIMITS)
-    await s.open()
-    assert s.available, f"{s.describe()} did not open"
-    await s.execute([Set("S", tuple(SetItem(k, k * VALUE) for k in "abc"))])
-    try:
+    async with opened_store(request, tmp_path, redis_prefix, LIMITS) as s:
+        await s.execute([Set("S", tuple(SetItem(k, k * VALUE) for k in "abc"))])
         yield s
-    finally:
-        await s.close()
 
 
 def refused(res: object, *words: str) -> None:
@@ -229,13 +225,6 @@ BATCH_BUDGET = 8 * MIB
 RSS_BOUND = 64 * MIB
 
 
-def vm_hwm(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"/proc/{pid}/status has no VmHWM")
-
-
 @pytest.fixture
 def redis_state(broker: Broker, redis_server: RedisServer, tmp_path: Path) -> Iterator[StateProc]:
     extra = [
@@ -292,21 +281,7 @@ def test_redis_worker_memory_is_bounded_under_amplifying_reads(
         assert sc.batch_get("amp", ["big0"] * 1000)["count"] == 1
 
         # changes-since pages at the budget: every change arrives, each page under it.
-        since, seen, pages = 0, 0, 0
-        while True:
-            raw = c.request(
-                "org.plantd.State",
-                "changes-since",
-                json.dumps({"service": "amp", "revision": since}),
-            )[0]
-            assert len(raw) <= REPLY_BUDGET
-            page = json.loads(raw)["data"]
-            seen += len(page["changes"])
-            pages += 1
-            if page["changes"]:
-                since = page["changes"][-1]["revision"]
-            if not page["more"]:
-                break
+        seen, pages = page_changes(c, "amp", REPLY_BUDGET)
         assert seen == 66 and pages >= 16  # create-scope + 65 sets
 
     async def concurrent() -> int:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from statekit import RedisServer, require
-from tests.kit import require_redis
+from statekit import RedisServer
+from tests.kit import make_certs, require_redis
 
 from plantd.state.model import Get, GetResult, Set, SetItem
 from plantd.state.redis_store import RedisStore
@@ -19,29 +17,9 @@ pytestmark = pytest.mark.integration
 PASSWORD = "s3cret-for-tests"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certs(d: Path) -> None:
-    """A throwaway CA and a server certificate for 127.0.0.1 (EC keys: fast to make)."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
-             "-subj", "/CN=plantd-test-ca", cwd=d)  # fmt: skip
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=127.0.0.1", cwd=d)  # fmt: skip
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext",
-             cwd=d)  # fmt: skip
-
-
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     require_redis()
-    require(
-        shutil.which("openssl") is not None, "openssl is not installed (apt-get install openssl)"
-    )
     make_certs(tmp_path)
     server = RedisServer(tmp_path / "redis", password=PASSWORD, tls_dir=tmp_path).start()
     try:

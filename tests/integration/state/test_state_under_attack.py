@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from statekit import Broker, StateProc, client_curve
+from statekit import Broker, StateProc, client_curve, page_changes, vm_hwm
 from tests.kit import wait_for
 
 from plantd.mdp import AsyncClient, Client
@@ -30,14 +30,6 @@ REPLY_BUDGET = 4 * MIB  # --max-reply-bytes of the service under test
 # VmHWM may grow by this much through all the attacks: a few reply budgets (the rows read, the
 # formatted reply, its bytes), never the hundreds of MiB an unbounded reply costs.
 RSS_BOUND = 48 * MIB
-
-
-def vm_kib(pid: int, field: str) -> int:
-    """One field of /proc/PID/status, in KiB (VmHWM: the peak resident set so far)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"/proc/{pid}/status has no {field}")
 
 
 def call(c: Client, op: str, body: dict[str, object]) -> dict[str, object]:
@@ -71,7 +63,7 @@ def test_amplifying_reads_cost_bounded_memory_and_keep_the_worker_serving(
         sc.set("amp", "small", "ok")
         sc.set("amp", "big0", big)  # history holds big0 twice
         pid = state.proc.pid
-        before = vm_kib(pid, "VmHWM") * 1024
+        before = vm_hwm(pid)
 
         # The issue's request: ~1.4 KB naming one 1 MiB key 200 times.
         many = sc.batch_get("amp", ["big0"] * 200)
@@ -87,21 +79,7 @@ def test_amplifying_reads_cost_bounded_memory_and_keep_the_worker_serving(
         assert info.value.code == "REPLY_TOO_LARGE" and "list-keys" in info.value.message
 
         # changes-since pages at the budget: every change arrives, each page under it.
-        since, seen, pages = 0, 0, 0
-        while True:
-            raw = c.request(
-                "org.plantd.State",
-                "changes-since",
-                json.dumps({"service": "amp", "revision": since}),
-            )[0]
-            assert len(raw) <= REPLY_BUDGET
-            page = json.loads(raw)["data"]
-            seen += len(page["changes"])
-            pages += 1
-            if page["changes"]:
-                since = page["changes"][-1]["revision"]
-            if not page["more"]:
-                break
+        seen, pages = page_changes(c, "amp", REPLY_BUDGET)
         assert seen == 15 and pages >= 4  # 14 sets + create-scope, 13 MiB of values
 
         # Every attack again, five times: the peak must not move with repetitions either.
@@ -109,7 +87,7 @@ def test_amplifying_reads_cost_bounded_memory_and_keep_the_worker_serving(
             assert sc.batch_get("amp", ["big1"] * 1000)["count"] == 1
             with pytest.raises(StateReplyError):
                 sc.batch_get("amp", [f"big{i}" for i in range(12)])
-        after = vm_kib(pid, "VmHWM") * 1024
+        after = vm_hwm(pid)
         print(f"state VmHWM {before / MIB:.0f} -> {after / MIB:.0f} MiB")  # shown with -s
         assert after - before < RSS_BOUND, (
             f"the worker's peak RSS grew by {(after - before) / MIB:.0f} MiB "

@@ -8,7 +8,9 @@ gets one JSON reply part. The original answered with placeholders (``{"svc": {}}
   ``{"org.plantd.State": {"workers": 2, "idle": 1, "queued": 0, "in_flight": 1}}``
   (the original's shape, keyed by the service name), or ``{"error": ..., "code": "not_found"}``.
 - ``services`` with ``{}`` -> ``{"services": [{"name": ..., "workers": ..., ...}, ...]}``.
-- ``broker`` with ``{}`` -> endpoints, uptime, draining, service and worker counts.
+- ``broker`` with ``{}`` -> endpoints, uptime, draining, service and worker counts, and
+  ``registry``: where the service rights come from (mode, file, identities; with
+  ``identity_registry`` the state of the fetches from identity), or null without CURVE.
 - A request with only the type frame is treated as having one ``{}`` body.
 - Anything else -> ``{"error": "...", "code": "bad_request"}``; the reply always has as many parts
   as the request had bodies, so a client is never left waiting.
@@ -24,6 +26,7 @@ from typing import Any
 from plantd.mdp.stats import BrokerSnapshot, ServiceInfo
 
 Snapshot = Callable[[], BrokerSnapshot]
+RegistryStatus = Callable[[], dict[str, Any] | None]
 
 REQUEST_TYPES = ("service", "services", "broker")
 
@@ -41,7 +44,9 @@ def _service_fields(info: ServiceInfo) -> dict[str, Any]:
     }
 
 
-def answer_one(kind: str, body: bytes, snapshot: Snapshot) -> dict[str, Any]:
+def answer_one(
+    kind: str, body: bytes, snapshot: Snapshot, registry: RegistryStatus | None = None
+) -> dict[str, Any]:
     """The reply object for one body part of a ``kind`` request."""
     try:
         params = json.loads(body) if body.strip() else {}
@@ -67,6 +72,7 @@ def answer_one(kind: str, body: bytes, snapshot: Snapshot) -> dict[str, Any]:
             "draining": snap.draining,
             "services": len(snap.services),
             "workers": [asdict(w) for w in snap.workers],
+            "registry": registry() if registry is not None else None,
         }
     return _error(
         f"unknown request type {kind!r}; expected one of {', '.join(REQUEST_TYPES)}",
@@ -74,10 +80,12 @@ def answer_one(kind: str, body: bytes, snapshot: Snapshot) -> dict[str, Any]:
     )
 
 
-def handle(frames: list[bytes], snapshot: Snapshot) -> list[bytes]:
+def handle(
+    frames: list[bytes], snapshot: Snapshot, registry: RegistryStatus | None = None
+) -> list[bytes]:
     """Reply frames for a request to ``org.plantd.Broker``."""
     if not frames:
         return [json.dumps(_error("empty request: send [type, json...]", "bad_request")).encode()]
     kind = frames[0].decode("utf-8", errors="replace")
     bodies = frames[1:] or [b"{}"]
-    return [json.dumps(answer_one(kind, body, snapshot)).encode() for body in bodies]
+    return [json.dumps(answer_one(kind, body, snapshot, registry)).encode() for body in bodies]

@@ -7,6 +7,12 @@ compares a cheap signature (inode, size, mtime of the registry and of the own ke
 rebuilds only when it changed, so the broker can check every ``registry_poll_ms``. A registry
 that stops loading (half-written, bad JSON, made group-writable) keeps the last good rights and
 logs an error: a typo must not open the bus, nor close it.
+
+With ``identity_registry`` the file (or, without one, plantd's own keys with their usual
+grants) is only the base: :meth:`set_enrolled` merges the identities enrolled in
+org.plantd.Identity (:func:`~plantd.common.registry.merge_enrolled`; the file wins every
+collision), and the rights are always in registry mode, so a module's rights do not depend on
+whether identity has answered yet — only its enrolments do.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Final
 
 from plantd.common.registry import (
     FILE_NAME,
@@ -21,22 +28,32 @@ from plantd.common.registry import (
     Registry,
     RegistryError,
     Rights,
+    merge_enrolled,
     own_keys,
+    plantd_registry,
 )
 
 log = logging.getLogger("plantd.broker.rights")
 
 _Signature = tuple[tuple[str, int, int, int], ...]
+_MAX_LOGGED: Final = 10_000  # ignored enrolments remembered so each is logged once
 
 
 class RightsSource:
     """Loads :class:`Rights` for a key directory and an optional explicit registry path."""
 
-    def __init__(self, keys_dir: Path, registry: str = "") -> None:
+    def __init__(
+        self, keys_dir: Path, registry: str = "", *, identity_registry: bool = False
+    ) -> None:
         self.keys_dir = keys_dir.expanduser()
         self.explicit = bool(registry)
         self.path = Path(registry).expanduser() if registry else self.keys_dir / FILE_NAME
+        self.identity_registry = identity_registry
         self._signature: _Signature | None = None
+        self.base: Rights | None = None  # what the files alone give
+        self.enrolled: Registry | None = None  # identity's last good answer
+        self.ignored: tuple[tuple[str, str], ...] = ()  # enrolments left out, and why
+        self._logged: set[tuple[str, str]] = set()
         self.rights: Rights | None = None
         self.reloads = 0
         self.failures = 0
@@ -67,9 +84,47 @@ class RightsSource:
             )
         return Rights(None, own_keys(self.keys_dir))
 
+    def _compose(self, base: Rights) -> Rights:
+        """``base``, or with ``identity_registry`` the base registry plus the enrolments."""
+        if not self.identity_registry:
+            return base
+        reg = base.registry
+        if reg is None:  # no file: plantd's own keys, granted what `plantd up` would write
+            own = plantd_registry(base.own).identities()
+            reg = Registry(own, source=f"plantd's own keys in {self.keys_dir}")
+        if self.enrolled is None:
+            self.ignored = ()
+            return Rights(reg)
+        merged = merge_enrolled(reg, self.enrolled)
+        self.ignored = merged.ignored
+        for item in merged.ignored:
+            if item in self._logged:
+                continue
+            if len(self._logged) >= _MAX_LOGGED:
+                self._logged.clear()
+            self._logged.add(item)
+            log.warning(
+                "an identity enrolled in org.plantd.Identity is ignored: the registry file "
+                "wins; revoke it in identity (plant module revoke) or rename it",
+                extra={"identity": item[0], "why": item[1], "registry": str(self.path)},
+            )
+        return Rights(merged.registry)
+
     def initial(self) -> Rights:
         self._signature = self.signature()
-        self.rights = self.load()
+        self.base = self.load()
+        self.rights = self._compose(self.base)
+        return self.rights
+
+    def set_enrolled(self, enrolled: Registry) -> Rights | None:
+        """Merge identity's answer: new rights when it differs from the last one, else None."""
+        last = self.enrolled
+        if last is not None and last.to_dict() == enrolled.to_dict():
+            return None
+        self.enrolled = enrolled
+        if self.base is None:
+            return None  # before initial(): it composes with these
+        self.rights = self._compose(self.base)
         return self.rights
 
     def poll(self, *, force: bool = False) -> Rights | None:
@@ -79,7 +134,7 @@ class RightsSource:
             return None
         self._signature = sig
         try:
-            rights = self.load()
+            base = self.load()
         except RegistryError as exc:
             self.failures += 1
             log.error(
@@ -87,17 +142,22 @@ class RightsSource:
                 extra={"error": str(exc), "registry": str(self.path)},
             )
             return None
-        self.rights = rights
+        self.base = base
+        self.rights = rights = self._compose(base)
         self.reloads += 1
         return rights
 
     def describe(self, rights: Rights) -> dict[str, object]:
         if rights.registry is not None:
-            return {
+            out: dict[str, object] = {
                 "mode": rights.mode,
                 "registry": str(self.path),
                 "identities": len(rights.registry),
             }
+            if self.identity_registry:
+                out["enrolled"] = len(self.enrolled) if self.enrolled is not None else None
+                out["enrolled_ignored"] = len(self.ignored)
+            return out
         return {
             "mode": rights.mode,
             "registry": str(self.path),

@@ -8,8 +8,11 @@ leaves the process, so it needs no CURVE).
 Rights (docs/security.md "Machine identities"): with CURVE on, a registry of machine
 identities (or, without one, the "no registry" mode) decides which key may register which
 service names and publish which bus topics; :meth:`BrokerService.reload` swaps them without
-touching a connection (``registry_poll_ms`` and SIGHUP). Refused READYs are audited on the
-event bus (topic ``audit``) by an in-process publisher on the bus's inproc endpoint.
+touching a connection (``registry_poll_ms`` and SIGHUP). With ``identity_registry`` the
+identities enrolled in org.plantd.Identity are merged in too (:mod:`plantd.broker.enrolled`
+asks identity over the inproc endpoint every ``identity_registry_poll_s``). Refused READYs are
+audited on the event bus (topic ``audit``) by an in-process publisher on the bus's inproc
+endpoint.
 
 Shutdown order (SIGTERM): the broker stops taking requests (new ones get ``SHUTTING_DOWN``),
 in-flight requests may finish for ``shutdown_grace_ms``, the rest fail with ``SHUTTING_DOWN``;
@@ -27,6 +30,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from plantd.broker import queries
+from plantd.broker.enrolled import EnrolledCollector, EnrolledFetcher
 from plantd.broker.metrics import BrokerCollector
 from plantd.broker.rights import RightsSource
 from plantd.bus.proxy import BusLimits, BusProxy, BusStats, bus_endpoints
@@ -35,7 +39,7 @@ from plantd.common.audit import AuditEvent, Auditor
 from plantd.common.config import BrokerSettings
 from plantd.common.curve import CurveServer
 from plantd.common.keys import load_server
-from plantd.common.registry import RegistryError, Rights
+from plantd.common.registry import Registry, RegistryError, Rights
 from plantd.mdp import AsyncWorker, Broker
 from plantd.mdp.budgets import Limits
 
@@ -82,6 +86,9 @@ class BrokerService:
         self._bus_curve: CurveServer | None = None
         self._rights_source: RightsSource | None = None
         self.rights: Rights | None = None
+        self.enrolled: EnrolledFetcher | None = None
+        self._enrolled_task: asyncio.Task[None] | None = None
+        self._enrolled_collector: EnrolledCollector | None = None
         self._audit_sock: zmq.Socket[bytes] | None = None
         self.auditor: Auditor | None = None
         self._started = False
@@ -119,15 +126,24 @@ class BrokerService:
     def _load_rights(self) -> None:
         s = self.settings
         if self._curve is None:
-            if s.registry:
+            if s.registry or s.identity_registry:
+                what = f"--registry {s.registry}" if s.registry else "--identity-registry"
                 raise RegistryError(
-                    f"--registry {s.registry} needs CURVE (without it no peer has a key to "
-                    "check); drop --no-curve or --registry"
+                    f"{what} needs CURVE (without it no peer has a key to check); drop "
+                    "--no-curve, or drop --registry and --identity-registry"
                 )
             return
-        self._rights_source = src = RightsSource(s.curve_keys, s.registry)
+        self._rights_source = src = RightsSource(
+            s.curve_keys, s.registry, identity_registry=s.identity_registry
+        )
         self.rights = rights = src.initial()
-        if rights.registry is None:
+        if s.identity_registry:
+            log.info(
+                "registry of machine identities loaded; enrolments from identity are merged "
+                "in as they arrive",
+                extra={**src.describe(rights), "identity_service": s.identity_service},
+            )
+        elif rights.registry is None:
             log.warning(
                 "no registry of machine identities: org.plantd.* names are reserved for "
                 "plantd's own keys in the key directory, every other name and every bus topic "
@@ -146,12 +162,29 @@ class BrokerService:
         rights = src.poll(force=force)
         if rights is None:
             return False
+        self._use(rights, "registry reloaded")
+        return True
+
+    def apply_enrolled(self, enrolled: Registry) -> bool:
+        """Merge identity's enrolments (an unchanged answer changes nothing); True when new
+        rights are in use. A revoked module's workers get DISCONNECT, as on a file reload."""
+        src = self._rights_source
+        if src is None:
+            return False
+        rights = src.set_enrolled(enrolled)
+        if rights is None:
+            return False
+        self._use(rights, "enrolments from identity merged")
+        return True
+
+    def _use(self, rights: Rights, what: str) -> None:
+        src = self._rights_source
+        assert src is not None
         self.rights = rights
         revoked = self.broker.set_rights(rights) if self.broker is not None else 0
         for bus in self.buses.values():
             bus.rights = rights
-        log.info("registry reloaded", extra={**src.describe(rights), "revoked_workers": revoked})
-        return True
+        log.info(what, extra={**src.describe(rights), "revoked_workers": revoked})
 
     def reload_now(self) -> None:
         """SIGHUP: re-read the registry even if its signature looks unchanged."""
@@ -240,7 +273,7 @@ class BrokerService:
             raise RuntimeError("start() the broker before its worker")
 
         async def handle(frames: list[bytes]) -> list[bytes]:
-            return queries.handle(frames, broker.snapshot)
+            return queries.handle(frames, broker.snapshot, self.registry_status)
 
         self.worker = AsyncWorker(
             INTERNAL_ENDPOINT,
@@ -251,11 +284,45 @@ class BrokerService:
             context=self.context,
         )
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
+        self._start_enrolled()
         return self._worker_task
+
+    def _start_enrolled(self) -> None:
+        """Poll identity for enrolments (``identity_registry``; on the current loop)."""
+        s = self.settings
+        src = self._rights_source
+        if not s.identity_registry or src is None:
+            return
+        self.enrolled = fetcher = EnrolledFetcher(
+            self.context,
+            INTERNAL_ENDPOINT,
+            s.identity_service,
+            self.apply_enrolled,
+            every_s=s.identity_registry_poll_s,
+        )
+        if self.registry is not None:
+            self._enrolled_collector = EnrolledCollector(fetcher, lambda: len(src.ignored))
+            self.registry.register(self._enrolled_collector)
+        self._enrolled_task = asyncio.get_running_loop().create_task(fetcher.run())
+
+    def registry_status(self) -> dict[str, object] | None:
+        """Where the rights come from, for ``org.plantd.Broker``'s ``broker`` answer."""
+        src, rights = self._rights_source, self.rights
+        if src is None or rights is None:
+            return None
+        out = src.describe(rights)
+        if self.enrolled is not None:
+            out["identity"] = self.enrolled.describe()
+        return out
 
     async def stop_async(self) -> None:
         """Graceful stop from the service loop: drain the broker, then the rest."""
         grace = self.settings.shutdown_grace_ms / 1000.0
+        if self._enrolled_task is not None:
+            self._enrolled_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._enrolled_task
+            self._enrolled_task = None
         if self.broker is not None:
             # Blocking join of the broker thread; off the loop so the internal worker keeps
             # answering in-flight org.plantd.Broker requests while the broker drains.
@@ -272,6 +339,9 @@ class BrokerService:
 
     def stop(self, drain_timeout: float = 0.0) -> None:
         """Stop whatever is still running and release the context (idempotent)."""
+        if self._enrolled_task is not None:  # stop_async awaits it; here it just ends
+            self._enrolled_task.cancel()
+            self._enrolled_task = None
         if self.broker is not None:
             self.broker.stop(drain_timeout)
             self.broker = None
@@ -286,6 +356,9 @@ class BrokerService:
         if self._collector is not None and self.registry is not None:
             self.registry.unregister(self._collector)
             self._collector = None
+        if self._enrolled_collector is not None and self.registry is not None:
+            self.registry.unregister(self._enrolled_collector)
+            self._enrolled_collector = None
         self.context.destroy(linger=0)
         self._started = False
 

@@ -299,6 +299,11 @@ def valid_key(key: str) -> bool:
 
 # ---------------------------------------------------------------------- what the broker asks
 
+# Who an in-process peer of the broker is, as the caller frame names it (key null). Identity
+# trusts this name for one operation, modules/registry (docs/identity.md "Where the broker's
+# registry comes from").
+IN_PROCESS: Final = Identity("broker", PLANTD_KIND, "")
+
 
 @dataclass(frozen=True, slots=True)
 class Rights:
@@ -320,7 +325,9 @@ class Rights:
 
     def identity(self, key: str | None) -> Identity | None:
         if key is None:
-            return None
+            # Rights exist only with CURVE on, where only an inproc peer lacks a key: the
+            # broker itself (its own worker, its fetch of enrolments from identity).
+            return IN_PROCESS
         if self.registry is not None:
             return self.registry.by_key(key)
         name = self.own.get(key)
@@ -398,3 +405,43 @@ def enrol_own(existing: Registry | None, own: Mapping[str, str]) -> Registry | N
         reg = reg.with_identity(ident)
         changed = True
     return reg if changed else None
+
+
+# ---------------------------------------------------------------------- enrolled identities
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """:func:`merge_enrolled`'s answer: the registry to use and what was left out, and why."""
+
+    registry: Registry
+    added: int
+    ignored: tuple[tuple[str, str], ...]  # (enrolled name, why it was left out)
+
+
+def merge_enrolled(base: Registry, enrolled: Registry) -> Merged:
+    """``base`` (the file: plantd's own components) plus the identities enrolled in
+    org.plantd.Identity that do not collide with it.
+
+    The file wins every collision: an enrolment with a file identity's name or public key is
+    left out, so enrolling cannot take over a component's key or name. Kind ``plantd`` from
+    identity is kept: identity enrols it only for a ``system:admin``. Past
+    :data:`MAX_IDENTITIES` in all, the rest (by name) are left out.
+    """
+    out = list(base.identities())
+    ignored: list[tuple[str, str]] = []
+    for ident in sorted(enrolled.identities(), key=lambda i: i.name):
+        by_name = base.by_name(ident.name)
+        by_key = base.by_key(ident.public_key)
+        if by_name is not None:
+            why = f"the name is taken by {by_name.kind} identity {by_name.name!r} of {base.source}"
+            ignored.append((ident.name, why))
+        elif by_key is not None:
+            why = f"its public key is {by_key.name!r}'s in {base.source}"
+            ignored.append((ident.name, why))
+        elif len(out) >= MAX_IDENTITIES:
+            ignored.append((ident.name, f"over the limit of {MAX_IDENTITIES} identities"))
+        else:
+            out.append(ident)
+    source = f"{base.source} + {enrolled.source}"
+    return Merged(Registry(out, source=source), len(out) - len(base), tuple(ignored))

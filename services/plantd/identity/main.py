@@ -145,7 +145,10 @@ async def main(ctx: ServiceContext) -> None:
         await store.close()
         raise ServiceError(f"bootstrap failed: {exc}") from None
     publisher = Publisher(settings.bus_endpoint, curve=curve)
-    service = IdentityService(store, keys, hasher, config=config, sink=publisher)
+    # caller_frames: the broker's own fetch of modules/registry is known by its caller frame.
+    service = IdentityService(
+        store, keys, hasher, config=config, sink=publisher, caller_frames=True
+    )
     requests = Counter(
         "plantd_identity_requests",
         "Identity requests by operation and result (ok or error code)",
@@ -184,6 +187,7 @@ async def main(ctx: ServiceContext) -> None:
         credit=settings.credit,
         heartbeat_ms=settings.heartbeat_ms,
         curve=curve,
+        caller_identity=True,
     )
     ctx.add_readiness("store", lambda: store.available)
     ctx.add_readiness("jwks", lambda: bool(keys.jwks()["keys"]))

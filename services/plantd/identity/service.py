@@ -20,6 +20,11 @@ Everything but login, refresh, logout, validate, change_password, jwks, token an
 an access token (field ``token``) for audience org.plantd.Identity holding the operation's
 permission from the original catalogue (``user:create``, ``role:assign``, ... or
 ``system:admin``). Nobody can grant a permission they do not hold (escalation guard).
+
+One exception, for the broker's key map: with ``caller_frames`` (the worker asked for the
+caller frame at READY, docs/protocol.md section 5) ``modules/registry`` needs no token when the
+broker says the caller is itself, identity ``broker`` of kind ``plantd``
+(:data:`BROKER_OPERATIONS`; docs/identity.md "Where the broker's registry comes from").
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
+from plantd.common import contract
+from plantd.common.registry import PLANTD_KIND
 from plantd.identity import protocol
 from plantd.identity.admin_ops import AdminOps
 from plantd.identity.audit import Sink
@@ -40,12 +47,22 @@ from plantd.identity.module_ops import ModuleOps
 from plantd.identity.passwords import Hasher
 from plantd.identity.protocol import text
 from plantd.identity.store import Store
+from plantd.mdp.caller import Caller, split_caller
 
 __all__ = ["Config", "IdentityService"]
 
 log = logging.getLogger("plantd.identity")
 
 Handler = Callable[[Ctx], Awaitable[dict[str, Any]]]
+
+# What the broker itself may ask without a user token: the enrolments it merges into its
+# registry (public keys and grants, no secrets). Nothing else.
+BROKER_OPERATIONS: Final = frozenset({("modules", "registry")})
+
+
+def is_broker(caller: Caller | None) -> bool:
+    """The broker's caller frame names the broker itself (only the broker writes the frame)."""
+    return caller is not None and caller.name == contract.BROKER and caller.kind == PLANTD_KIND
 
 
 class IdentityService(AuthOps, AdminOps, ModuleOps):
@@ -58,8 +75,12 @@ class IdentityService(AuthOps, AdminOps, ModuleOps):
         config: Config | None = None,
         sink: Sink | None = None,
         clock: Callable[[], float] = time.time,
+        caller_frames: bool = False,
     ) -> None:
         super().__init__(store, keys, hasher, config=config, sink=sink, clock=clock)
+        # True only when the worker asked the broker for the caller frame: then a body that
+        # starts with it is the broker's, never a client's (the broker refuses those).
+        self.caller_frames = caller_frames
         self.handlers: dict[tuple[str, str], tuple[Handler, str | None]] = {
             # (category, op) -> (handler, permission; None = no token needed, "" = any token)
             ("health", "check"): (self.health, None),
@@ -116,6 +137,9 @@ class IdentityService(AuthOps, AdminOps, ModuleOps):
         op = "invalid"
         ctx = Ctx(UNPARSED, now, "-")
         try:
+            who: Caller | None = None
+            if self.caller_frames:
+                who, frames = split_caller(frames)
             req = ctx.req = protocol.decode(frames)
             rid = req.request_id
             op = f"{req.category}.{req.operation}"
@@ -125,8 +149,11 @@ class IdentityService(AuthOps, AdminOps, ModuleOps):
                     Code.UNKNOWN_OPERATION, f"Unknown operation: {req.category}/{req.operation}"
                 )
             fn, permission = entry
-            ctx.source = text(req.data, "ip_address", max_chars=64, required=False) or "-"
-            if permission is not None:
+            ip = text(req.data, "ip_address", max_chars=64, required=False)
+            # Audit's source: the caller's address if given, else its CURVE key.
+            ctx.source = ip or (who.key if who is not None and who.key else "-")
+            broker = (req.category, req.operation) in BROKER_OPERATIONS and is_broker(who)
+            if permission is not None and not broker:
                 ctx.caller = await self._authorize(ctx, op, permission)
             data = await fn(ctx)
             self._count(op, "ok")

@@ -49,6 +49,13 @@ def test_broker_summary() -> None:
     assert reply["workers"][0]["service"] == "org.plantd.State"  # type: ignore[index]
 
 
+def test_broker_summary_says_where_the_rights_come_from() -> None:
+    assert _ask(b"broker")[0]["registry"] is None  # no CURVE: no rights
+    status = {"mode": "registry", "enrolled": 2, "identity": {"ok": False}}
+    (reply,) = [json.loads(f) for f in handle([b"broker"], lambda: SNAP, lambda: status)]
+    assert reply["registry"] == status
+
+
 def test_one_reply_part_per_body_part_even_when_bad() -> None:
     replies = _ask(b"service", b"{}", b"{bad", b"[1]", b'{"service": "nope"}', b"")
     assert [r.get("code") for r in replies] == [

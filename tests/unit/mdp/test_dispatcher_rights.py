@@ -156,6 +156,16 @@ def test_caller_frame_without_curve_key_is_null() -> None:
     assert json.loads(body[1]) == {"key": None, "name": None, "kind": None}
 
 
+def test_caller_frame_of_an_in_process_client_names_the_broker() -> None:
+    # With rights (CURVE on) only an inproc peer has no key: the broker's own fetch from
+    # identity, which identity recognises by this frame.
+    d = make(Rights(registry()))
+    ready(d, b"W-state", STATE, wants_caller=True)
+    d.handle([b"C-inproc", *codec.encode_request(STATE, [b"x"])], 0.0)
+    body = _worker_body(d, b"W-state")
+    assert json.loads(body[1]) == {"key": None, "name": "broker", "kind": "plantd"}
+
+
 def test_standard_workers_get_plain_mdp() -> None:
     d = make(Rights(registry()))
     ready(d, b"W-plc", b"org.example.line1.Press")

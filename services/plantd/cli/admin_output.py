@@ -1,16 +1,21 @@
-"""Shared pieces of ``plant user|role|org``: record references and how records are shown."""
+"""Shared pieces of ``plant user|role|org|module``: record references, how records are shown,
+and the one way they call an identity admin operation (:func:`run_admin`, :func:`run_list`)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import click
 
 from plantd.cli import output
 from plantd.cli.errors import CliError, ExitCode
-from plantd.cli.settings import ClientSettings
+from plantd.cli.identity_client import admin
+from plantd.cli.settings import ClientSettings, get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+Record = dict[str, Any]
 
 
 def reference(ref: str, id_field: str, name_field: str) -> dict[str, Any]:
@@ -83,3 +88,65 @@ def confirm(what: str, yes: bool) -> None:
 
 
 yes_option = click.option("-y", "--yes", is_flag=True, help="do not ask for confirmation")
+
+
+def page_options(func: F) -> F:
+    """``--offset`` and ``--limit`` of a list command (identity pages at most 100 records)."""
+    func = click.option("--limit", type=click.IntRange(1, 100), default=50, show_default=True)(func)
+    return click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)(func)
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The options that were given (not None), in order (pure)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def described(key: str, line: Callable[[Record], str], prefix: str = "") -> Callable[[Record], str]:
+    """The human line of a reply carrying one record under ``key``: ``prefix`` + its line."""
+    return lambda data: prefix + line(data.get(key) or {})
+
+
+def nothing_to_change(options: str) -> CliError:
+    return CliError("nothing to change", hint=f"pass {options}", code=ExitCode.USAGE)
+
+
+def run_admin(
+    category: str,
+    operation: str,
+    body: dict[str, Any] | None,
+    text: str | Callable[[Record], str],
+    *,
+    settings: ClientSettings | None = None,
+    shown: Mapping[str, Any] | None = None,
+    what: str | None = None,
+    hints: Mapping[str, str] | None = None,
+) -> Record:
+    """Call one identity admin operation with the caller's token and show the result.
+
+    ``text`` is the human line (or makes it from the reply's ``data``); ``--json`` prints
+    ``shown`` merged with ``data``. Identity's refusal leaves as a ``CliError`` with a hint
+    (``what`` and ``hints`` as in :func:`plantd.cli.identity_client.admin`)."""
+    settings = settings or get_settings()
+    data = admin(settings, category, operation, body, what=what, hints=hints)
+    show(settings, {**(shown or {}), **data}, text if isinstance(text, str) else text(data))
+    return data
+
+
+def run_list(
+    category: str,
+    body: dict[str, Any],
+    key: str,
+    columns: Sequence[str],
+    row: Callable[[Record], Sequence[Any]],
+    *,
+    footer: Callable[[Record, list[Record]], str | None] | None = None,
+    what: str | None = None,
+    hints: Mapping[str, str] | None = None,
+) -> list[Record]:
+    """``CATEGORY/list``: the records under ``key`` as a table (one ``row`` each), or JSON."""
+    settings = get_settings()
+    data = admin(settings, category, "list", body, what=what, hints=hints)
+    records = [r for r in data.get(key) or [] if isinstance(r, dict)]
+    rows = [row(r) for r in records]
+    show_table(settings, data, columns, rows, footer(data, records) if footer else None)
+    return records

@@ -8,6 +8,7 @@ only frames, decodes and explains. ``decode_reply`` is pure.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -99,11 +100,17 @@ _HINTS: Final = {
 }
 
 
-def cli_error(exc: IdentityReplyError, what: str) -> CliError:
-    """``what`` failed because identity said ``exc``: exit 1, the code in ``--json`` output."""
-    hint = _retry_hint(exc.detail) or _HINTS.get(exc.code)
-    if exc.code in ("LOGIN_FAILED", "RATE_LIMITED") and _retry_hint(exc.detail):
-        hint = f"{_HINTS[exc.code]}; {_retry_hint(exc.detail)}"
+def cli_error(
+    exc: IdentityReplyError, what: str, hints: Mapping[str, str] | None = None
+) -> CliError:
+    """``what`` failed because identity said ``exc``: exit 1, the code in ``--json`` output.
+
+    ``hints`` override the table per code where a command knows better (``plant module``)."""
+    table = {**_HINTS, **hints} if hints else _HINTS
+    retry = _retry_hint(exc.detail)
+    hint = retry or table.get(exc.code)
+    if exc.code in ("LOGIN_FAILED", "RATE_LIMITED") and retry:
+        hint = f"{table[exc.code]}; {retry}"
     details: dict[str, Any] = {"code": exc.code}
     if "retry_after" in exc.detail:
         details["retry_after"] = exc.detail["retry_after"]
@@ -125,9 +132,18 @@ def not_logged_in(profile: str) -> CliError:
 
 
 def admin(
-    settings: ClientSettings, category: str, operation: str, body: dict[str, Any] | None = None
+    settings: ClientSettings,
+    category: str,
+    operation: str,
+    body: dict[str, Any] | None = None,
+    *,
+    what: str | None = None,
+    hints: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An operation that needs a token: the one to send is added as field ``token``."""
+    """An operation that needs a token: the one to send is added as field ``token``.
+
+    ``what`` names it in errors (default ``CATEGORY OPERATION``); ``hints`` as for
+    :func:`cli_error`."""
     from plantd.cli.credentials import token_for_request
 
     token = token_for_request(settings)
@@ -136,4 +152,4 @@ def admin(
     try:
         return call(settings, category, operation, {**(body or {}), "token": token})
     except IdentityReplyError as exc:
-        raise cli_error(exc, f"{category} {operation.replace('_', '-')}") from None
+        raise cli_error(exc, what or f"{category} {operation.replace('_', '-')}", hints) from None

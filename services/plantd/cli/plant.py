@@ -44,6 +44,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "user": LazyCommand("plantd.cli.user_cmd:user", "Manage user accounts (identity)."),
     "role": LazyCommand("plantd.cli.role_cmd:role", "Manage roles and their permissions."),
     "org": LazyCommand("plantd.cli.role_cmd:org", "Manage organizations."),
+    "module": LazyCommand(
+        "plantd.cli.module_cmd:module", "Enrol machine identities (module CURVE keys)."
+    ),
     "audit": LazyCommand("plantd.cli.audit_cmd:audit", "Watch identity's audit events."),
 }
 

@@ -11,11 +11,18 @@ from typing import Any
 
 import click
 
-from plantd.cli.admin_output import confirm, reference, role_permissions, show, show_table
+from plantd.cli.admin_output import (
+    confirm,
+    described,
+    given,
+    nothing_to_change,
+    page_options,
+    reference,
+    role_permissions,
+    run_admin,
+    run_list,
+)
 from plantd.cli.admin_output import yes_option as _yes
-from plantd.cli.errors import CliError, ExitCode
-from plantd.cli.identity_client import admin
-from plantd.cli.settings import get_settings
 
 
 def _role_line(role: dict[str, Any]) -> str:
@@ -61,21 +68,20 @@ def role_create(
     name: str, permissions: tuple[str, ...], scope: str, description: str | None
 ) -> None:
     """Create role NAME with the given permissions."""
-    settings = get_settings()
-    body: dict[str, Any] = {"name": name, "permissions": list(permissions), "scope": scope}
-    if description is not None:
-        body["description"] = description
-    data = admin(settings, "role", "create", body)
-    show(settings, data, f"created role {_role_line(data.get('role') or {})}")
+    body = {"name": name, "permissions": list(permissions), "scope": scope}
+    run_admin(
+        "role",
+        "create",
+        {**body, **given(description=description)},
+        described("role", _role_line, "created role "),
+    )
 
 
 @role.command("get")
 @click.argument("ref", metavar="ROLE")
 def role_get(ref: str) -> None:
     """Show ROLE and its permissions."""
-    settings = get_settings()
-    data = admin(settings, "role", "get", _role_ref(ref))
-    show(settings, data, _role_line(data.get("role") or {}))
+    run_admin("role", "get", _role_ref(ref), described("role", _role_line))
 
 
 @role.command("update")
@@ -87,20 +93,17 @@ def role_update(
     ref: str, permissions: tuple[str, ...], clear_permissions: bool, description: str | None
 ) -> None:
     """Replace ROLE's permissions (with --permission) and/or its description."""
-    settings = get_settings()
-    body = _role_ref(ref)
+    changes = given(description=description)
     if permissions or clear_permissions:
-        body["permissions"] = list(permissions)
-    if description is not None:
-        body["description"] = description
-    if len(body) == 1:
-        raise CliError(
-            "nothing to change",
-            hint="pass --permission, --clear-permissions or --description",
-            code=ExitCode.USAGE,
-        )
-    data = admin(settings, "role", "update", body)
-    show(settings, data, f"updated role {_role_line(data.get('role') or {})}")
+        changes["permissions"] = list(permissions)
+    if not changes:
+        raise nothing_to_change("--permission, --clear-permissions or --description")
+    run_admin(
+        "role",
+        "update",
+        {**_role_ref(ref), **changes},
+        described("role", _role_line, "updated role "),
+    )
 
 
 @role.command("delete")
@@ -108,25 +111,26 @@ def role_update(
 @_yes
 def role_delete(ref: str, yes: bool) -> None:
     """Delete ROLE."""
-    settings = get_settings()
     confirm(f"delete role {ref}", yes)
-    data = admin(settings, "role", "delete", _role_ref(ref))
-    show(settings, data, f"deleted role {ref}")
+    run_admin("role", "delete", _role_ref(ref), f"deleted role {ref}")
 
 
 @role.command("list")
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--limit", type=click.IntRange(1, 100), default=50, show_default=True)
+@page_options
 def role_list(offset: int, limit: int) -> None:
     """List roles."""
-    settings = get_settings()
-    data = admin(settings, "role", "list", {"offset": offset, "limit": limit})
-    roles = [r for r in data.get("roles") or [] if isinstance(r, dict)]
-    rows = [
-        [r.get("id"), r.get("name"), r.get("scope"), ", ".join(role_permissions(r)) or "-"]
-        for r in roles
-    ]
-    show_table(settings, data, ["id", "name", "scope", "permissions"], rows)
+    run_list(
+        "role",
+        {"offset": offset, "limit": limit},
+        "roles",
+        ["id", "name", "scope", "permissions"],
+        lambda r: [
+            r.get("id"),
+            r.get("name"),
+            r.get("scope"),
+            ", ".join(role_permissions(r)) or "-",
+        ],
+    )
 
 
 # ---- organizations ------------------------------------------------------------------------------
@@ -156,23 +160,20 @@ def org() -> None:
 @click.option("--description", default=None)
 def org_create(name: str, slug: str | None, description: str | None) -> None:
     """Create organization NAME."""
-    settings = get_settings()
-    body: dict[str, Any] = {"name": name}
-    if slug is not None:
-        body["slug"] = slug
-    if description is not None:
-        body["description"] = description
-    data = admin(settings, "organization", "create", body)
-    show(settings, data, f"created organization {_org_line(data.get('organization') or {})}")
+    body = {"name": name, **given(slug=slug, description=description)}
+    run_admin(
+        "organization",
+        "create",
+        body,
+        described("organization", _org_line, "created organization "),
+    )
 
 
 @org.command("get")
 @click.argument("ref", metavar="ORG")
 def org_get(ref: str) -> None:
     """Show ORG."""
-    settings = get_settings()
-    data = admin(settings, "organization", "get", _org_ref(ref))
-    show(settings, data, _org_line(data.get("organization") or {}))
+    run_admin("organization", "get", _org_ref(ref), described("organization", _org_line))
 
 
 @org.command("update")
@@ -182,19 +183,15 @@ def org_get(ref: str) -> None:
 @click.option("--active/--inactive", default=None)
 def org_update(ref: str, name: str | None, description: str | None, active: bool | None) -> None:
     """Change ORG's name, description or active flag."""
-    settings = get_settings()
-    body = _org_ref(ref)
-    for key, value in (("name", name), ("description", description), ("is_active", active)):
-        if value is not None:
-            body[key] = value
-    if len(body) == 1:
-        raise CliError(
-            "nothing to change",
-            hint="pass --name, --description or --active/--inactive",
-            code=ExitCode.USAGE,
-        )
-    data = admin(settings, "organization", "update", body)
-    show(settings, data, f"updated organization {_org_line(data.get('organization') or {})}")
+    changes = given(name=name, description=description, is_active=active)
+    if not changes:
+        raise nothing_to_change("--name, --description or --active/--inactive")
+    run_admin(
+        "organization",
+        "update",
+        {**_org_ref(ref), **changes},
+        described("organization", _org_line, "updated organization "),
+    )
 
 
 @org.command("delete")
@@ -202,22 +199,23 @@ def org_update(ref: str, name: str | None, description: str | None, active: bool
 @_yes
 def org_delete(ref: str, yes: bool) -> None:
     """Delete ORG."""
-    settings = get_settings()
     confirm(f"delete organization {ref}", yes)
-    data = admin(settings, "organization", "delete", _org_ref(ref))
-    show(settings, data, f"deleted organization {ref}")
+    run_admin("organization", "delete", _org_ref(ref), f"deleted organization {ref}")
 
 
 @org.command("list")
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--limit", type=click.IntRange(1, 100), default=50, show_default=True)
+@page_options
 def org_list(offset: int, limit: int) -> None:
     """List organizations."""
-    settings = get_settings()
-    data = admin(settings, "organization", "list", {"offset": offset, "limit": limit})
-    orgs = [o for o in data.get("organizations") or [] if isinstance(o, dict)]
-    rows = [
-        [o.get("id"), o.get("slug"), o.get("name"), "yes" if o.get("is_active") else "no"]
-        for o in orgs
-    ]
-    show_table(settings, data, ["id", "slug", "name", "active"], rows)
+    run_list(
+        "organization",
+        {"offset": offset, "limit": limit},
+        "organizations",
+        ["id", "slug", "name", "active"],
+        lambda o: [
+            o.get("id"),
+            o.get("slug"),
+            o.get("name"),
+            "yes" if o.get("is_active") else "no",
+        ],
+    )

@@ -6,16 +6,22 @@ USER is an id (digits), an email (contains @) or a username.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from plantd.cli.admin_output import (
+    Record,
     confirm,
+    described,
+    given,
+    nothing_to_change,
+    page_options,
     reference,
     role_names,
-    show,
-    show_table,
+    run_admin,
+    run_list,
     user_reference,
     yes_option,
 )
@@ -24,6 +30,8 @@ from plantd.cli.identity_client import admin
 from plantd.cli.password_input import prompt_secret, stdin_lines
 from plantd.cli.settings import ClientSettings, get_settings
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def _line(user: dict[str, Any]) -> str:
     active = "active" if user.get("is_active") else "inactive"
@@ -31,6 +39,10 @@ def _line(user: dict[str, Any]) -> str:
         f"{user.get('id')} {user.get('username')} <{user.get('email')}> {active}, "
         f"roles: {role_names(user)}"
     )
+
+
+def _said(prefix: str = "") -> Callable[[Record], str]:
+    return described("user", _line, prefix)
 
 
 def user_id(settings: ClientSettings, ref: str) -> int:
@@ -78,25 +90,19 @@ def create(
         "email": email,
         "password": secret,
         "must_change_password": must_change_password,
+        **given(first_name=first_name, last_name=last_name),
     }
-    if first_name is not None:
-        body["first_name"] = first_name
-    if last_name is not None:
-        body["last_name"] = last_name
     try:
-        data = admin(settings, "user", "create", body)
+        run_admin("user", "create", body, _said("created user "), settings=settings)
     finally:
         del secret, body
-    show(settings, data, f"created user {_line(data.get('user') or {})}")
 
 
 @user.command("get")
 @click.argument("ref", metavar="USER")
 def get(ref: str) -> None:
     """Show USER (your own account needs no permission)."""
-    settings = get_settings()
-    data = admin(settings, "user", "get", user_reference(ref))
-    show(settings, data, _line(data.get("user") or {}))
+    run_admin("user", "get", user_reference(ref), _said())
 
 
 @user.command("update")
@@ -114,24 +120,11 @@ def update(
 ) -> None:
     """Change USER's email, username or names (only the options given)."""
     settings = get_settings()
-    changes = {
-        k: v
-        for k, v in {
-            "email": email,
-            "username": username,
-            "first_name": first_name,
-            "last_name": last_name,
-        }.items()
-        if v is not None
-    }
+    changes = given(email=email, username=username, first_name=first_name, last_name=last_name)
     if not changes:
-        raise CliError(
-            "nothing to change",
-            hint="pass --email, --username, --first-name or --last-name",
-            code=ExitCode.USAGE,
-        )
-    data = admin(settings, "user", "update", {"user_id": user_id(settings, ref), **changes})
-    show(settings, data, f"updated user {_line(data.get('user') or {})}")
+        raise nothing_to_change("--email, --username, --first-name or --last-name")
+    body = {"user_id": user_id(settings, ref), **changes}
+    run_admin("user", "update", body, _said("updated user "), settings=settings)
 
 
 @user.command("delete")
@@ -142,45 +135,50 @@ def delete(ref: str, yes: bool) -> None:
     settings = get_settings()
     uid = user_id(settings, ref)
     confirm(f"delete user {ref} (id {uid})", yes)
-    data = admin(settings, "user", "delete", {"user_id": uid})
-    show(settings, {"user_id": uid, **data}, f"deleted user {uid}")
+    body = {"user_id": uid}
+    run_admin("user", "delete", body, f"deleted user {uid}", settings=settings, shown=body)
 
 
 @user.command("list")
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--limit", type=click.IntRange(1, 100), default=50, show_default=True)
+@page_options
 def list_users(offset: int, limit: int) -> None:
     """List user accounts, a page at a time."""
-    settings = get_settings()
-    data = admin(settings, "user", "list", {"offset": offset, "limit": limit})
-    users = [u for u in data.get("users") or [] if isinstance(u, dict)]
-    rows = [
-        [
+
+    def more(data: Record, users: list[Record]) -> str | None:
+        total = data.get("total", len(users))
+        if not isinstance(total, int) or offset + len(users) >= total:
+            return None
+        return f"(showing {offset + 1}-{offset + len(users)} of {total}; --offset for more)"
+
+    run_list(
+        "user",
+        {"offset": offset, "limit": limit},
+        "users",
+        ["id", "username", "email", "kind", "active"],
+        # user/list carries no roles: `plant user get USER` shows them
+        lambda u: [
             u.get("id"),
             u.get("username"),
             u.get("email"),
             u.get("kind", "user"),
             "yes" if u.get("is_active") else "no",
-        ]
-        for u in users  # user/list carries no roles: `plant user get USER` shows them
-    ]
-    total = data.get("total", len(users))
-    more = f"(showing {offset + 1}-{offset + len(users)} of {total}; --offset for more)"
-    show_table(
-        settings,
-        data,
-        ["id", "username", "email", "kind", "active"],
-        rows,
-        more if isinstance(total, int) and offset + len(users) < total else None,
+        ],
+        footer=more,
     )
 
 
 def _set_active(ref: str, active: bool) -> None:
     settings = get_settings()
     uid = user_id(settings, ref)
-    data = admin(settings, "user", "activate" if active else "deactivate", {"user_id": uid})
     word = "activated" if active else "deactivated (its sessions end at once)"
-    show(settings, {"user_id": uid, "is_active": active, **data}, f"user {uid} {word}")
+    run_admin(
+        "user",
+        "activate" if active else "deactivate",
+        {"user_id": uid},
+        f"user {uid} {word}",
+        settings=settings,
+        shown={"user_id": uid, "is_active": active},
+    )
 
 
 @user.command("activate")
@@ -197,46 +195,47 @@ def deactivate(ref: str) -> None:
     _set_active(ref, False)
 
 
-def _role_body(settings: ClientSettings, ref: str, role: str, org: int | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"user_id": user_id(settings, ref)}
-    found = reference(role, "role_id", "role")
-    body.update(found)
+def _change_role(ref: str, role: str, org: int | None, assign: bool) -> None:
+    settings = get_settings()
+    body: dict[str, Any] = {"user_id": user_id(settings, ref), **reference(role, "role_id", "role")}
     if org is not None:
         body["org_id"] = org
-    return body
+    done, already = ("assigned", "already had") if assign else ("removed", "did not have")
+    run_admin(
+        "user",
+        "assign_role" if assign else "unassign_role",
+        body,
+        lambda data: f"user {ref}: {done if data.get('changed', True) else already} role {role}",
+        settings=settings,
+    )
+
+
+def _role_arguments(func: F) -> F:
+    func = click.option("--org", type=click.IntRange(min=1), default=None, help="organization id")(
+        func
+    )
+    return click.argument("ref", metavar="USER")(click.argument("role", metavar="ROLE")(func))
 
 
 @user.command("assign-role")
-@click.argument("ref", metavar="USER")
-@click.argument("role", metavar="ROLE")
-@click.option("--org", type=click.IntRange(min=1), default=None, help="organization id")
+@_role_arguments
 def assign_role(ref: str, role: str, org: int | None) -> None:
     """Give USER the role ROLE (a name or id); you must hold every permission it grants.
 
     The new permissions are in the user's next token (`plant auth login` or refresh).
     """
-    settings = get_settings()
-    data = admin(settings, "user", "assign_role", _role_body(settings, ref, role, org))
-    changed = "assigned" if data.get("changed", True) else "already had"
-    show(settings, data, f"user {ref}: {changed} role {role}")
+    _change_role(ref, role, org, True)
 
 
 @user.command("unassign-role")
-@click.argument("ref", metavar="USER")
-@click.argument("role", metavar="ROLE")
-@click.option("--org", type=click.IntRange(min=1), default=None, help="organization id")
+@_role_arguments
 def unassign_role(ref: str, role: str, org: int | None) -> None:
     """Take ROLE from USER (its sessions end, so no token keeps the role)."""
-    settings = get_settings()
-    data = admin(settings, "user", "unassign_role", _role_body(settings, ref, role, org))
-    changed = "removed" if data.get("changed", True) else "did not have"
-    show(settings, data, f"user {ref}: {changed} role {role}")
+    _change_role(ref, role, org, False)
 
 
 @user.command("unlock")
 @click.argument("ref", metavar="USER")
 def unlock(ref: str) -> None:
     """Clear USER's failed-login count and lock (needs user:activate)."""
-    settings = get_settings()
-    data = admin(settings, "user", "unlock", user_reference(ref))
-    show(settings, data, f"user {ref} unlocked")
+    run_admin("user", "unlock", user_reference(ref), f"user {ref} unlocked")

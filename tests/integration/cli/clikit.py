@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import random
 import signal
@@ -14,10 +15,11 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 # The shared kit (tests/kit); re-exported under the names the CLI tests import.
 from tests.kit import HEARTBEAT_MS as HEARTBEAT_MS
-from tests.kit import RedisServer
+from tests.kit import BrokerProcess, RedisServer
 from tests.kit import free_port as free_port
 from tests.kit import in_ci as in_ci
 from tests.kit import require as require
@@ -42,12 +44,17 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    prog: str, args: Sequence[str], env: Mapping[str, str], timeout: float = 30.0
+    prog: str,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    timeout: float = 30.0,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``plant ARGS`` or ``plantd ARGS`` via this interpreter (no PATH dependence)."""
     return subprocess.run(
         [sys.executable, "-m", f"plantd.cli.{prog}", *args],
         env=dict(env),
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -94,7 +101,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def free_port_offset(components: Sequence[str] = ("broker", "echo", "state")) -> int:
+def free_port_offset(
+    components: Sequence[str] = ("broker", "identity", "echo", "state"),
+) -> int:
     """A ``--port-offset`` whose every port is free (kept below the ephemeral range)."""
     for _ in range(200):
         off = random.randrange(100, 19000, 7)
@@ -174,6 +183,34 @@ class Stack:
     def plant(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         return run_cli("plant", ["--endpoint", self.endpoint, *args], self.env, timeout)
 
+    @property
+    def state_dir(self) -> Path:
+        """The default --state-dir under this stack's HOME."""
+        return self.home / ".local" / "state" / "plantd"
+
+    def login_admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``plant auth login -u admin --password-stdin < STATE_DIR/admin-credentials``, the
+        command the banner prints (``args`` go before ``auth``, e.g. ``--no-curve``)."""
+        login = ["auth", "login", "-u", "admin", "--password-stdin"]
+        with (self.state_dir / "admin-credentials").open("rb") as creds:
+            return subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "plantd.cli.plant",
+                    "--endpoint",
+                    self.endpoint,
+                    *args,
+                    *login,
+                ],
+                env=self.env,
+                stdin=creds,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
     def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 30.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -215,3 +252,34 @@ def run_in_process(
     return subprocess.CompletedProcess(
         [prog, *args], result.exit_code, result.stdout, result.stderr
     )
+
+
+class Plant:
+    """`plant` in its own HOME, pointed at a test broker (CURVE with the broker's key dir)."""
+
+    def __init__(self, home: Path, broker: BrokerProcess) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        self.home = home
+        self.env = clean_env(home)
+        assert broker.keys_dir is not None
+        self.base = [
+            "--endpoint", broker.endpoint,
+            "--curve-keys", str(broker.keys_dir),
+            "--timeout", "20",  # logins are argon2-bound and the machine is shared
+        ]  # fmt: skip
+
+    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli("plant", [*self.base, *args], self.env, timeout=60, stdin=stdin)
+
+    def json(self, *args: str, stdin: str | None = None) -> Any:
+        r = self("--json", *args, stdin=stdin)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    @property
+    def credentials(self) -> Path:
+        return self.home / ".local" / "state" / "plantd" / "credentials" / "default.json"
+
+    def stored(self) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.credentials.read_text())
+        return doc

@@ -11,19 +11,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from clikit import clean_env, wait_for
+from clikit import Plant, wait_for
 from tests.integration.identity.identitykit import (
     ADMIN,
     ADMIN_PASSWORD,
-    identity_process,
-    write_bootstrap,
+    bootstrapped_identity,
+    curve_broker,
 )
-from tests.kit import BrokerProcess, ServiceProcess, make_keys, start_broker
+from tests.kit import BrokerProcess, ServiceProcess
 
-from plantd.common import contract
 from plantd.identity.keys import generate
 
 pytestmark = pytest.mark.integration
@@ -38,76 +36,18 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def broker(workdir: Path) -> Iterator[BrokerProcess]:
-    keys = make_keys(workdir / "curve", (contract.IDENTITY, contract.CLIENT))
-    b = start_broker(workdir, curve_keys=keys)
-    try:
+    with curve_broker(workdir) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
 def identity(workdir: Path, broker: BrokerProcess) -> Iterator[ServiceProcess]:
     jwt_dir = workdir / "jwt"
     generate(jwt_dir)
-    boot = write_bootstrap(workdir / "bootstrap.json")
-    proc = identity_process(
-        workdir,
-        broker,
-        jwt_dir=jwt_dir,
-        data_dir=workdir / "data",
-        extra=[
-            "--bootstrap-file", str(boot),
-            # Many denied logins below (the audit test): no source bucket may run dry.
-            "--login-source-burst", "200",
-            "--login-source-rate", "50",
-        ],
-    )  # fmt: skip
-    proc.start().wait_ready()
-    try:
+    # Many denied logins below (the audit test): no source bucket may run dry.
+    loose = ["--login-source-burst", "200", "--login-source-rate", "50"]
+    with bootstrapped_identity(workdir, broker, jwt_dir=jwt_dir, extra=loose) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-        assert code == 0, f"identity exited {code}:\n{proc.log()}"
-
-
-class Plant:
-    """`plant` in its own HOME, pointed at the test broker."""
-
-    def __init__(self, home: Path, broker: BrokerProcess) -> None:
-        home.mkdir(parents=True, exist_ok=True)
-        self.home = home
-        self.env = clean_env(home)
-        assert broker.keys_dir is not None
-        self.base = [
-            "--endpoint", broker.endpoint,
-            "--curve-keys", str(broker.keys_dir),
-            "--timeout", "20",  # logins are argon2-bound and the machine is shared
-        ]  # fmt: skip
-
-    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "plantd.cli.plant", *self.base, *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def json(self, *args: str, stdin: str | None = None) -> Any:
-        r = self("--json", *args, stdin=stdin)
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
-
-    @property
-    def credentials(self) -> Path:
-        return self.home / ".local" / "state" / "plantd" / "credentials" / "default.json"
-
-    def stored(self) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(self.credentials.read_text())
-        return doc
 
 
 @pytest.mark.timeout(300)

@@ -49,9 +49,10 @@ def test_help_everywhere(root: click.Group) -> None:
 
 def test_expected_commands_present() -> None:
     ctx = click.Context(plant_cli)
-    assert {"echo", "services", "request", "config", "version", "state"} <= set(
+    assert {"echo", "services", "request", "config", "version", "state", "module"} <= set(
         plant_cli.list_commands(ctx)
     )
+    assert "module" in CliRunner().invoke(plant_cli, ["--help"]).output
     ctx = click.Context(plantd_cli)
     assert {"broker", "echo", "state", "operator", "up", "keys", "version"} <= set(
         plantd_cli.list_commands(ctx)

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install deps-system run test test-unit test-integration test-adversarial test-k8s lint format bench \
-        testenv testenv-up testenv-down image clean soak
+        testenv testenv-up testenv-down image clean soak protos protos-check
 
 help: ## Show the targets
 	@grep -E '^[a-z][a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -27,7 +27,7 @@ install: $(STAMP) ## Create .venv and install plantd (editable) with test and li
 deps-system: ## Install the Debian packages the tests use (redis-server), if missing
 	@hack/install-system-deps.sh
 
-run: install ## Run the whole stack locally (broker, echo, state) — then `plant echo hello`
+run: install ## Run the secured stack locally (broker, identity, echo, state); the banner says how to log in
 	@$(BIN)/plantd up
 
 test: install deps-system testenv ## Run every test tier: unit, integration, adversarial, k8s
@@ -45,10 +45,17 @@ test-adversarial: install deps-system ## Run the adversarial tier (floods, overs
 test-k8s: install testenv ## Run the Kubernetes tier against the local control plane
 	@$(BIN)/pytest -m k8s $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check) and mypy --strict
+lint: install ## ruff (lint + format check), mypy --strict, and protos-check
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
+	@hack/protos/protos.sh check
+
+protos: install ## Regenerate the plantd.v1 Python code (services/plantd/v1) from protos/
+	@hack/protos/protos.sh gen
+
+protos-check: install ## Generated code up to date, buf lint (STANDARD), buf breaking against main
+	@hack/protos/protos.sh check
 
 format: install ## Apply ruff's fixes and formatting
 	@$(BIN)/ruff check --fix .

@@ -137,6 +137,7 @@ class BrokerService:
             s.curve_keys, s.registry, identity_registry=s.identity_registry
         )
         self.rights = rights = src.initial()
+        self._admit(rights)
         if s.identity_registry:
             log.info(
                 "registry of machine identities loaded; enrolments from identity are merged "
@@ -181,10 +182,23 @@ class BrokerService:
         src = self._rights_source
         assert src is not None
         self.rights = rights
+        self._admit(rights)
         revoked = self.broker.set_rights(rights) if self.broker is not None else 0
         for bus in self.buses.values():
             bus.rights = rights
         log.info(what, extra={**src.describe(rights), "revoked_workers": revoked})
+
+    def _admit(self, rights: Rights) -> None:
+        """Every identity of the registry is admitted by CURVE too (enrolling a module is all
+        it needs to connect, no key file); a revoked key is refused at its next handshake."""
+        keys = (
+            {i.public_key.encode("ascii") for i in rights.registry.identities()}
+            if rights.registry is not None
+            else set()
+        )
+        for server in (self._curve, self._bus_curve):
+            if server is not None:
+                server.admit(keys)
 
     def reload_now(self) -> None:
         """SIGHUP: re-read the registry even if its signature looks unchanged."""

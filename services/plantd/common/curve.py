@@ -16,6 +16,7 @@ import datetime
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -260,6 +261,9 @@ class CurveServer:
     allowed: set[bytes] = field(default_factory=set)
     domain: bytes = DEFAULT_DOMAIN
     allow_dir: Path | None = None
+    # Keys admitted by the registry of machine identities (enrolment admits a key: no key
+    # file needed); ZAP allows ``allowed | enrolled``. Replaced as a whole by :meth:`admit`.
+    enrolled: frozenset[bytes] = frozenset()
     _zap: ZapHandler | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -285,7 +289,7 @@ class CurveServer:
         Call before ``bind``.
         """
         self._zap = ZapHandler.for_context(sock.context)
-        self._zap.set_domain(self.domain, self.allowed)
+        self._zap.set_domain(self.domain, self.admitted())
         sock.curve_server = True
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
@@ -297,14 +301,25 @@ class CurveServer:
         if self.allow_dir is not None:
             self.allowed = load_allowed_keys(self.allow_dir)
         if self._zap is not None:
-            self._zap.set_domain(self.domain, self.allowed)
+            self._zap.set_domain(self.domain, self.admitted())
         return len(self.allowed)
+
+    def admitted(self) -> frozenset[bytes]:
+        """Every client key ZAP accepts: the allow-list and the enrolled keys."""
+        return frozenset(self.allowed) | self.enrolled
 
     def allow(self, public: bytes) -> None:
         """Admit one more client key (takes effect for new handshakes)."""
         self.allowed.add(_check_key(public, "client public key"))
         if self._zap is not None:
-            self._zap.set_domain(self.domain, self.allowed)
+            self._zap.set_domain(self.domain, self.admitted())
+
+    def admit(self, enrolled: Iterable[bytes]) -> None:
+        """Admit exactly ``enrolled`` besides the allow-list (the registry's keys), for new
+        handshakes; a key no longer in it is refused at its next connection."""
+        self.enrolled = frozenset(enrolled)
+        if self._zap is not None:
+            self._zap.set_domain(self.domain, self.admitted())
 
     def release(self) -> None:
         """Forget this server's domain; stops the ZAP thread when no domain is left."""

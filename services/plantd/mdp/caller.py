@@ -3,11 +3,15 @@
 A worker that sends ``caller=1`` in its READY (``Worker(..., caller_identity=True)``) gets two
 frames at the start of every request body::
 
-    b"plantd.caller", b'{"key":"<Z85 or null>","name":"<registry name or null>","kind":...}'
+    b"plantd.caller", b'{"key":"<Z85 or null>","name":"<registry name or null>","kind":...,
+                         "permissions":[...]}'
 
 ``key`` is the CURVE public key the caller authenticated with (null without CURVE, or for an
-in-process peer). The broker refuses a client body that starts with ``plantd.caller``
-(BAD_REQUEST), so the frame a worker sees is always the broker's. Pure: no sockets.
+in-process peer). ``permissions`` are the caller identity's in the broker's registry (file and
+enrolments merged: the broker is the one place that knows them), present whenever the broker
+knows the identity and the frame stays within ``MAX_FRAME_BYTES``. The broker refuses a
+client body that starts with ``plantd.caller`` (BAD_REQUEST), so the frame a worker sees is
+always the broker's. Pure: no sockets.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Final
 
 MARKER: Final = b"plantd.caller"
 READY_OPTION: Final = b"caller=1"
-MAX_FRAME_BYTES: Final = 1024  # what a worker accepts as the identity frame
+# What a worker accepts as the identity frame: a key, a name, a kind and the permissions of
+# an enrolled identity (identity caps an enrolment at 4 KiB).
+MAX_FRAME_BYTES: Final = 8 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +35,31 @@ class Caller:
     key: str | None
     name: str | None
     kind: str | None
+    permissions: tuple[str, ...] | None = None  # None: the broker did not say
 
 
-def encode(key: str | None, name: str | None, kind: str | None) -> bytes:
-    """The identity frame (compact JSON)."""
-    return json.dumps({"key": key, "name": name, "kind": kind}, separators=(",", ":")).encode()
+def encode(
+    key: str | None,
+    name: str | None,
+    kind: str | None,
+    permissions: Sequence[str] | None = None,
+) -> bytes:
+    """The identity frame (compact JSON); ``permissions`` left out when None or when they
+    would take the frame past ``MAX_FRAME_BYTES`` (a worker then falls back to its own view)."""
+    doc: dict[str, object] = {"key": key, "name": name, "kind": kind}
+    plain = json.dumps(doc, separators=(",", ":")).encode()
+    if permissions is None:
+        return plain
+    doc["permissions"] = list(permissions)
+    full = json.dumps(doc, separators=(",", ":")).encode()
+    return full if len(full) <= MAX_FRAME_BYTES else plain
+
+
+def _permissions(doc: dict[str, object]) -> tuple[str, ...] | None:
+    v = doc.get("permissions")
+    if isinstance(v, list) and all(isinstance(p, str) for p in v):
+        return tuple(v)
+    return None
 
 
 def _field(doc: dict[str, object], name: str) -> str | None:
@@ -57,5 +83,7 @@ def split_caller(body: Sequence[bytes]) -> tuple[Caller | None, list[bytes]]:
         except ValueError:
             doc = None
         if isinstance(doc, dict):
-            caller = Caller(_field(doc, "key"), _field(doc, "name"), _field(doc, "kind"))
+            caller = Caller(
+                _field(doc, "key"), _field(doc, "name"), _field(doc, "kind"), _permissions(doc)
+            )
     return caller, list(body[2:])

@@ -862,7 +862,10 @@ class Dispatcher:
             rights = self.rights
             who = rights.identity(key) if rights is not None else None
             frame = self._callers[key_b] = caller.encode(
-                key, who.name if who else None, who.kind if who else None
+                key,
+                who.name if who else None,
+                who.kind if who else None,
+                who.permissions if who else None,
             )
         return frame
 

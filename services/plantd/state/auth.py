@@ -61,6 +61,8 @@ class CallerKey(Protocol):
     def name(self) -> str | None: ...
     @property
     def kind(self) -> str | None: ...
+    @property
+    def permissions(self) -> tuple[str, ...] | None: ...
 
 
 @dataclass(slots=True)  # built per request: not frozen, which would cost ~4x to construct
@@ -147,12 +149,24 @@ class KeyPermissions:
     def __init__(self, lookup: Lookup | None = None, max_entries: int = 10_000) -> None:
         self._lookup = lookup
         self._memo: dict[str, tuple[str, PermissionSet] | None] = {}
+        self._frames: dict[tuple[str, str, tuple[str, ...]], PermissionSet] = {}
         self.max_entries = max_entries
 
     def replace(self, lookup: Lookup | None) -> None:
         """A reloaded registry: forget every compiled key."""
         self._lookup = lookup
         self._memo = {}
+
+    def from_broker(self, key: str, name: str, permissions: tuple[str, ...]) -> PermissionSet:
+        """The permissions the broker's caller frame carries (its merged registry: the file and
+        the modules enrolled in identity), compiled once per distinct grant."""
+        memo_key = (key, name, permissions)
+        perms = self._frames.get(memo_key)
+        if perms is None:
+            if len(self._frames) >= self.max_entries:
+                self._frames.clear()
+            perms = self._frames[memo_key] = PermissionSet(key_permission(p) for p in permissions)
+        return perms
 
     def get(self, key: str) -> tuple[str, PermissionSet] | None:
         memo = self._memo
@@ -259,7 +273,13 @@ class IdentityAuthorizer:
             self._deny(ctx, permission, NOT_PERMITTED, actor=who, source=source, jti=claims.jti)
             return denied(ctx, permission, f"user {claims.subject}")
         if caller is not None and caller.key:
-            known = self.keys.get(caller.key)
+            # The broker's word first (it knows enrolments); the registry file without it.
+            said = caller.permissions
+            known = (
+                (caller.name or "?", self.keys.from_broker(caller.key, caller.name or "", said))
+                if said is not None
+                else self.keys.get(caller.key)
+            )
             if known is not None:
                 name, perms = known
                 if perms.allows(permission, ctx.scope):

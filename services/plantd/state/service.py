@@ -16,6 +16,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from plantd.mdp.caller import MAX_FRAME_BYTES as MAX_CALLER_FRAME
 from plantd.state import events, operations
 from plantd.state.auth import AllowAll, Authorizer, CallerKey
 from plantd.state.errors import Code, StateError, StoreUnavailable, store_unavailable
@@ -51,13 +52,22 @@ class CallerFrames:
     The broker sends the same frame for every request of one CURVE key, and decoding its JSON
     per request was the largest cost of ``--auth identity`` in the worker (measured in-process,
     100-request batches: split + decode 5-7 us of the 15-18 us per request authorization
-    added). Bounded: cleared when ``max_entries`` distinct frames were seen."""
+    added). Bounded: cleared when ``max_entries`` distinct frames or ``max_bytes`` of them
+    were seen (a frame carries the caller's permissions: up to 8 KiB)."""
 
-    def __init__(self, split: SplitCaller, marker: bytes, max_entries: int = 4096) -> None:
+    def __init__(
+        self,
+        split: SplitCaller,
+        marker: bytes,
+        max_entries: int = 4096,
+        max_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
         self.split = split
         self.marker = marker
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._memo: dict[bytes, CallerKey | None] = {}
+        self._memo_bytes = 0
 
     def __call__(self, body: list[bytes]) -> tuple[CallerKey | None, list[bytes]]:
         if len(body) < 2 or body[0] != self.marker:
@@ -67,10 +77,12 @@ class CallerFrames:
         if raw in memo:
             return memo[raw], body[2:]
         caller, rest = self.split(body)
-        if len(raw) <= 1024:  # a key, a name and a kind; never hold a big frame
-            if len(memo) >= self.max_entries:
+        if len(raw) <= MAX_CALLER_FRAME:  # never hold a frame the decoder refused
+            if len(memo) >= self.max_entries or self._memo_bytes >= self.max_bytes:
                 memo.clear()
+                self._memo_bytes = 0
             memo[raw] = caller
+            self._memo_bytes += len(raw)
         return caller, rest
 
 

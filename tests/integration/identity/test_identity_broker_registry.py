@@ -201,6 +201,71 @@ def test_only_the_broker_reads_the_registry_without_a_token(
         tap.close()
 
 
+# ------------------------------------------------- enrolment admits the key: no key file needed
+
+
+def outside_key(workdir: Path, keys: Path, name: str) -> Any:
+    """A module key pair the broker has never seen (not in its key directory)."""
+    from plantd.common.curve import generate_keypair, write_keypair
+
+    d = workdir / f"outside-{name}"
+    d.mkdir(mode=0o700)
+    write_keypair(d, name, generate_keypair())
+    (d / "broker.key").write_bytes((keys / "broker.key").read_bytes())
+    return load_client(d, name)
+
+
+def handshake_refusals(broker: BrokerProcess) -> float:
+    return metric_value(metrics(broker), "plantd_curve_handshake_failures_total", {"socket": "mdp"})
+
+
+def answers(broker: BrokerProcess, curve: Any) -> bool:
+    """Whether a fresh connection with ``curve`` passes the CURVE handshake: True when MMI
+    answers, False only when the broker counted a refused handshake (a slow answer on a
+    loaded machine is neither: it is asked again)."""
+    before = handshake_refusals(broker)
+    try:
+        with Client(broker.endpoint, timeout=5, retries=0, curve=curve) as c:
+            c.request("mmi.service", contract.SERVICE_BROKER)
+        return True
+    except Exception:  # no answer: refused, or only slow
+        if handshake_refusals(broker) > before:
+            return False
+        raise AssertionError("no answer and no refused handshake: ask again") from None
+
+
+def eventually(want: bool, broker: BrokerProcess, curve: Any, what: str) -> None:
+    def settled() -> bool:
+        try:
+            return answers(broker, curve) is want
+        except AssertionError:
+            return False
+
+    wait_for(settled, DEADLINE, what)
+
+
+def test_enrolling_a_key_admits_it_to_curve_and_revoking_refuses_it(
+    workdir: Path, broker: BrokerProcess, keys: Path, idc: Identity, admin: str
+) -> None:
+    gauge = outside_key(workdir, keys, "gauge")
+    eventually(False, broker, gauge, "an unknown key refused at the handshake")
+    grant = {"name": "gauge", "kind": "module", "public_key": gauge.public.decode()}
+    idc.ok("modules", "enroll", {**grant, "services": ["acme.Gauge"], "token": admin})
+    eventually(True, broker, gauge, "the enrolled key's first handshake")
+    w = Worker(
+        broker.endpoint, "acme.Gauge", lambda f: f, heartbeat_ms=HEARTBEAT_MS, curve=gauge
+    ).start()
+    try:
+        wait_for(lambda: live_workers(keys, broker, "acme.Gauge") == 1, DEADLINE, "the gauge")
+    finally:
+        w.stop()
+    assert idc.ok("modules", "revoke", {"token": admin, "name": "gauge"})["revoked"]
+    eventually(False, broker, gauge, "the revoked key refused at its next handshake")
+
+
+# (last: it kills identity)
+
+
 def test_enrolment_revocation_and_identity_down(
     broker: BrokerProcess, keys: Path, idc: Identity, admin: str, identity: ServiceProcess
 ) -> None:

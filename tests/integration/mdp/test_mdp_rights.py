@@ -258,7 +258,8 @@ def test_caller_frame_and_forgery(tmp_path: Path, keys: Path, workers: list[Serv
         workers += [who, plain]
         with Client(broker.endpoint, timeout=10, retries=0, curve=load_client(keys, "client")) as c:
             assert c.request("org.example.line1.Who", b"hi") == [b"plc", b"hi"]
-            assert who.callers == [Caller(public(keys, "client"), "client", "client")]
+            # known to the registry: its permissions (none for the CLI's key) travel too
+            assert who.callers == [Caller(public(keys, "client"), "client", "client", ())]
             # A standard worker keeps plain MDP: no identity frame in its body.
             assert c.request("org.example.line1.Plain", b"hi") == [b"plc", b"hi"]
             assert plain.callers == [None]

@@ -28,7 +28,8 @@ def registry() -> Registry:
                 {"name": "state", "kind": "plantd", "public_key": STATE_KEY.decode(),
                  "services": ["org.plantd.State"]},
                 {"name": "line1-plc", "kind": "module", "public_key": PLC_KEY.decode(),
-                 "services": ["org.example.line1.*"]},
+                 "services": ["org.example.line1.*"],
+                 "permissions": ["state:data:write:line1"]},
             ],
         }
     )  # fmt: skip
@@ -142,10 +143,16 @@ def test_caller_frame_for_workers_that_ask() -> None:
     d.handle([b"C-plc", *codec.encode_request(b"org.example.line1.Press", [b"hello"])], 0.0)
     body = _worker_body(d, b"W-plc")
     assert body[0] == caller.MARKER
-    assert json.loads(body[1]) == {"key": PLC_KEY.decode(), "name": "line1-plc", "kind": "module"}
+    # The identity's permissions travel with it: the broker's registry (file and enrolments
+    # merged) is the one view workers need.
+    perms = ["state:data:write:line1"]
+    assert json.loads(body[1]) == {
+        "key": PLC_KEY.decode(), "name": "line1-plc", "kind": "module", "permissions": perms
+    }  # fmt: skip
     assert body[2:] == [b"hello"]
     who, rest = caller.split_caller(body)
-    assert who == caller.Caller(PLC_KEY.decode(), "line1-plc", "module") and rest == [b"hello"]
+    assert who == caller.Caller(PLC_KEY.decode(), "line1-plc", "module", tuple(perms))
+    assert rest == [b"hello"]
 
 
 def test_caller_frame_without_curve_key_is_null() -> None:
@@ -163,7 +170,21 @@ def test_caller_frame_of_an_in_process_client_names_the_broker() -> None:
     ready(d, b"W-state", STATE, wants_caller=True)
     d.handle([b"C-inproc", *codec.encode_request(STATE, [b"x"])], 0.0)
     body = _worker_body(d, b"W-state")
-    assert json.loads(body[1]) == {"key": None, "name": "broker", "kind": "plantd"}
+    assert json.loads(body[1]) == {
+        "key": None, "name": "broker", "kind": "plantd", "permissions": []
+    }  # fmt: skip
+
+
+def test_caller_frame_leaves_out_permissions_past_its_size_limit() -> None:
+    many = [f"state:data:read:scope-{i:04d}-{'x' * 40}" for i in range(256)]
+    frame = caller.encode("k" * 40, "big", "module", many)
+    assert len(frame) <= caller.MAX_FRAME_BYTES
+    who, _ = caller.split_caller([caller.MARKER, frame, b"x"])
+    assert who is not None and who.name == "big" and who.permissions is None  # "not said"
+    small = caller.encode("k" * 40, "small", "module", ["a"])
+    assert caller.split_caller([caller.MARKER, small])[0] == caller.Caller(
+        "k" * 40, "small", "module", ("a",)
+    )
 
 
 def test_standard_workers_get_plain_mdp() -> None:

@@ -289,6 +289,29 @@ def test_a_registered_key_gets_its_permissions_and_no_more(stack: Stack) -> None
     assert stack.bus.sent[-1][1]["source"] == KEY_B
 
 
+def test_the_brokers_permissions_in_the_caller_frame_come_first(stack: Stack) -> None:
+    # KEY_B has no entry in state's registry file: a module enrolled in identity, known to
+    # the broker only. Its frame's permissions decide; a frame that says nothing falls back.
+    a = stack.authz
+
+    def said(perms: tuple[str, ...] | None, key: str = KEY_B) -> Any:
+        return caller_frame.Caller(key, "gauge-7", "module", perms)
+
+    write9 = RequestContext("state-set", "line9", None, said(("state:data:write:line9",)))
+    assert a.check(write9, "state:data:write") is None
+    other = RequestContext("state-set", "line1", None, said(("state:data:write:line9",)))
+    err = a.check(other, "state:data:write")
+    assert err is not None and err.code == Code.PERMISSION_DENIED and "gauge-7" in err.message
+    none = RequestContext("state-get", "line9", None, said(()))  # known, holds nothing
+    err = a.check(none, "state:data:read")
+    assert err is not None and err.code == Code.PERMISSION_DENIED
+    # The broker's word also overrides the file for a key in both (its view is newer).
+    revoked = RequestContext("state-get", "line1", None, said((), key=KEY_A))
+    assert a.check(revoked, "state:data:read") is not None
+    unsaid = RequestContext("state-get", "line1", None, said(None, key=KEY_A))
+    assert a.check(unsaid, "state:data:read") is None  # the registry file's grant
+
+
 def test_a_token_decides_even_for_a_registered_key(stack: Stack) -> None:
     a = stack.authz
     reader = stack.token("state:data:read")

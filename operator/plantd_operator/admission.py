@@ -68,9 +68,10 @@ def check(ctx: ClusterContext, allowed_images: Sequence[str]) -> list[Problem]:
             problems.append(
                 Problem(
                     "PlaintextRedis",
-                    f"the state service talks to external Redis {redis.external.address} "
-                    "without TLS (allowPlaintext: true): its password and every value cross "
-                    "the network in the clear; set state.redis.external.tls.enabled: true",
+                    f"the state and identity services talk to external Redis "
+                    f"{redis.external.address} without TLS (allowPlaintext: true): its "
+                    "password, every value and identity's refresh tokens cross the network "
+                    "in the clear; set state.redis.external.tls.enabled: true",
                     blocking=False,
                 )
             )
@@ -87,8 +88,9 @@ def check(ctx: ClusterContext, allowed_images: Sequence[str]) -> list[Problem]:
         problems.append(
             Problem(
                 "IdentityReplicasCapped",
-                f"identity.replicas is {ctx.spec.identity.replicas} but the identity service "
-                f"keeps its users in one SQLite file per pod: running {ctx.identity_replicas}",
+                f"identity.replicas is {ctx.spec.identity.replicas} but without Redis the "
+                "identity service keeps its users in one SQLite file per pod: running "
+                f"{ctx.identity_replicas}",
                 blocking=False,
             )
         )

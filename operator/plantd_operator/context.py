@@ -37,6 +37,9 @@ class ClusterContext:
     # Public JWKS of the signing-key Secret (compact JSON), inlined into Istio's
     # RequestAuthentication; empty until the Secret has been read.
     jwks: str = ""
+    # Public CURVE keys (Z85) of the components, by component name, from the CURVE Secret: the
+    # machine registry the broker and state read is built from them; empty until it was read.
+    curve_public_keys: dict[str, str] = field(default_factory=dict)
     # Whether the image ships `plantd gateway` (see plantd_operator.shipped).
     gateway_available: bool = shipped.GATEWAY_SHIPPED
     issuer: str = contract.DEFAULT_ISSUER
@@ -44,10 +47,23 @@ class ClusterContext:
     rotate_signing_key: str = ""
 
     @property
+    def identity_store(self) -> str:
+        """Where identity keeps users and refresh tokens: the cluster's Redis (managed or
+        external, under identity's own key prefix) when the state store is Redis, which every
+        state.redis mode is; else its SQLite file in the pod."""
+        return "redis" if self.spec.state.redis.mode in ("managed", "external") else "sqlite"
+
+    @property
     def identity_replicas(self) -> int:
-        """Identity pods run: one, while its only store is an embedded SQLite file per pod
-        (several pods would each hold different users and refresh tokens)."""
+        """Identity pods run: as asked on Redis (replicas are stateless); one on SQLite, a
+        file per pod (several pods would each hold different users and refresh tokens)."""
+        if self.identity_store == "redis":
+            return self.spec.identity.replicas
         return min(self.spec.identity.replicas, shipped.IDENTITY_MAX_REPLICAS)
+
+    @property
+    def state_auth(self) -> bool:
+        return self.spec.state.auth == "identity"
 
     @property
     def gateway_rendered(self) -> bool:

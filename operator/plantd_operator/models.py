@@ -304,6 +304,12 @@ class StateSpec(_Model):
         default_factory=_new(Resources), description="Resources of the state container."
     )
     redis: RedisSpec = Field(default_factory=_new(RedisSpec), description="The Redis store.")
+    auth: Literal["identity", "off"] = Field(
+        "identity",
+        description="identity: every request needs an access token of this cluster's identity "
+        "service (audience org.plantd.State) or a caller key with permissions in the machine "
+        "registry; off: any caller that reaches the bus may do everything.",
+    )
     pod: PodOverrides = Field(
         default_factory=_new(PodOverrides), description="Scheduling and annotations of state pods."
     )
@@ -316,8 +322,8 @@ class IdentitySpec(_Model):
         1,
         ge=1,
         le=16,
-        description="Identity service pods. One runs while the identity store is SQLite in "
-        "the pod (more reports Degraded, reason IdentityReplicasCapped).",
+        description="Identity service pods. They share the cluster's Redis (state.redis), so "
+        "every replica serves the same users and tokens.",
     )
     resources: Resources = Field(
         default_factory=_new(Resources), description="Resources of the identity container."

@@ -169,6 +169,7 @@ class Reconciler:
         caps: Capabilities,
         digests: dict[str, str],
         jwks: str = "",
+        curve_keys: dict[str, str] | None = None,
     ) -> ClusterContext:
         meta = body["metadata"]
         return ClusterContext(
@@ -182,6 +183,7 @@ class Reconciler:
             capabilities=caps,
             secret_digests=digests,
             jwks=jwks,
+            curve_public_keys=dict(curve_keys or {}),
             rotate_signing_key=(meta.get("annotations") or {}).get(naming.ANNOTATION_ROTATE, ""),
         )
 
@@ -243,21 +245,31 @@ class Reconciler:
             secret_problems: list[status.Problem] = []
             ref_problems: list[status.Problem] = []
             public: dict[str, str] = {}
+            curve_keys: dict[str, str] = {}
             failures, _, _ = await asyncio.gather(
                 self._apply_all(first),
                 self._ensure_secrets(
-                    base, digests, secret_problems, fresh=trigger == "create", public=public
+                    base,
+                    digests,
+                    secret_problems,
+                    fresh=trigger == "create",
+                    public=public,
+                    curve_keys=curve_keys,
                 ),
                 self._check_references(base, digests, ref_problems),
             )
-            ctx = self.context(body, spec, caps, digests, public.get("jwks", ""))
+            ctx = self.context(body, spec, caps, digests, public.get("jwks", ""), curve_keys)
             children = render_children(ctx)
-            workloads = [c for c in children if c["kind"] in WORKLOAD_KINDS]
-            failures += await self._apply_all(workloads)
-            # The rest from the final render: RequestAuthentications carry the JWKS, known
-            # only once the signing-key Secret has been read.
-            late = FIRST_KINDS | WORKLOAD_KINDS | {"Service"}
-            failures += await self._apply_all([c for c in children if c["kind"] not in late])
+            # What the first render already applied is not sent again; the rest comes from
+            # the final render, which knows the Secrets: the registry and JWKS ConfigMaps the
+            # pods mount go with the workloads (kubelet retries a mount until its ConfigMap
+            # exists, so waiting for them would only add a round trip), then the
+            # RequestAuthentications with the JWKS inline and everything else.
+            sent = {key_of(c): c for c in first + services}
+            late = [c for c in children if sent.get(key_of(c)) != c]
+            pod_inputs = WORKLOAD_KINDS | FIRST_KINDS
+            failures += await self._apply_all([c for c in late if c["kind"] in pod_inputs])
+            failures += await self._apply_all([c for c in late if c["kind"] not in pod_inputs])
         finally:
             service_failures = await services_applied
         failures += service_failures
@@ -341,13 +353,15 @@ class Reconciler:
         *,
         fresh: bool = False,
         public: dict[str, str] | None = None,
+        curve_keys: dict[str, str] | None = None,
     ) -> None:
         """Create each generated Secret once; add missing entries; never replace values
         (except the signing keys' rotation, asked for by annotation).
 
         ``fresh`` (a new cluster): create first and read only on a conflict, saving a round
         trip on the path every new cluster takes. ``public`` receives the JWKS (public keys
-        only) of the signing-key Secret, for Istio.
+        only) of the signing-key Secret, for Istio and the state service; ``curve_keys`` the
+        components' CURVE public keys, for the machine registry.
         """
         wanted = secrets.wanted(ctx)
         results = await asyncio.gather(
@@ -381,6 +395,8 @@ class Reconciler:
                 digests["state:redis"] = secrets.digest(data, ["password"])
             else:
                 digests["curve"] = secrets.digest(data)
+                if curve_keys is not None:
+                    curve_keys.update(secrets.curve_public_keys(data, kind))
 
     async def _ensure_secret(
         self, ctx: ClusterContext, sname: str, kind: list[str], fresh: bool

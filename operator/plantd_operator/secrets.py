@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from plantd.common import contract
+from plantd.common.registry import valid_key
 from plantd_operator import naming
 from plantd_operator.context import ClusterContext
 
@@ -39,6 +40,27 @@ def curve_entries(
         public, secret = (k.decode() for k in zmq.curve_keypair())
         out[pub_key] = contract.curve_certificate(public, None)
         out[sec_key] = contract.curve_certificate(public, secret)
+    return out
+
+
+_PUBLIC_KEY_LINE = re.compile(r'^\s*public-key\s*=\s*"([^"]{40})"\s*$', re.MULTILINE)
+
+
+def curve_public_keys(have: Mapping[str, Any], components: Iterable[str]) -> dict[str, str]:
+    """Component -> Z85 public key, read from the ``NAME.key`` certificates of a CURVE Secret
+    (base64 data as read); components without a readable one are left out."""
+    out: dict[str, str] = {}
+    for c in components:
+        raw = have.get(f"{c}{contract.CURVE_PUBLIC_SUFFIX}")
+        if raw is None:
+            continue
+        try:
+            text = base64.b64decode(str(raw)).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+        # An edited, broken entry stays out: the broker refuses a registry with a bad key.
+        if (m := _PUBLIC_KEY_LINE.search(text)) and valid_key(m.group(1)):
+            out[c] = m.group(1)
     return out
 
 

@@ -17,6 +17,10 @@ RENDERED: Final = (contract.BROKER, contract.STATE, contract.IDENTITY)
 # The gRPC gateway sidecar (`plantd gateway`) is not in this release: sidecars.grpc.enabled
 # then only reports GrpcSidecarNotShipped (Degraded) and renders nothing.
 GATEWAY_SHIPPED: Final = False
-# `plantd identity` stores users and refresh tokens in SQLite inside the pod: replicas would
-# not share them. More than this is reported (IdentityReplicasCapped) and not rendered.
+# With its SQLite store `plantd identity` keeps users and refresh tokens in a file inside the
+# pod: replicas would not share them. More than this is then reported (IdentityReplicasCapped)
+# and not rendered. On Redis (the cluster's state store) identity replicas are stateless.
 IDENTITY_MAX_REPLICAS: Final = 1
+# Whether `plantd broker` can merge the modules enrolled with org.plantd.Identity into its
+# registry (PLANTD_BROKER_IDENTITY_REGISTRY); the contract test checks it against --help.
+BROKER_IDENTITY_REGISTRY: Final = True

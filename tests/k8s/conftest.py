@@ -21,7 +21,7 @@ from k8skit import (
     Lease,
     OperatorProcess,
     TestEnv,
-    delete_clusters,
+    namespace_operator,
     require,
     sa_kubeconfig,
     testenv_environment,
@@ -144,15 +144,11 @@ def operator(
     operator_kubeconfig: Path,
     lease: Lease,
     tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(operator_kubeconfig, namespace, log, lease=lease)
-    try:
-        op.wait_ready()
+    """The operator on the module's namespace, with the module's ``OPERATOR_ARGS`` if any
+    (e.g. an image allow-list)."""
+    logs = tmp_path_factory.mktemp("operator")
+    extra = getattr(request.module, "OPERATOR_ARGS", ())
+    with namespace_operator(testenv, namespace, operator_kubeconfig, lease, logs, extra) as op:
         yield op
-    finally:
-        try:
-            delete_clusters(testenv, namespace)
-        finally:
-            op.stop()
-            print(f"operator log: {log}")

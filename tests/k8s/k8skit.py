@@ -262,6 +262,30 @@ class OperatorProcess:
         self._log.close()
 
 
+@contextlib.contextmanager
+def namespace_operator(
+    testenv: TestEnv,
+    namespace: str,
+    kubeconfig: Path,
+    lease: Lease,
+    log_dir: Path,
+    extra_args: Sequence[str] = (),
+) -> Iterator[OperatorProcess]:
+    """The operator watching ``namespace``, leading and ready; after, every PlantdCluster there
+    is deleted (while it still runs) and the operator stopped, its log's path printed."""
+    log = log_dir / "operator.log"
+    op = OperatorProcess(kubeconfig, namespace, log, lease=lease, extra_args=extra_args)
+    try:
+        op.wait_ready()
+        yield op
+    finally:
+        try:
+            delete_clusters(testenv, namespace)
+        finally:
+            op.stop()
+            print(f"operator log: {log}")
+
+
 def pdc(name: str, spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
     return {
         "apiVersion": "plantd.io/v1alpha1",

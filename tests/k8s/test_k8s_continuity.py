@@ -93,7 +93,6 @@ def test_restart_neither_redoes_nor_loses_work(
         ns,
         "--type=merge",
         "-p",
-        # (state, not identity: identity runs one pod while its store is in the pod)
         '{"spec":{"state":{"replicas":2}}}',
     )
     op = OperatorProcess(

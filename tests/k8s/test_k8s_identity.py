@@ -8,42 +8,18 @@ The operator here runs with an image allow-list, as an administrator would set i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from k8skit import Lease, OperatorProcess, TestEnv, b64, condition, delete_clusters, pdc, wait_for
+from k8skit import OperatorProcess, TestEnv, b64, condition, pdc, wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(600)]
 ALLOWED = "plantd/plantd:*,redis:7.4*"
+OPERATOR_ARGS = ["--allowed-images", ALLOWED]  # the conftest's operator fixture passes these
 TLS: dict[str, Any] = {
     "mode": "external",
     "external": {"address": "redis.example:6380", "tls": {"enabled": True}},
 }
-
-
-@pytest.fixture(scope="module")
-def operator(
-    testenv: TestEnv,
-    namespace: str,
-    operator_kubeconfig: Path,
-    lease: Lease,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(
-        operator_kubeconfig, namespace, log, lease=lease, extra_args=["--allowed-images", ALLOWED]
-    )
-    try:
-        op.wait_ready()
-        yield op
-    finally:
-        try:
-            delete_clusters(testenv, namespace)
-        finally:
-            op.stop()
-            print(f"operator log: {log}")
 
 
 def reason_is(env: TestEnv, ns: str, name: str, kind: str, reason: str) -> dict[str, Any]:
@@ -181,6 +157,11 @@ def test_a_secret_not_labelled_for_the_cluster_never_reaches_a_pod(
 
     vols = wait_for(state_volumes, "the state Deployment (rendered without the Secret)")
     assert not any(v.get("secret", {}).get("secretName") == "victim" for v in vols)
+    # Identity shares state's Redis wiring, so it is held to the same check.
+    identity = wait_for(
+        lambda: testenv.get("deployment", "deputy-identity", ns), "the identity Deployment"
+    )
+    assert "victim" not in json.dumps(identity["spec"]["template"]["spec"]["volumes"])
 
     testenv.kubectl("label", "secret", "victim", "-n", ns, "plantd.io/secret-for=deputy")
     ready(testenv, ns, "deputy")
@@ -227,3 +208,94 @@ def test_request_authentication_with_inline_jwks_is_accepted_by_istio_crds(
     secret = jwt_kids(testenv.get("secret", "mesh-jwt", ns) or {})
     assert kids == set(secret["active"] + secret["next"])
     assert all("d" not in k for k in json.loads(rule["jwks"])["keys"])
+
+
+def data_of(env: TestEnv, kind: str, name: str, ns: str) -> dict[str, str] | None:
+    obj = env.get(kind, name, ns)
+    return dict(obj["data"]) if obj and obj.get("data") else None
+
+
+def test_the_secured_plant_identity_on_redis_registry_and_state_auth(
+    testenv: TestEnv, namespace: str, operator: OperatorProcess
+) -> None:
+    """What issue 8 §9 asks of the operator, as the real API server stores it (with the
+    chart's RBAC): identity replicas on the cluster's Redis, the broker's and state's machine
+    registry and state's JWKS as ConfigMaps, mounted, in the pods' config hashes."""
+    from plantd.common.registry import Registry
+    from plantd_operator import secrets
+
+    ns = namespace
+    testenv.apply(pdc("sec", {"state": {"redis": TLS}, "identity": {"replicas": 3}}, namespace=ns))
+    obj = ready(testenv, ns, "sec")
+    assert obj["status"]["components"]["identity"] == {
+        "ready": 3,
+        "desired": 3,
+        "replicas": "3/3",
+    }
+    degraded = condition(obj, "Degraded")
+    assert degraded is not None and degraded["reason"] == "AsExpected", degraded
+    identity = testenv.get("deployment", "sec-identity", ns)
+    assert identity is not None and identity["spec"]["replicas"] == 3
+
+    config = data_of(testenv, "configmap", "sec-config", ns)
+    assert config is not None
+    assert config["PLANTD_IDENTITY_STORE"] == "redis"
+    assert config["PLANTD_IDENTITY_REDIS_URL"] == config["PLANTD_STATE_REDIS_URL"]
+    assert config["PLANTD_STATE_AUTH"] == "identity"
+    assert config["PLANTD_STATE_AUTH_AUDIENCE"] == "org.plantd.State"
+    assert config["PLANTD_BROKER_IDENTITY_REGISTRY"] == "true"
+
+    # The registry: the components' public keys from the operator's CURVE Secret.
+    registry = wait_for(
+        lambda: data_of(testenv, "configmap", "sec-registry", ns), "ConfigMap sec-registry"
+    )
+    curve = testenv.get("secret", "sec-curve", ns)
+    assert curve is not None
+    keys = secrets.curve_public_keys(curve["data"], ["broker", "state", "identity"])
+    reg = Registry.from_dict(json.loads(registry["registry.json"]))
+    assert {i.name: i.public_key for i in reg.identities()} == keys
+    assert reg.may_serve(keys["state"], "org.plantd.State")
+
+    # The JWKS: the signing-key Secret's public keys.
+    jwks = wait_for(lambda: data_of(testenv, "configmap", "sec-jwks", ns), "ConfigMap sec-jwks")
+    kids = {k["kid"] for k in json.loads(jwks["jwks.json"])["keys"]}
+    signing = jwt_kids(testenv.get("secret", "sec-jwt", ns) or {})
+    assert kids == set(signing["active"] + signing["next"])
+
+    def pod_volumes(component: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        dep = testenv.get("deployment", f"sec-{component}", ns)
+        assert dep is not None
+        pod = dep["spec"]["template"]["spec"]
+        return (
+            {v["name"]: v for v in pod["volumes"]},
+            {m["name"]: m for m in pod["containers"][0]["volumeMounts"]},
+        )
+
+    vols, mounts = pod_volumes("broker")
+    assert vols["registry"]["configMap"]["name"] == "sec-registry"
+    assert mounts["registry"]["readOnly"] is True
+    assert config["PLANTD_BROKER_REGISTRY"].startswith(mounts["registry"]["mountPath"])
+    vols, mounts = pod_volumes("state")
+    assert vols["registry"]["configMap"]["name"] == "sec-registry"
+    assert vols["jwks"]["configMap"]["name"] == "sec-jwks"
+    assert config["PLANTD_STATE_JWKS_FILE"].startswith(mounts["jwks"]["mountPath"])
+
+    # A signing-key rotation reaches state's JWKS and rolls the state pods, not the broker.
+    state_before = config_hash(testenv, ns, "sec-state")
+    broker_before = config_hash(testenv, ns, "sec-broker")
+    testenv.kubectl("annotate", "pdc", "sec", "-n", ns, "plantd.io/rotate-signing-key=r1")
+
+    def rotated_jwks() -> set[str] | None:
+        now = jwt_kids(testenv.get("secret", "sec-jwt", ns) or {})
+        data = data_of(testenv, "configmap", "sec-jwks", ns) or {"jwks.json": '{"keys":[]}'}
+        have = {k["kid"] for k in json.loads(data["jwks.json"])["keys"]}
+        want = set(now["next"] + now["active"] + now["retired"])
+        return have if now["retired"] and have == want else None
+
+    wait_for(rotated_jwks, "the JWKS ConfigMap follows the rotation")
+    wait_for(
+        lambda: config_hash(testenv, ns, "sec-state") != state_before,
+        "the state pods roll onto the new JWKS",
+    )
+    assert config_hash(testenv, ns, "sec-broker") == broker_before
+    ready(testenv, ns, "sec")

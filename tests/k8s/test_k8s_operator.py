@@ -48,7 +48,7 @@ def test_cluster_gets_every_child_and_becomes_ready(
     uid = obj["metadata"]["uid"]
     for kind, names in {
         "serviceaccount": ["alpha-broker", "alpha-state", "alpha-identity", "alpha-redis"],
-        "configmap": ["alpha-config"],
+        "configmap": ["alpha-config", "alpha-registry", "alpha-jwks"],
         "secret": ["alpha-curve", "alpha-jwt", "alpha-redis"],
         "service": [
             "alpha-broker",
@@ -80,7 +80,10 @@ def test_cluster_gets_every_child_and_becomes_ready(
     cm = testenv.get("configmap", "alpha-config", ns)
     assert cm is not None
     # Only the path of the password file (mounted from the Secret), never a password.
-    assert [k for k in cm["data"] if "PASSWORD" in k] == ["PLANTD_STATE_REDIS_PASSWORD_FILE"]
+    assert sorted(k for k in cm["data"] if "PASSWORD" in k) == [
+        "PLANTD_IDENTITY_REDIS_PASSWORD_FILE",
+        "PLANTD_STATE_REDIS_PASSWORD_FILE",
+    ]
     # Status contract.
     st = obj["status"]
     assert st["phase"] == "Ready" and st["brokerReplicas"] == "1/1"
@@ -228,7 +231,6 @@ def test_pause_holds_everything(
         ),
         "Paused=True",
     )
-    # (The broker, not identity: identity runs one pod while its store is in the pod.)
     brokers = deployment(testenv, ns, "alpha-broker")["spec"]["replicas"]
     assert brokers != 3
     testenv.kubectl(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from plantd_operator import naming
-from plantd_operator.builders import config, istio, monitoring, policy, redis, workloads
+from plantd_operator.builders import config, istio, monitoring, policy, redis, trust, workloads
 from plantd_operator.context import ClusterContext
 
 
@@ -15,6 +15,8 @@ def render_children(ctx: ClusterContext) -> list[dict[str, Any]]:
     Order matters only for a first start: identities and config before the pods that use them.
     """
     out: list[dict[str, Any]] = [*config.service_accounts(ctx), config.config_map(ctx)]
+    # The registry and JWKS ConfigMaps: only once the Secrets they come from were read.
+    out += trust.config_maps(ctx)
     if ctx.spec.state.redis.mode == "managed":
         out += redis.services(ctx)
         out.append(redis.statefulset(ctx))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from plantd.common import contract
-from plantd_operator import naming
+from plantd_operator import naming, shipped
+from plantd_operator.builders import trust
 from plantd_operator.context import ClusterContext
 
 REDIS_AUTH_DIR = "/etc/plantd/redis-auth"
@@ -48,7 +49,49 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
     put(naming.BROKER, contract.KEY_BUS_BIND, contract.CONTAINER_BIND_HOST)
     put(naming.BROKER, contract.KEY_HEARTBEAT_LIVENESS, hb.liveness)
 
-    redis = spec.state.redis
+    redis_users = [naming.STATE]
+    if ctx.identity_store == "redis":
+        redis_users.append(naming.IDENTITY)
+    for c in redis_users:
+        for key, value in redis_settings(ctx).items():
+            put(c, key, value)
+    put(naming.STATE, contract.KEY_STATE_BUS_ENDPOINT, ctx.bus_endpoint("state", "pub"))
+    put(naming.STATE, contract.KEY_EVENT_BUS_ENDPOINT, ctx.bus_endpoint("event", "pub"))
+    put(naming.STATE, contract.KEY_EVENT_SUB_ENDPOINT, ctx.bus_endpoint("event", "sub"))
+    # Authorization: tokens of this cluster's issuer for org.plantd.State, verified against
+    # the JWKS the operator renders from the signing-key Secret (no identity round trip at
+    # start); revocations (identity.not_before) and denials (audit) on the event bus.
+    put(naming.STATE, contract.KEY_AUTH, spec.state.auth)
+    if ctx.state_auth:
+        put(naming.STATE, contract.KEY_AUTH_ISSUER, ctx.issuer)
+        put(naming.STATE, contract.KEY_AUTH_AUDIENCE, contract.SERVICE_STATE)
+        put(naming.STATE, contract.KEY_JWKS_FILE, trust.JWKS_PATH)
+    if trust.registry_enabled(ctx):
+        put(naming.BROKER, contract.KEY_REGISTRY, trust.REGISTRY_PATH)
+        put(naming.STATE, contract.KEY_REGISTRY, trust.REGISTRY_PATH)
+        if shipped.BROKER_IDENTITY_REGISTRY:
+            # Modules enrolled with org.plantd.Identity are fetched over the bus and merged.
+            put(naming.BROKER, contract.KEY_IDENTITY_REGISTRY, "true")
+
+    if ctx.gateway_rendered:
+        put(naming.GATEWAY, contract.KEY_GRPC_PORT, spec.sidecars.grpc.port)
+    # Identity: the signing keys from the Secret (next + active + retired, so rotation is a
+    # rename), its store in Redis (above; its data volume keeps only the setup token, or the
+    # SQLite file without Redis), revocations and audit on the event bus, and
+    # the issuer/audiences Istio's RequestAuthentication checks spelled out, not defaulted.
+    put(naming.IDENTITY, contract.KEY_JWT_KEYS_DIR, contract.CONTAINER_JWT_DIR)
+    put(naming.IDENTITY, contract.KEY_DATA_DIR, IDENTITY_DATA_DIR)
+    put(naming.IDENTITY, contract.KEY_BUS_ENDPOINT, ctx.bus_endpoint("event", "pub"))
+    put(naming.IDENTITY, contract.KEY_ISSUER, ctx.issuer)
+    put(naming.IDENTITY, contract.KEY_AUDIENCES, ",".join(AUDIENCES))
+    return out
+
+
+def redis_settings(ctx: ClusterContext) -> dict[str, str]:
+    """Keys (not env names) that connect a component to the cluster's Redis: the same for
+    state and identity, each under its own key prefix (their defaults differ)."""
+    redis = ctx.spec.state.redis
+    out: dict[str, str] = {contract.KEY_STATE_STORE: "redis"}
     scheme = "redis"
     database = 0
     if redis.mode == "external" and redis.external is not None:
@@ -56,28 +99,11 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
         if redis.external.tls.enabled:
             scheme = "rediss"
             if redis.external.tls.ca_secret_ref is not None:
-                put(
-                    naming.STATE,
-                    contract.KEY_STATE_REDIS_CA_FILE,
-                    f"{contract.CONTAINER_REDIS_TLS_DIR}/ca.crt",
-                )
+                out[contract.KEY_STATE_REDIS_CA_FILE] = f"{contract.CONTAINER_REDIS_TLS_DIR}/ca.crt"
     if redis.mode == "managed" or (redis.external is not None and redis.external.secret_ref):
-        # A file from the Secret (`plantd state` reads no password variable): never in env.
-        put(naming.STATE, contract.KEY_STATE_REDIS_PASSWORD_FILE, REDIS_PASSWORD_FILE)
-    put(naming.STATE, contract.KEY_STATE_STORE, "redis")
-    put(naming.STATE, contract.KEY_STATE_REDIS_URL, f"{scheme}://{ctx.redis_address}/{database}")
-    put(naming.STATE, contract.KEY_STATE_BUS_ENDPOINT, ctx.bus_endpoint("state", "pub"))
-
-    if ctx.gateway_rendered:
-        put(naming.GATEWAY, contract.KEY_GRPC_PORT, spec.sidecars.grpc.port)
-    # Identity: the signing keys from the Secret (next + active + retired, so rotation is a
-    # rename), its store on the pod's data volume, revocations and audit on the event bus, and
-    # the issuer/audiences Istio's RequestAuthentication checks spelled out, not defaulted.
-    put(naming.IDENTITY, contract.KEY_JWT_KEYS_DIR, contract.CONTAINER_JWT_DIR)
-    put(naming.IDENTITY, contract.KEY_DATA_DIR, IDENTITY_DATA_DIR)
-    put(naming.IDENTITY, contract.KEY_BUS_ENDPOINT, ctx.bus_endpoint("event", "pub"))
-    put(naming.IDENTITY, contract.KEY_ISSUER, ctx.issuer)
-    put(naming.IDENTITY, contract.KEY_AUDIENCES, ",".join(AUDIENCES))
+        # A file from the Secret (no password variable is read): never in env.
+        out[contract.KEY_STATE_REDIS_PASSWORD_FILE] = REDIS_PASSWORD_FILE
+    out[contract.KEY_STATE_REDIS_URL] = f"{scheme}://{ctx.redis_address}/{database}"
     return out
 
 

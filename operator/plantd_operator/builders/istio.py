@@ -15,7 +15,7 @@ from typing import Any
 from plantd.common import contract
 from plantd_operator import naming
 from plantd_operator.builders.config import AUDIENCES
-from plantd_operator.builders.policy import broker_ports
+from plantd_operator.builders.policy import broker_ports, redis_clients
 from plantd_operator.context import ClusterContext
 
 SECURITY = "security.istio.io/v1"
@@ -106,7 +106,7 @@ def objects(ctx: ClusterContext) -> list[dict[str, Any]]:
         out.append(allow(naming.IDENTITY, services + clients, grpc))
     out += request_authentications(ctx)
     if ctx.spec.state.redis.mode == "managed":
-        out.append(allow(naming.REDIS, [sa(naming.STATE)], [contract.REDIS_PORT]))
+        out.append(allow(naming.REDIS, [sa(c) for c in redis_clients(ctx)], [contract.REDIS_PORT]))
     return out
 
 

@@ -115,8 +115,8 @@ def network_policies(ctx: ClusterContext) -> list[dict[str, Any]]:
         }
         if ctx.gateway_rendered:
             spec["ingress"].append({"from": [clients, *members], "ports": _ports(grpc.port)})
-        if c == naming.STATE:
-            spec["egress"].append(_state_to_redis(ctx))
+        if c == naming.STATE or (c == naming.IDENTITY and ctx.identity_store == "redis"):
+            spec["egress"].append(_to_redis(ctx))
         out.append(policy(c, spec))
     if ctx.spec.state.redis.mode == "managed":
         out.append(
@@ -127,7 +127,7 @@ def network_policies(ctx: ClusterContext) -> list[dict[str, Any]]:
                     "policyTypes": ["Ingress"],
                     "ingress": [
                         {
-                            "from": [_pods(ctx, naming.STATE)],
+                            "from": [_pods(ctx, c) for c in redis_clients(ctx)],
                             "ports": _ports(contract.REDIS_PORT),
                         }
                     ],
@@ -137,7 +137,15 @@ def network_policies(ctx: ClusterContext) -> list[dict[str, Any]]:
     return out
 
 
-def _state_to_redis(ctx: ClusterContext) -> dict[str, Any]:
+def redis_clients(ctx: ClusterContext) -> list[str]:
+    """Components that connect to the cluster's Redis: state, and identity on Redis."""
+    out = [naming.STATE]
+    if ctx.identity_store == "redis":
+        out.append(naming.IDENTITY)
+    return out
+
+
+def _to_redis(ctx: ClusterContext) -> dict[str, Any]:
     redis = ctx.spec.state.redis
     if redis.mode == "managed":
         return {"to": [_pods(ctx, naming.REDIS)], "ports": _ports(contract.REDIS_PORT)}

@@ -6,11 +6,13 @@ from typing import Any
 
 from plantd.common import contract
 from plantd_operator import naming
-from plantd_operator.builders import config, pods
+from plantd_operator.builders import config, pods, trust
 from plantd_operator.context import ClusterContext
 from plantd_operator.models import Resources
 
 REDIS_AUTH_VOLUME = "redis-auth"
+# Digests of the Redis credentials (secret_digests keys) every Redis user's pods depend on.
+REDIS_DIGESTS = frozenset({"state:password", "state:ca", "state:redis"})
 
 
 def broker_container_ports() -> list[dict[str, Any]]:
@@ -75,14 +77,26 @@ def _component_spec(ctx: ClusterContext, component: str) -> tuple[int, Resources
     return ctx.identity_replicas, ctx.spec.identity.resources
 
 
+def _uses_redis(ctx: ClusterContext, component: str) -> bool:
+    return component == naming.STATE or (
+        component == naming.IDENTITY and ctx.identity_store == "redis"
+    )
+
+
 def _digest(ctx: ClusterContext, component: str) -> str:
-    """Config hash of a component's pods: its settings, its sidecar's, and its Secrets."""
+    """Config hash of a component's pods: its settings, its sidecar's, its Secrets, and the
+    trust ConfigMaps (registry, JWKS) it mounts."""
     readers = [component]
     if component != naming.BROKER and ctx.gateway_rendered:
         readers.append(naming.GATEWAY)
-    secrets = {k: v for k, v in ctx.secret_digests.items() if k.split(":", 1)[0] in readers}
+    secrets = {
+        k: v
+        for k, v in ctx.secret_digests.items()
+        if k.split(":", 1)[0] in readers or (k in REDIS_DIGESTS and _uses_redis(ctx, component))
+    }
     if ctx.spec.security.curve.enabled:
         secrets["curve"] = ctx.secret_digests.get("curve", "")
+    secrets.update(trust.digests(ctx, component))
     return pods.config_hash(config.settings_for(ctx, *readers), secrets)
 
 
@@ -92,7 +106,6 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
     curve = pods.curve_volume(ctx, component)
     if curve:
         volumes.append(curve)
-    env: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if component == naming.BROKER:
         ports = broker_container_ports()
@@ -104,15 +117,18 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
                 "protocol": "TCP",
             }
         ]
-    if component == naming.STATE:
-        env, extra_volumes, mounts = _state_store_wiring(ctx)
-        volumes += extra_volumes
-    if component == naming.IDENTITY:
-        vols, mounts = _identity_wiring(ctx)
+    if _uses_redis(ctx, component):
+        vols, more = redis_wiring(ctx)
         volumes += vols
-    containers = [
-        pods.plantd_container(ctx, component, res, ports=ports, extra_env=env, extra_mounts=mounts)
-    ]
+        mounts += more
+    if component == naming.IDENTITY:
+        vols, more = _identity_wiring(ctx)
+        volumes += vols
+        mounts += more
+    vols, more = trust.wiring(ctx, component)
+    volumes += vols
+    mounts += more
+    containers = [pods.plantd_container(ctx, component, res, ports=ports, extra_mounts=mounts)]
     if component != naming.BROKER and ctx.gateway_rendered:
         sidecar = pods.gateway_sidecar(ctx)
         if curve:
@@ -148,15 +164,14 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
 
 def _identity_wiring(ctx: ClusterContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The signing-key Secret (every STATE.KID.pem in it, so a rotation needs no new render)
-    and a data volume for the embedded store."""
+    and a data volume: the one-time setup token, and the SQLite store when there is no Redis."""
     volumes: list[dict[str, Any]] = [
         {
             "name": pods.JWT_VOLUME,
             # 0400: the identity service refuses a private key others can read.
             "secret": {"secretName": naming.child(ctx.name, "jwt"), "defaultMode": 0o400},
         },
-        # The SQLite store: an emptyDir survives container restarts, not a new pod (see
-        # docs/operator.md "Identity": users and refresh tokens live until the pod is replaced).
+        # An emptyDir survives container restarts, not a new pod (docs/operator.md "Identity").
         {"name": "identity-data", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
     mounts: list[dict[str, Any]] = [
@@ -168,17 +183,15 @@ def _identity_wiring(ctx: ClusterContext) -> tuple[list[dict[str, Any]], list[di
     return volumes, mounts
 
 
-def _state_store_wiring(
-    ctx: ClusterContext,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Env, volumes and mounts that connect the state service to its Redis.
+def redis_wiring(ctx: ClusterContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts that connect a component (state, and identity on Redis) to the
+    cluster's Redis; config.redis_settings names the same files.
 
     A Secret the user names is mounted only once the operator has checked it is labelled for
-    this cluster (its digest is then known): a PlantdCluster cannot make the state pod carry
-    an arbitrary Secret of the namespace to an address of its choosing.
+    this cluster (its digest is then known): a PlantdCluster cannot make the state or
+    identity pod carry an arbitrary Secret of the namespace to an address of its choosing.
     """
     redis = ctx.spec.state.redis
-    env: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     password: tuple[str, str] | None = None
@@ -221,7 +234,7 @@ def _state_store_wiring(
         mounts.append(
             {"name": REDIS_AUTH_VOLUME, "mountPath": config.REDIS_AUTH_DIR, "readOnly": True}
         )
-    return env, volumes, mounts
+    return volumes, mounts
 
 
 def services(ctx: ClusterContext) -> list[dict[str, Any]]:

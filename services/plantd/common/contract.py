@@ -184,3 +184,16 @@ KEY_DATA_DIR: Final = "data_dir"
 KEY_BUS_ENDPOINT: Final = "bus_endpoint"
 DEFAULT_ISSUER: Final = "plantd-identity"
 CONTAINER_DATA_DIR: Final = "/var/lib/plantd"
+
+# --- Registry and state authorization in a pod (issue 8 §9; the operator renders these) ---
+KEY_REGISTRY: Final = "registry"  # broker and state: the machine registry file
+KEY_IDENTITY_REGISTRY: Final = "identity_registry"  # broker: merge enrolments from identity
+KEY_AUTH: Final = "auth"  # state: off | identity
+KEY_AUTH_ISSUER: Final = "auth_issuer"
+KEY_AUTH_AUDIENCE: Final = "auth_audience"
+KEY_JWKS_FILE: Final = "jwks_file"
+KEY_EVENT_BUS_ENDPOINT: Final = "event_bus_endpoint"  # event bus XSUB (publish)
+KEY_EVENT_SUB_ENDPOINT: Final = "event_sub_endpoint"  # event bus XPUB (subscribe)
+CONTAINER_REGISTRY_DIR: Final = "/etc/plantd/registry"
+CONTAINER_JWKS_DIR: Final = "/etc/plantd/jwks"
+JWKS_FILE_NAME: Final = "jwks.json"

@@ -232,7 +232,11 @@ def test_istio_objects_per_edge_with_service_account_principals(ctx_factory: Fac
     assert pa["spec"]["mtls"]["mode"] == "STRICT"
     aps = by_kind(children, "AuthorizationPolicy")
     redis_from = aps["demo-redis-allow"]["spec"]["rules"][0]["from"][0]["source"]["principals"]
-    assert redis_from == ["cluster.local/ns/plant/sa/demo-state"]
+    # Identity keeps its users in the same Redis (its own key prefix).
+    assert redis_from == [
+        "cluster.local/ns/plant/sa/demo-identity",
+        "cluster.local/ns/plant/sa/demo-state",
+    ]
     broker_from = aps["demo-broker-allow"]["spec"]["rules"][0]["from"][0]["source"]["principals"]
     assert "cluster.local/ns/x/sa/y" in broker_from
     drs = by_kind(children, "DestinationRule")
@@ -304,10 +308,13 @@ def test_only_workloads_depend_on_secret_contents(ctx_factory: Factory) -> None:
     assert before.keys() == after.keys()
     changed = {key[0] for key in before if before[key] != after[key]}
     assert changed == WORKLOAD_KINDS
-    # ...and RequestAuthentications, which carry the JWKS: the reconcile applies everything
-    # but ServiceAccounts, the ConfigMap and Services from the final render.
-    with_jwks = replace(keyed, jwks='{"keys":[]}')
-    late = {c["kind"] for c in render_children(with_jwks)} - {
-        c["kind"] for c in render_children(keyed)
+    # ...and what carries public keys read from the Secrets: the RequestAuthentications and
+    # the registry and JWKS ConfigMaps, which the reconcile sends from the final render.
+    with_keys = replace(keyed, jwks='{"keys":[]}', curve_public_keys={"state": "k" * 40})
+    late = {(c["kind"], c["metadata"]["name"]) for c in render_children(with_keys)} - set(after)
+    assert late == {
+        ("RequestAuthentication", "demo-state-jwt"),
+        ("RequestAuthentication", "demo-identity-jwt"),
+        ("ConfigMap", "demo-registry"),
+        ("ConfigMap", "demo-jwks"),
     }
-    assert late == {"RequestAuthentication"}

@@ -81,6 +81,14 @@ def test_the_launcher_used_here_is_the_plantd_command() -> None:
     )
 
 
+def test_the_broker_fetches_enrolments_exactly_when_it_can() -> None:
+    listed = bool(re.search(r"\bPLANTD_BROKER_IDENTITY_REGISTRY\b", help_text(contract.BROKER)))
+    assert listed == shipped.BROKER_IDENTITY_REGISTRY, (
+        "plantd broker --help and shipped.BROKER_IDENTITY_REGISTRY disagree: set it to "
+        f"{listed} so the operator renders PLANTD_BROKER_IDENTITY_REGISTRY only when it works"
+    )
+
+
 @pytest.mark.parametrize("component", shipped.RENDERED)
 def test_rendered_components_ship(component: str) -> None:
     assert "not available" not in help_text(component).lower(), component

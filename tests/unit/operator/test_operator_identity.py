@@ -251,17 +251,15 @@ def test_external_redis_needs_tls_or_an_explicit_plaintext_opt_in(ctx_factory: F
 
 def test_what_does_not_ship_is_reported_not_rendered(ctx_factory: Factory) -> None:
     ctx = ctx_factory({"identity": {"replicas": 3}, "sidecars": {"grpc": {"enabled": True}}})
-    assert reasons(admission.check(ctx, ())) == {
-        "IdentityReplicasCapped": False,
-        "GrpcSidecarNotShipped": False,
-    }
+    # Identity's store is the cluster's Redis: its replicas are honoured, nothing is capped.
+    assert reasons(admission.check(ctx, ())) == {"GrpcSidecarNotShipped": False}
     children = render_children(ctx)
     identity = next(
         c
         for c in children
         if c["kind"] == "Deployment" and c["metadata"]["name"] == "demo-identity"
     )
-    assert identity["spec"]["replicas"] == 1
+    assert identity["spec"]["replicas"] == 3
     for c in children:
         if c["kind"] == "Deployment":
             names = [x["name"] for x in c["spec"]["template"]["spec"]["containers"]]

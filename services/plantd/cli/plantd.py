@@ -32,7 +32,8 @@ COMMANDS: dict[str, LazyCommand] = {
         "plantd_operator.main:cli", "Run the Kubernetes operator (PlantdCluster)."
     ),
     "up": LazyCommand(
-        "plantd.cli.up:up", "Run broker, echo and state locally, supervised, with CURVE keys."
+        "plantd.cli.up:up",
+        "Run broker, identity, echo and state locally, supervised and secured.",
     ),
     "keys": LazyCommand("plantd.cli.keys:keys_group", "Generate and list CURVE key pairs."),
 }

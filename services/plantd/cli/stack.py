@@ -6,14 +6,38 @@ a container gets from the operator), so the local stack exercises the real confi
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final, Literal
 
 from plantd.common import contract
+from plantd.identity.settings import DEFAULT_ISSUER
 
-# Started by default, in this order; the broker first so workers find it sooner.
-STACK_COMPONENTS: tuple[str, ...] = (contract.BROKER, contract.ECHO, contract.STATE)
+# Started by default, in this order: the broker first (everything connects to it), identity
+# before state (state verifies tokens against identity's JWKS).
+STACK_COMPONENTS: tuple[str, ...] = (
+    contract.BROKER,
+    contract.IDENTITY,
+    contract.ECHO,
+    contract.STATE,
+)
+# Supervisor tiers: a tier starts once every lower one is ready, and stops before them.
+_TIERS: Mapping[str, int] = {contract.BROKER: 0, contract.IDENTITY: 1}
+LATER_TIER: Final = 2
+
+# The first administrator `plantd up` creates (identity's bootstrap file) and where the
+# user finds its password; the file's first line is the password, so
+# `plant auth login -u admin --password-stdin < FILE` works as it is.
+ADMIN_USERNAME: Final = "admin"
+ADMIN_EMAIL: Final = "admin@plantd.local"
+ADMIN_CREDENTIALS_FILE: Final = "admin-credentials"
+BOOTSTRAP_FILE: Final = "bootstrap.json"
+IDENTITY_DB: Final = "identity.db"  # plantd.identity.sqlite_store's file in its data_dir
+REGISTRY_FILE: Final = "registry.json"
+
+Auth = Literal["off", "identity"]
 
 # Module each component's command lives in (checked before starting; missing = skipped).
 COMPONENT_MODULES: Mapping[str, str] = {
@@ -39,6 +63,7 @@ class StackPlan:
     log_format: str = "text"
     heartbeat_ms: int | None = None  # None: each component's own default
     components: tuple[str, ...] = STACK_COMPONENTS
+    auth: Auth = "identity"  # state's --auth; up.resolve_auth picks it from the components
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -48,6 +73,31 @@ class StackPlan:
     @property
     def data_dir(self) -> Path:
         return self.state_dir / "state"
+
+    @property
+    def registry_file(self) -> Path:
+        """The stack's own keys (written by ``plantd up`` before the broker starts)."""
+        return self.keys_dir / REGISTRY_FILE
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.state_dir / "identity"
+
+    @property
+    def jwt_dir(self) -> Path:
+        return self.state_dir / "jwt"
+
+    @property
+    def identity_db(self) -> Path:
+        return self.identity_dir / IDENTITY_DB
+
+    @property
+    def bootstrap_file(self) -> Path:
+        return self.identity_dir / BOOTSTRAP_FILE
+
+    @property
+    def admin_credentials(self) -> Path:
+        return self.state_dir / ADMIN_CREDENTIALS_FILE
 
     @property
     def mdp_port(self) -> int:
@@ -76,6 +126,11 @@ class StackPlan:
     def ready_url(self, component: str) -> str:
         return f"http://127.0.0.1:{self.http_port(component)}{contract.PATH_READYZ}"
 
+    def bus_endpoint(self, bus: str, side: Literal["pub", "sub"]) -> str:
+        """Where a local process connects to publish on (pub) or follow (sub) ``bus``."""
+        pub, sub = self.buses()[bus]
+        return f"tcp://{self.connect_host}:{pub if side == 'pub' else sub}"
+
     def all_ports(self) -> list[int]:
         ports = [self.mdp_port, *(p for pair in self.buses().values() for p in pair)]
         ports += [self.http_port(c) for c in self.components]
@@ -101,9 +156,15 @@ def component_settings(plan: StackPlan, component: str) -> dict[str, str]:
         values[contract.KEY_BUS_BIND] = plan.bind_host
         values["buses"] = _buses_value(plan.buses())
         if plan.curve:  # written by `plantd up` (plantd.cli.up.enrol_stack) before the broker
-            values["registry"] = str(plan.keys_dir / "registry.json")
+            values["registry"] = str(plan.registry_file)
+            if contract.IDENTITY in plan.components:
+                # Modules enrolled in identity (`plant module enroll`) reach the broker too;
+                # the file, the stack's own keys, wins every collision.
+                values[contract.KEY_IDENTITY_REGISTRY] = "true"
     else:
         values[contract.KEY_BROKER_ENDPOINT] = plan.mdp_endpoint
+    if component == contract.IDENTITY:
+        values.update(_identity_settings(plan))
     if component == contract.STATE:
         values[contract.KEY_STATE_STORE] = (
             "redis" if plan.redis_url else contract.DEFAULT_STATE_STORE
@@ -113,9 +174,42 @@ def component_settings(plan: StackPlan, component: str) -> dict[str, str]:
             values[contract.KEY_STATE_REDIS_URL] = plan.redis_url
         if plan.redis_password_file is not None:
             values[contract.KEY_STATE_REDIS_PASSWORD_FILE] = str(plan.redis_password_file)
-        state_pub = plan.buses()["state"][0]
-        values[contract.KEY_STATE_BUS_ENDPOINT] = f"tcp://{plan.connect_host}:{state_pub}"
+        values[contract.KEY_STATE_BUS_ENDPOINT] = plan.bus_endpoint("state", "pub")
+        values.update(_state_auth_settings(plan))
     return values
+
+
+def _identity_settings(plan: StackPlan) -> dict[str, str]:
+    return {
+        "data_dir": str(plan.identity_dir),
+        "jwt_keys_dir": str(plan.jwt_dir),
+        "bus_endpoint": plan.bus_endpoint("event", "pub"),
+        "issuer": DEFAULT_ISSUER,
+        # Read by identity only while its store has no user (plantd.identity.bootstrap).
+        "bootstrap_file": str(plan.bootstrap_file),
+    }
+
+
+def _state_auth_settings(plan: StackPlan) -> dict[str, str]:
+    if plan.auth == "off":
+        return {"auth": "off"}
+    values = {
+        "auth": "identity",
+        # The same issuer identity is given above; the audience is one identity issues by
+        # default (IdentitySettings.audiences), so a plain `plant auth login` token fits.
+        "auth_issuer": DEFAULT_ISSUER,
+        "auth_audience": contract.SERVICE_STATE,
+        "event_bus_endpoint": plan.bus_endpoint("event", "pub"),
+        "event_sub_endpoint": plan.bus_endpoint("event", "sub"),
+    }
+    if plan.curve:  # without CURVE no caller has a key, so key permissions cannot apply
+        values["registry"] = str(plan.registry_file)
+    return values
+
+
+def tier(component: str) -> int:
+    """The supervisor tier of ``component``: broker 0, identity 1, everything else after."""
+    return _TIERS.get(component, LATER_TIER)
 
 
 def child_env(plan: StackPlan, component: str, base: Mapping[str, str]) -> dict[str, str]:
@@ -136,6 +230,67 @@ def child_env(plan: StackPlan, component: str, base: Mapping[str, str]) -> dict[
 def child_argv(python: str, component: str) -> list[str]:
     """Run a component exactly as a container does (``plantd <component>``), via this Python."""
     return [python, "-m", "plantd.cli.plantd", component]
+
+
+def plant_args(plan: StackPlan) -> list[str]:
+    """``plant`` plus the flags it needs to reach this stack (none for the defaults)."""
+    args = ["plant"]
+    if plan.mdp_endpoint != contract.DEFAULT_BROKER_CONNECT:
+        args += ["--endpoint", plan.mdp_endpoint]
+    if not plan.curve:
+        args += ["--no-curve"]
+    elif plan.keys_dir != Path(contract.DEFAULT_CURVE_KEYS_DIR).expanduser():
+        args += ["--curve-keys", str(plan.keys_dir)]
+    return args
+
+
+def _shell(args: Sequence[str]) -> str:
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _under_home(path: Path, home: Path | None) -> str | None:
+    try:
+        return str(path.relative_to(home if home is not None else Path.home()))
+    except (ValueError, RuntimeError):  # RuntimeError: no home directory to be found
+        return None
+
+
+def display_path(path: Path, home: Path | None = None) -> str:
+    """``path`` as a person reads it: ``~/...`` under the home directory (shorter)."""
+    rest = _under_home(path, home)
+    return f"~/{rest}" if rest is not None else str(path)
+
+
+def shell_path(path: Path, home: Path | None = None) -> str:
+    """``path`` on a shell command line: ``~/...`` (unquoted, so the shell expands it) under
+    the home directory, quoted as needed."""
+    rest = _under_home(path, home)
+    return f"~/{shlex.quote(rest)}" if rest is not None else shlex.quote(str(path))
+
+
+def login_command(plan: StackPlan, home: Path | None = None) -> str:
+    """The exact shell command that logs the first admin in with the credentials file."""
+    args = [*plant_args(plan), "auth", "login", "-u", ADMIN_USERNAME, "--password-stdin"]
+    return f"{_shell(args)} < {shell_path(plan.admin_credentials, home)}"
+
+
+def try_commands(
+    plan: StackPlan, components: Sequence[str], *, admin_file: bool = True
+) -> list[str]:
+    """What to type next in another terminal, in order (shown once the stack is ready).
+
+    ``admin_file`` False: there is no credentials file to log in with (identity already had
+    users), so the login asks for a user and password."""
+    plant = plant_args(plan)
+    out: list[str] = []
+    if contract.STATE in components:
+        if plan.auth == "identity":
+            out.append(login_command(plan) if admin_file else _shell([*plant, "auth", "login"]))
+        out.append(_shell([*plant, "state", "set", "--service", "demo", "key", "1"]))
+        out.append(_shell([*plant, "state", "get", "--service", "demo", "key"]))
+    elif contract.ECHO in components:
+        out.append(_shell([*plant, "echo", "hello"]))
+    return out
 
 
 def endpoint_rows(plan: StackPlan, components: Sequence[str]) -> list[tuple[str, str]]:

@@ -1,8 +1,11 @@
 """Run child processes: forward their logs, wait for /readyz, restart crashes, stop cleanly.
 
 Generic (knows nothing about plantd components); ``plantd up`` builds the ``ChildSpec`` list.
-Children run in their own session so a terminal Ctrl-C reaches only the supervisor, which then
-stops them in reverse ``tier`` order (modules before the broker). On Linux each child also gets
+A child first starts once every child of a lower ``tier`` is ready (or ``ready_timeout`` has
+passed: a broken dependency must not hold the rest back for ever), so a service that needs
+another at start does not race it. Children run in their own session so a terminal Ctrl-C
+reaches only the supervisor, which then stops them in reverse ``tier`` order (modules before
+the broker). On Linux each child also gets
 ``PR_SET_PDEATHSIG`` so a SIGKILLed supervisor cannot leave orphans behind.
 """
 
@@ -32,7 +35,7 @@ class ChildSpec:
     argv: Sequence[str]
     env: Mapping[str, str]
     ready_url: str | None = None  # None: ready as soon as it is running
-    tier: int = 0  # started together; stopped highest tier first
+    tier: int = 0  # started after the lower tiers are ready; stopped highest tier first
 
 
 class Reporter(Protocol):
@@ -162,7 +165,28 @@ class Supervisor:
         if self._on_ready is not None:
             self._on_ready()
 
+    async def _after_lower_tiers(self, child: _Child) -> None:
+        lower = [c for c in self._children if c.spec.tier < child.spec.tier]
+        if not lower:
+            return
+        waits: list[asyncio.Task[bool]] = [asyncio.create_task(c.ready.wait()) for c in lower]
+        stop = asyncio.create_task(self._stopping.wait())
+        deadline = time.monotonic() + self._ready_timeout
+        try:
+            for wait in waits:
+                left = deadline - time.monotonic()
+                done, _ = await asyncio.wait(
+                    {wait, stop}, timeout=max(left, 0.0), return_when=asyncio.FIRST_COMPLETED
+                )
+                if wait not in done:
+                    return  # stopping, or the time is up: start anyway (the ready line warns)
+        finally:
+            for task in [*waits, stop]:
+                task.cancel()
+            await asyncio.gather(*waits, stop, return_exceptions=True)
+
     async def _watch(self, child: _Child) -> None:
+        await self._after_lower_tiers(child)
         while not self._stopping.is_set():
             try:
                 await self._start(child)

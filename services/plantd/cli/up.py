@@ -1,4 +1,5 @@
-"""``plantd up``: the whole bus on one machine, supervised, with CURVE keys wired in."""
+"""``plantd up``: the whole bus on one machine, supervised and secured: CURVE keys wired in,
+identity running with a first admin, state refusing callers without a token or key rights."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from plantd.cli import keys, stack
+from plantd.cli import first_admin, keys, stack
 from plantd.cli.errors import CliError, ExitCode
 from plantd.cli.supervisor import ChildSpec, Supervisor
 from plantd.common import contract
@@ -26,6 +28,7 @@ from plantd.common.curve import CurveKeyError, load_keypair
 from plantd.common.files import InsecureDirectoryError, check_private_dir, write_atomic
 from plantd.common.keys import KeysError, load_client, load_server
 from plantd.common.registry import FILE_NAME, Registry, RegistryError, enrol_own
+from plantd.identity.keys import generate as generate_signing_key
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 
@@ -128,6 +131,9 @@ def check_dirs(plan: stack.StackPlan) -> None:
         check_private_dir(plan.state_dir, "state directory")
         if plan.curve:
             check_private_dir(plan.keys_dir, "CURVE key directory")
+        if contract.IDENTITY in plan.components:
+            check_private_dir(plan.identity_dir, "identity data directory")
+            check_private_dir(plan.jwt_dir, "JWT signing key directory")
     except InsecureDirectoryError as exc:
         raise CliError(str(exc), hint="then run `plantd up` again", code=ExitCode.CONFIG) from exc
 
@@ -153,10 +159,33 @@ def enrol_stack(keys_dir: Path, names: list[str]) -> list[str]:
     return sorted(i.name for i in new.identities() if i.name not in before) or ["updated keys"]
 
 
+def prepare_identity(plan: stack.StackPlan, reporter: ConsoleReporter) -> first_admin.Admin:
+    """identity's data directory, a signing key (first run) and the first admin's files."""
+    plan.identity_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not any(plan.jwt_dir.glob("*.pem")):
+        try:
+            path = generate_signing_key(plan.jwt_dir)
+        except (FileExistsError, ValueError) as exc:  # OSError: the caller's message
+            raise CliError(
+                f"cannot create a JWT signing key in {plan.jwt_dir}: {exc}",
+                hint="fix the directory, or remove it to start with a new key",
+                code=ExitCode.CONFIG,
+            ) from exc
+        reporter.info(f"generated a JWT signing key {path}")
+    admin = first_admin.ensure(plan)
+    if admin is first_admin.Admin.CREATED:
+        reporter.info(
+            f"created the first admin '{stack.ADMIN_USERNAME}': its password is in "
+            f"{plan.admin_credentials} (mode 0600)"
+        )
+    return admin
+
+
 def prepare_state(
     plan: stack.StackPlan, components: list[str], reporter: ConsoleReporter
-) -> stack.StackPlan:
-    """Create the state directory, keys (checked) and secret files; returns the final plan.
+) -> tuple[stack.StackPlan, first_admin.Admin | None]:
+    """Create the state directory, keys (checked) and secret files; returns the final plan and
+    what became of the first admin (None without identity).
 
     Raises OSError when the filesystem refuses, CliError when a key is unusable or a directory
     is writable by group or others."""
@@ -185,7 +214,8 @@ def prepare_state(
         if password is not None:
             secret_file = write_secret(plan.state_dir / "redis-password", password)
         plan = replace(plan, redis_url=url, redis_password_file=secret_file)
-    return plan
+    admin = prepare_identity(plan, reporter) if contract.IDENTITY in components else None
+    return plan, admin
 
 
 def available_components(wanted: list[str], warn: ConsoleReporter) -> list[str]:
@@ -203,7 +233,39 @@ def available_components(wanted: list[str], warn: ConsoleReporter) -> list[str]:
     return found
 
 
-def banner(plan: stack.StackPlan, components: list[str]) -> Panel:
+def resolve_auth(requested: str | None, components: list[str]) -> stack.Auth:
+    """state's --auth: identity whenever identity runs, unless --auth off says otherwise."""
+    if requested == "off":
+        return "off"
+    if contract.IDENTITY in components:
+        return "identity"
+    if requested == "identity" and contract.STATE in components:
+        raise CliError(
+            "--auth identity needs the identity service, which this stack does not start",
+            hint="drop --without identity (or use --auth off for an unsecured stack)",
+            code=ExitCode.USAGE,
+        )
+    return "off"
+
+
+def admin_row(plan: stack.StackPlan, admin: first_admin.Admin | None) -> tuple[str, str] | None:
+    """The banner's line about the first admin (it names the file, never the password)."""
+    if admin is None:
+        return None
+    if admin is first_admin.Admin.UNKNOWN:
+        return (
+            "admin",
+            f"[yellow]no {plan.admin_credentials.name} file[/]: identity in "
+            f"{escape(stack.display_path(plan.identity_dir))} already has users; log in with "
+            "one of them",
+        )
+    where = escape(stack.display_path(plan.admin_credentials))
+    return ("admin", f"user {stack.ADMIN_USERNAME}, password in {where} (line 1)")
+
+
+def banner(
+    plan: stack.StackPlan, components: list[str], admin: first_admin.Admin | None = None
+) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -212,7 +274,24 @@ def banner(plan: stack.StackPlan, components: list[str]) -> Panel:
     grid.add_row(
         "CURVE", f"on, keys in {plan.keys_dir}" if plan.curve else "[red]off[/] (--no-curve)"
     )
+    if contract.IDENTITY in components:
+        grid.add_row(
+            "identity",
+            f"{contract.SERVICE_IDENTITY}, store in {escape(stack.display_path(plan.identity_dir))}"
+            f", signing keys in {escape(stack.display_path(plan.jwt_dir))}",
+        )
+        row = admin_row(plan, admin)
+        if row is not None:
+            grid.add_row(*row)
+        if admin is not first_admin.Admin.UNKNOWN:
+            grid.add_row("log in", escape(stack.login_command(plan)))
     if contract.STATE in components:
+        grid.add_row(
+            "state auth",
+            "identity: a token (`plant auth login`) or a key with rights is needed"
+            if plan.auth == "identity"
+            else "[red]off[/]: any caller on the bus may read and write every scope",
+        )
         store = (
             f"redis {redact_url(plan.redis_url)}"
             if plan.redis_url
@@ -222,15 +301,14 @@ def banner(plan: stack.StackPlan, components: list[str]) -> Panel:
     return Panel(grid, title="plantd up", title_align="left", border_style="cyan")
 
 
-def try_hint(plan: stack.StackPlan) -> str:
-    args = ["plant"]
-    if plan.mdp_endpoint != contract.DEFAULT_BROKER_CONNECT:
-        args += ["--endpoint", plan.mdp_endpoint]
-    if not plan.curve:
-        args += ["--no-curve"]
-    elif plan.keys_dir != Path(contract.DEFAULT_CURVE_KEYS_DIR).expanduser():
-        args += ["--curve-keys", str(plan.keys_dir)]
-    return " ".join([*args, "echo", "hello"])
+def try_hint(
+    plan: stack.StackPlan, components: list[str], admin: first_admin.Admin | None = None
+) -> str:
+    """The ready line's suggestion: the commands to run next, joined with ``then``."""
+    commands = stack.try_commands(
+        plan, components, admin_file=admin is not first_admin.Admin.UNKNOWN
+    )
+    return " then ".join(f"`{c}`" for c in commands) if commands else ""
 
 
 @click.command("up")
@@ -239,9 +317,17 @@ def try_hint(plan: stack.StackPlan) -> str:
     type=click.Path(file_okay=False, path_type=Path),
     default=contract.LOCAL_STATE_DIR,
     show_default=True,
-    help="keys (DIR/keys) and the embedded state store (DIR/state) live here",
+    help="CURVE keys (DIR/keys), JWT signing keys (DIR/jwt), identity's store (DIR/identity), "
+    "the admin's password (DIR/admin-credentials) and the embedded state store (DIR/state)",
 )
 @click.option("--no-curve", is_flag=True, help="plain-text bus, no keys (development only)")
+@click.option(
+    "--auth",
+    type=click.Choice(["off", "identity"]),
+    default=None,
+    help="state's authorization: identity (a token or a key with rights is needed; the "
+    "default when identity runs) or off (the default with --without identity)",
+)
 @click.option(
     "--redis",
     "redis_url",
@@ -298,6 +384,7 @@ def try_hint(plan: stack.StackPlan) -> str:
 def up(
     state_dir: Path,
     no_curve: bool,
+    auth: str | None,
     redis_url: str | None,
     listen: str,
     port_offset: int,
@@ -307,13 +394,18 @@ def up(
     ready_timeout: float,
     stop_timeout: float,
 ) -> None:
-    """Run the broker, the echo module and the state service on this machine.
+    """Run the broker, identity, the echo module and the state service on this machine.
 
-    Generates CURVE keys into STATE_DIR/keys on first run (the broker's pair, one per service,
-    and `client` for the `plant` CLI, which finds them there by default), prints the endpoints,
-    waits for every /readyz, restarts a crashed component with exponential backoff, and stops
-    everything on Ctrl-C or SIGTERM (SIGTERM, then SIGKILL after --stop-timeout). Then, in
-    another terminal: `plant echo hello`.
+    On the first run it creates, under STATE_DIR (all 0600 files in 0700 directories): CURVE
+    keys in keys/ (the broker's pair, one per service, and `client` for the `plant` CLI, which
+    finds them there by default) with their registry.json; a JWT signing key in jwt/;
+    identity's store in identity/; and the first admin, user `admin`, whose random password is
+    in STATE_DIR/admin-credentials (never printed). State then refuses every request without a
+    token (--auth identity). It prints the endpoints and the login command, waits for every
+    /readyz, restarts a crashed component with exponential backoff, and stops everything on
+    Ctrl-C or SIGTERM (SIGTERM, then SIGKILL after --stop-timeout). Then, in another terminal:
+    `plant auth login -u admin --password-stdin < ~/.local/state/plantd/admin-credentials` and
+    `plant state set --service demo key 1`.
     """
     console = Console(highlight=False)
     if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
@@ -337,14 +429,15 @@ def up(
     if not components:
         raise CliError(
             "no component to start",
-            hint="this installation has none of broker, echo, state; check `plantd version`",
+            hint="this installation has none of broker, identity, echo, state; check "
+            "`plantd version`",
             code=ExitCode.UNAVAILABLE,
         )
-    plan = replace(plan, components=tuple(components))
+    plan = replace(plan, components=tuple(components), auth=resolve_auth(auth, components))
     check_dirs(plan)  # before the ports: a configuration error is reported whatever is running
     check_ports(plan)
     try:
-        plan = prepare_state(plan, components, reporter)
+        plan, admin = prepare_state(plan, components, reporter)
     except OSError as exc:
         raise CliError(
             f"cannot prepare the state directory {plan.state_dir}: {exc}",
@@ -358,17 +451,25 @@ def up(
             argv=stack.child_argv(sys.executable, c),
             env=stack.child_env(plan, c, os.environ),
             ready_url=plan.ready_url(c),
-            tier=0 if c == contract.BROKER else 1,
+            tier=stack.tier(c),
         )
         for c in components
     ]
-    console.print(banner(plan, components))
+    console.print(banner(plan, components, admin))
+    if contract.STATE in components and plan.auth == "off":
+        why = "--auth off" if contract.IDENTITY in components else "identity is not running"
+        reporter.warn(
+            f"state authorization is off ({why}): any caller on the bus may read and write "
+            "every scope"
+        )
     started = time.monotonic()
 
     def on_ready() -> None:
+        hint = try_hint(plan, components, admin)
         reporter.info(
-            f"ready in {time.monotonic() - started:.1f}s — try `{try_hint(plan)}` "
-            "in another terminal; Ctrl-C stops everything"
+            f"ready in {time.monotonic() - started:.1f}s — "
+            + (f"try {hint} in another terminal; " if hint else "")
+            + "Ctrl-C stops everything"
         )
 
     supervisor = Supervisor(

@@ -108,6 +108,8 @@ def test_state_group_is_registered_and_connects(stack: Stack) -> None:
     if "state" not in stack.children():
         require(False, "this installation has no state service (plantd up skipped it)")
     scope = "org.plantd.CliTest"
+    login = stack.login_admin()  # the stack's state refuses callers without a token
+    assert login.returncode == 0, login.stderr
     created = stack.plant("state", "create-scope", "--service", scope, timeout=30)
     assert created.returncode == 0, created.stderr
     put = stack.plant("state", "set", "--service", scope, "k", "v1")

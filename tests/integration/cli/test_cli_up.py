@@ -93,6 +93,8 @@ def test_up_with_redis_store_never_prints_the_password(home: Path, tmp_path: Pat
         s.start()
         s.wait_ready()
         scope = "org.plantd.RedisCli"
+        login = s.login_admin()  # state runs with --auth identity
+        assert login.returncode == 0, login.stderr
         assert s.plant("state", "create-scope", "--service", scope).returncode == 0
         put = s.plant("state", "set", "--service", scope, "k", "in-redis")
         assert put.returncode == 0, put.stderr
@@ -120,7 +122,7 @@ def test_up_with_redis_store_never_prints_the_password(home: Path, tmp_path: Pat
 def test_children_die_with_a_killed_supervisor(home: Path) -> None:
     # SIGKILL cannot be handled: the children must still not outlive `plantd up` (PDEATHSIG).
     require(Path("/proc").is_dir(), "needs Linux /proc to find the stack's children")
-    s = Stack(home, "--no-curve", "--without", "state")
+    s = Stack(home, "--no-curve", "--without", "state", "--without", "identity")
     s.start()
     try:
         s.wait_ready()

@@ -78,8 +78,11 @@ def test_split_password() -> None:
 
 
 def test_try_hint_adds_only_needed_flags() -> None:
-    default_keys = Path(contract.DEFAULT_CURVE_KEYS_DIR).expanduser().parent
-    assert try_hint(stack.StackPlan(state_dir=default_keys)) == "plant echo hello"
-    hint = try_hint(stack.StackPlan(state_dir=Path("/x"), port_offset=5))
+    default_dir = Path(contract.DEFAULT_CURVE_KEYS_DIR).expanduser().parent
+    echo_only = [contract.BROKER, contract.ECHO]
+    assert try_hint(stack.StackPlan(state_dir=default_dir), echo_only) == "`plant echo hello`"
+    hint = try_hint(stack.StackPlan(state_dir=Path("/x"), port_offset=5), echo_only)
     assert "--endpoint tcp://127.0.0.1:9802" in hint and "--curve-keys /x/keys" in hint
-    assert "--no-curve" in try_hint(stack.StackPlan(state_dir=Path("/x"), curve=False))
+    plain = stack.StackPlan(state_dir=Path("/x"), curve=False)
+    assert "--no-curve" in try_hint(plain, echo_only)
+    assert try_hint(plain, [contract.BROKER]) == ""

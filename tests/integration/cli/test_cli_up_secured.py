@@ -6,12 +6,17 @@ real `plant` CLI logging in with the credentials file exactly as the banner says
 
 from __future__ import annotations
 
+import json
 import signal
 import stat
 from pathlib import Path
 
 import pytest
 from clikit import Stack, clean_env, free_port_offset, require, run_cli
+from tests.kit import wait_for
+
+from plantd.common.keys import load_client
+from plantd.mdp import Client, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +156,66 @@ def test_unreadable_admin_credentials_stop_plantd_up(home: Path) -> None:
     assert r.returncode == 4, r.stdout + r.stderr
     assert "accessible by other users" in r.stderr and f"chmod 600 {creds}" in r.stderr
     assert "a-password-others-could-read" not in r.stdout + r.stderr
+
+
+def test_an_enrolled_module_connects_serves_and_writes_state_with_its_key_alone(
+    home: Path, tmp_path: Path
+) -> None:
+    """The whole machine-identity path of the local stack: `plantd keys generate` a module key
+    outside the stack's key directory, `plant module enroll` it (services, permissions), and
+    the module — with no key file on the broker and no user token — connects, serves its own
+    service (never another), and writes state on its scope only."""
+    stack = Stack(home, "--without", "echo")
+    stack.start()
+    try:
+        stack.wait_ready()
+        assert stack.login_admin().returncode == 0
+        mod_dir = tmp_path / "module-keys"
+        made = run_cli(
+            "plantd", ["keys", "generate", "--dir", str(mod_dir), "--name", "press"], stack.env
+        )
+        assert made.returncode == 0, made.stderr
+        (mod_dir / "broker.key").write_bytes((stack.state_dir / "keys" / "broker.key").read_bytes())
+        enrol = stack.plant(
+            "module", "enroll", "press", "--key-file", str(mod_dir / "press.key"),
+            "--service", "acme.Press", "--permission", "state:data:write:line1",
+        )  # fmt: skip
+        assert enrol.returncode == 0, enrol.stderr
+        curve = load_client(mod_dir, "press")
+
+        def set_value(scope: str) -> dict[str, object]:
+            body = json.dumps({"service": scope, "key": "speed", "value": "42"})
+            with Client(stack.endpoint, timeout=5, retries=0, curve=curve) as c:
+                doc: dict[str, object] = json.loads(
+                    c.request("org.plantd.State", "state-set", body)[0]
+                )
+            return doc
+
+        def written() -> bool:
+            try:
+                return set_value("line1").get("success") is True
+            except Exception:  # not admitted yet (the broker polls identity): ask again
+                return False
+
+        wait_for(written, 30, "the enrolled module's state-set")
+        other = set_value("line2")
+        assert other["success"] is False and other["code"] == "PERMISSION_DENIED", other
+        assert "press" in str(other["error"])
+        worker = Worker(stack.endpoint, "acme.Press", lambda f: [b"pressed", *f], curve=curve)
+        worker.start()
+        try:
+
+            def served() -> bool:
+                try:
+                    with Client(stack.endpoint, timeout=5, retries=0, curve=curve) as c:
+                        return c.request("acme.Press", b"x") == [b"pressed", b"x"]
+                except Exception:  # not registered yet: SERVICE_UNAVAILABLE
+                    return False
+
+            wait_for(served, 30, "the module serving its own service")
+        finally:
+            worker.stop()
+        got = stack.plant("state", "get", "--service", "line1", "speed")
+        assert got.returncode == 0 and got.stdout.strip() == "42", got.stderr
+    finally:
+        stack.kill_all()

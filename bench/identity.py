@@ -34,6 +34,7 @@ from bench._stats import fmt, ratio, table
 from plantd.common.auth import Verifier
 from plantd.identity.bootstrap import ensure_admin
 from plantd.identity.keys import KeyRing, generate
+from plantd.identity.model import User
 from plantd.identity.passwords import Hasher
 from plantd.identity.service import Config, IdentityService
 from plantd.identity.sqlite_store import SqliteStore
@@ -68,22 +69,31 @@ async def bench_logins(tmp: Path, hasher: Hasher, seconds: float, in_flight: int
     )  # fmt: skip
     os.chmod(boot, 0o600)
     await ensure_admin(store, hasher, store.data_dir, bootstrap_file=boot)
+    # One account per login in flight: the per-account backoff counts an attempt before its
+    # verify (so parallel guesses cannot beat it), and more than backoff_free_failures
+    # concurrent logins of ONE account are slowed by design. This measures the login path.
+    now = time.time()
+    password_hash = await hasher.hash(PASSWORD)
+    for i in range(in_flight):
+        user = User(0, f"bench{i}", f"b{i}@bench.example", password_hash, created_at=now,
+                    updated_at=now)  # fmt: skip
+        await store.create_user(user)
     # Buckets wide open: this measures the login path, not the limiter refusing it.
     cfg = Config(source_bucket=Bucket(1e9, 1e9), global_bucket=Bucket(1e9, 1e9))
     svc = IdentityService(store, KeyRing.from_dir(tmp / "jwt"), hasher, config=cfg)
-    body = json.dumps({"identifier": "bench", "password": PASSWORD}).encode()
     done = 0
     deadline = time.perf_counter() + seconds
 
-    async def loop() -> None:
+    async def loop(i: int) -> None:
         nonlocal done
+        body = json.dumps({"identifier": f"bench{i}", "password": PASSWORD}).encode()
         while time.perf_counter() < deadline:
             reply = await svc.handle([b"auth", b"login", body])
             assert b'"success":true' in reply[0], reply
             done += 1
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(in_flight)))
+    await asyncio.gather(*(loop(i) for i in range(in_flight)))
     elapsed = time.perf_counter() - t0
     await store.close()
     return _rate(done, elapsed)

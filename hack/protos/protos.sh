@@ -11,12 +11,13 @@
 # Python code comes from grpcio-tools' protoc (python, grpc_python) and mypy-protobuf (typed
 # stubs), so it is exactly reproducible from the pins in pyproject.toml. The google/api and
 # google/rpc imports are read from the installed googleapis-common-protos wheel, and
-# google/protobuf from grpcio-tools; nothing is vendored. buf (hack/buf/build.sh) lints a
+# google/protobuf from grpcio-tools; nothing is vendored. buf (the buf-bin wheel pinned in
+# pyproject.toml's dev extra: bufbuild's release binary, no Go build) lints a
 # descriptor image compiled the same way.
 #
 # Environment: PYTHON (default: this repository's .venv/bin/python), PROTOS_ROOT (the tree to
 # work on, default this repository; tests point it at a copy), PROTOS_AGAINST (git ref for
-# breaking, default main), BUF (a buf binary; default: the one hack/buf/build.sh builds).
+# breaking, default main), BUF (a buf binary; default: the venv's, from buf-bin).
 set -euo pipefail
 
 log() { printf '[protos] %s\n' "$*" >&2; }
@@ -107,7 +108,8 @@ buf_bin() {
 		[[ -x $BUF ]] || die "BUF=$BUF is not executable"
 		printf '%s\n' "$BUF"
 	else
-		"$HACK/buf/build.sh" | tail -1
+		[[ -x $PYBIN/buf ]] || die "buf is not in $PYBIN: run 'make install' (buf-bin, pinned in pyproject.toml)"
+		printf '%s\n' "$PYBIN/buf"
 	fi
 }
 

@@ -21,7 +21,7 @@ GENERATED = Path("services/plantd/v1")
 
 def _tree(root: Path) -> Path:
     """Copy what protos.sh reads (protos, its scripts, the generated package) under ``root``."""
-    for rel in (Path("protos"), Path("hack/protos"), Path("hack/buf"), GENERATED):
+    for rel in (Path("protos"), Path("hack/protos"), GENERATED):
         shutil.copytree(REPO / rel, root / rel, ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
@@ -39,18 +39,9 @@ def _run(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]
 
 
 def _buf() -> str:
-    """The buf binary hack/buf/build.sh built (make lint builds it before the tests run)."""
-    version = ""
-    for line in (REPO / "hack/buf/versions.env").read_text().splitlines():
-        if line.startswith("BUF_VERSION="):
-            version = line.split("=", 1)[1].strip()
-    cache = Path(os.environ.get("PLANTD_TOOLS_CACHE", Path.home() / ".cache/plantd-tools"))
-    buf = cache / f"buf-{version}" / "bin" / "buf"
-    require(
-        buf.is_file() and (buf.parent.parent / "stamp").is_file(),
-        f"buf {version} is not built: run `make protos-check` (hack/buf/build.sh builds it from "
-        "the Go module proxy; about 6 minutes cold on 2 cores)",
-    )
+    """The buf binary of this venv (the buf-bin wheel; `make install` puts it there)."""
+    buf = Path(sys.executable).parent / "buf"
+    require(buf.is_file(), f"buf is not installed in {buf.parent}: run `make install` (buf-bin)")
     return str(buf)
 
 

@@ -63,13 +63,17 @@ def _token_source(settings: ClientSettings) -> Callable[[], str | None]:
 def _state() -> Iterator[tuple[StateClient, ClientSettings]]:
     """A StateClient whose error replies leave as CliError (exit 1, code in --json)."""
     settings = get_settings()
+    token = _token_source(settings)
     with session(settings) as mdp:
         try:
-            yield StateClient(mdp, token=_token_source(settings)), settings
+            yield StateClient(mdp, token=token), settings
         except StateReplyError as exc:
+            hint = _HINTS.get(exc.code)
+            if exc.code == "PERMISSION_DENIED" and token() is None:
+                hint = _HINTS["UNAUTHENTICATED"]  # judged by the CLI's key alone: not logged in
             raise CliError(
                 exc.message,
-                hint=_HINTS.get(exc.code),
+                hint=hint,
                 code=ExitCode.ERROR_REPLY,
                 details={"code": exc.code, **({"field": exc.field} if exc.field else {})},
             ) from exc

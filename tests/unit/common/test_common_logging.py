@@ -120,3 +120,11 @@ def test_nested_secrets_are_redacted() -> None:
         "redis_password": REDACTED,
         "nested": [{"token": REDACTED}],
     }
+
+
+def test_numbers_flags_and_unset_values_under_secret_names_are_shown() -> None:
+    # Policy numbers are not credentials (identity logged password_min_length "[redacted]").
+    settings = {"password_min_length": 15, "join_token_ttl_s": 3600.0, "token_file": None}
+    rec = _record(settings={**settings, "redis_password": "pw", "session_cookie": True})
+    doc = json.loads(JsonFormatter().format(rec))
+    assert doc["settings"] == {**settings, "redis_password": REDACTED, "session_cookie": True}

@@ -63,7 +63,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from plantd.common import contract, endpoints
-from plantd.common.logging import LogFormat, LogLevel, is_secret_name
+from plantd.common.logging import LogFormat, LogLevel, hidden_field
 
 # The labels of plantd.mdp.Dialect (this module must not import plantd.mdp).
 MdpDialect = Literal["mdp02", "mdp01", "legacy"]
@@ -274,8 +274,8 @@ class ServiceSettings(BaseSettings):
         (``redis://:pw@host``) are replaced by ``[redacted]``."""
         out: dict[str, Any] = {}
         for key, value in self.model_dump(mode="json").items():
-            # Numbers and flags are never credentials (password_min_length, join_token_ttl_s).
-            if is_secret_name(key) and not isinstance(value, (int, float, bool)):
+            # The logs' rule: numbers, flags and paths are never credentials.
+            if hidden_field(key, value):
                 out[key] = "[redacted]" if value else value
             elif isinstance(value, str):
                 out[key] = _URL_USERINFO.sub(r"\1[redacted]@", value)

@@ -52,14 +52,18 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     for key, value in vars(record).items():
         if key in _STANDARD_ATTRS or key.startswith("_"):
             continue
-        out[key] = REDACTED if _hidden(key, value) else _redact(value)
+        out[key] = REDACTED if hidden_field(key, value) else _redact(value)
     return out
 
 
-def _hidden(key: object, value: Any) -> bool:
+_PATH_SUFFIXES: Final = ("_file", "_dir", "_path")
+
+
+def hidden_field(key: object, value: Any) -> bool:
     """A credential-named field, unless its value cannot be one: numbers and flags
-    (``password_min_length``, ``join_token_ttl_s``) and an unset ``None`` are shown."""
-    if not (isinstance(key, str) and is_secret_name(key)):
+    (``password_min_length``, ``join_token_ttl_s``), an unset ``None``, and where a secret lives
+    (``redis_password_file``, ``setup_token_file``: a path, which the operator needs to see)."""
+    if not (isinstance(key, str) and is_secret_name(key)) or key.endswith(_PATH_SUFFIXES):
         return False
     return not (value is None or isinstance(value, int | float | bool))
 
@@ -69,7 +73,9 @@ def _redact(value: Any, depth: int = 0) -> Any:
     if depth > 5:
         return value
     if isinstance(value, dict):
-        return {k: REDACTED if _hidden(k, v) else _redact(v, depth + 1) for k, v in value.items()}
+        return {
+            k: REDACTED if hidden_field(k, v) else _redact(v, depth + 1) for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_redact(v, depth + 1) for v in value]
     return value

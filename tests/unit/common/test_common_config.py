@@ -259,8 +259,10 @@ def test_public_dict_shows_numbers_with_secret_like_names() -> None:
         component: ClassVar[str] = "withpolicy"
         password_min_length: int = Field(15, description="shortest password")
         join_token_ttl_s: float = Field(3600.0, description="join token lifetime")
-        token_file: str = Field("", description="a path, still hidden")
+        token_file: str = Field("", description="where a secret lives: shown")
+        api_token: str = Field("", description="a secret: hidden")
 
-    public = WithPolicy.load(environ={"PLANTD_WITHPOLICY_TOKEN_FILE": "/run/t"}).public_dict()
+    env = {"PLANTD_WITHPOLICY_TOKEN_FILE": "/run/t", "PLANTD_WITHPOLICY_API_TOKEN": "s3cr3t"}
+    public = WithPolicy.load(environ=env).public_dict()
     assert public["password_min_length"] == 15 and public["join_token_ttl_s"] == 3600.0
-    assert public["token_file"] == "[redacted]"
+    assert public["token_file"] == "/run/t" and public["api_token"] == "[redacted]"

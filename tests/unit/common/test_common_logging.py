@@ -124,7 +124,8 @@ def test_nested_secrets_are_redacted() -> None:
 
 def test_numbers_flags_and_unset_values_under_secret_names_are_shown() -> None:
     # Policy numbers are not credentials (identity logged password_min_length "[redacted]").
-    settings = {"password_min_length": 15, "join_token_ttl_s": 3600.0, "token_file": None}
+    settings = {"password_min_length": 15, "join_token_ttl_s": 3600.0, "token_file": None,
+                "setup_token_file": "/var/lib/plantd/identity/setup-token"}  # fmt: skip
     rec = _record(settings={**settings, "redis_password": "pw", "session_cookie": True})
     doc = json.loads(JsonFormatter().format(rec))
     assert doc["settings"] == {**settings, "redis_password": REDACTED, "session_cookie": True}

@@ -3,14 +3,15 @@
 The operator acts with more rights than the user who writes a PlantdCluster (it may read
 Secrets, it creates pods), so it must not become that user's deputy: images outside the
 operator's allow-list and plaintext connections to an external Redis are refused here, with a
-reason the status shows, and nothing of such a cluster is applied. Secret references are
-checked against the API in ``reconcile`` (they need a read).
+reason the status shows, and nothing of such a cluster is applied. Secret references need a
+read: ``reconcile`` fetches them and :func:`secret_ref` judges what it found.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from plantd_operator.context import ClusterContext
 from plantd_operator.status import Problem
@@ -105,3 +106,41 @@ def check(ctx: ClusterContext, allowed_images: Sequence[str]) -> list[Problem]:
             )
         )
     return problems
+
+
+def secret_ref(
+    cluster: str,
+    namespace: str,
+    secret: Mapping[str, Any] | None,
+    *,
+    name: str,
+    key: str,
+    field_path: str,
+    prefix: str,
+    blocking: bool = True,
+    hint: str = "",
+) -> Problem | None:
+    """None when ``secret`` (as read, None if absent) is labelled for ``cluster`` and holds
+    ``key``; else the Problem (reasons ``<prefix>SecretNotFound`` / ``<prefix>SecretKeyMissing``).
+
+    Missing and not labelled read the same, and no message names any other key of the
+    Secret: a PlantdCluster must not learn which Secrets exist, or what is in them, beyond
+    its own.
+    """
+    labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
+    if secret is None or labels.get(SECRET_FOR_LABEL) != cluster:
+        return Problem(
+            f"{prefix}SecretNotFound",
+            f"no Secret {name!r} labelled {SECRET_FOR_LABEL}={cluster} (named in {field_path}) "
+            f"in namespace {namespace}: create it with key {key!r} and label it (`kubectl label "
+            f"secret {name} {SECRET_FOR_LABEL}={cluster}`){hint}",
+            blocking=blocking,
+        )
+    if key not in (secret.get("data") or {}):
+        return Problem(
+            f"{prefix}SecretKeyMissing",
+            f"Secret {name!r} named in {field_path} has no key {key!r}: add it, or set the key "
+            f"the Secret uses{hint}",
+            blocking=blocking,
+        )
+    return None

@@ -315,6 +315,21 @@ class StateSpec(_Model):
     )
 
 
+class BootstrapSecretRef(_Model):
+    """A key in a Secret holding identity's first administrator."""
+
+    name: str = Field(
+        min_length=1, max_length=253, description="Name of the Secret (same namespace)."
+    )
+    key: str = Field(
+        contract.BOOTSTRAP_FILE_NAME,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key inside the Secret whose value is the JSON document.",
+    )
+
+
 class IdentitySpec(_Model):
     """The identity service (org.plantd.Identity)."""
 
@@ -327,6 +342,15 @@ class IdentitySpec(_Model):
     )
     resources: Resources = Field(
         default_factory=_new(Resources), description="Resources of the identity container."
+    )
+    bootstrap_secret_ref: BootstrapSecretRef | None = Field(
+        None,
+        description="Secret holding the first administrator as JSON {username, email, "
+        "password, must_change_password} (default key bootstrap.json), read by identity only "
+        "while its store has no user: changing it afterwards does nothing. The Secret must "
+        "carry the label plantd.io/secret-for: <cluster name>. Empty: identity creates user "
+        "admin with a one-time setup token in the pod that bootstrapped (docs/operator.md, "
+        "First administrator).",
     )
     pod: PodOverrides = Field(
         default_factory=_new(PodOverrides),

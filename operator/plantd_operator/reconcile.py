@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from plantd.common import contract
 from plantd_operator import admission, drift, naming, secrets, status
-from plantd_operator.builders import render_children
+from plantd_operator.builders import render_children, workloads
 from plantd_operator.context import Capabilities, ClusterContext
 from plantd_operator.kube import ApiError, Kube
 from plantd_operator.metrics import Metrics
@@ -472,33 +472,43 @@ class Reconciler:
                 refs.append(("ca", redis.external.tls.ca_secret_ref, "tls.caSecretRef", "RedisCA"))
             for role, ref, where, prefix in refs:
                 sec = await self.kube.aget("v1", "Secret", ctx.namespace, ref.name)
-                field_path = f"spec.state.redis.external.{where}"
-                label = admission.SECRET_FOR_LABEL
-                labels = ((sec or {}).get("metadata") or {}).get("labels") or {}
-                if sec is None or labels.get(label) != ctx.name:
-                    # Missing and not labelled read the same: a PlantdCluster must not learn
-                    # which Secrets exist, or anything about them, beyond its own.
-                    problems.append(
-                        status.Problem(
-                            f"{prefix}SecretNotFound",
-                            f"no Secret {ref.name!r} labelled {label}={ctx.name} (named in "
-                            f"{field_path}) in namespace {ctx.namespace}: create it with key "
-                            f"{ref.key!r} and label it (`kubectl label secret {ref.name} "
-                            f"{label}={ctx.name}`)",
-                        )
-                    )
-                    continue
-                data = sec.get("data") or {}
-                if ref.key not in data:
-                    problems.append(
-                        status.Problem(
-                            f"{prefix}SecretKeyMissing",
-                            f"Secret {ref.name!r} named in {field_path} has no key {ref.key!r}: "
-                            "add it, or set the key the Secret uses",
-                        )
-                    )
-                    continue
-                digests[f"state:{role}"] = secrets.digest(data, [ref.key])
+                problem = admission.secret_ref(
+                    ctx.name,
+                    ctx.namespace,
+                    sec,
+                    name=ref.name,
+                    key=ref.key,
+                    field_path=f"spec.state.redis.external.{where}",
+                    prefix=prefix,
+                )
+                if problem is not None:
+                    problems.append(problem)
+                elif sec is not None:
+                    digests[f"state:{role}"] = secrets.digest(sec.get("data") or {}, [ref.key])
+        boot = ctx.spec.identity.bootstrap_secret_ref
+        if boot is not None:
+            sec = await self.kube.aget("v1", "Secret", ctx.namespace, boot.name)
+            # Not blocking: after the bootstrap the Secret is no longer needed (deleting it
+            # then is good hygiene), and the operator cannot tell whether the store has users.
+            problem = admission.secret_ref(
+                ctx.name,
+                ctx.namespace,
+                sec,
+                name=boot.name,
+                key=boot.key,
+                field_path="spec.identity.bootstrapSecretRef",
+                prefix="Bootstrap",
+                blocking=False,
+                hint="; until then identity on an empty store does not start. Once identity "
+                "has its first administrator the Secret is not read again: remove "
+                "spec.identity.bootstrapSecretRef",
+            )
+            if problem is not None:
+                problems.append(problem)
+            elif sec is not None:
+                digests[workloads.BOOTSTRAP_DIGEST] = secrets.digest(
+                    sec.get("data") or {}, [boot.key]
+                )
         cm_name = ctx.spec.security.curve.client_keys_config_map
         if ctx.spec.security.curve.enabled and cm_name:
             cm = await self.kube.aget("v1", "ConfigMap", ctx.namespace, cm_name)

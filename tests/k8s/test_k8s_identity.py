@@ -299,3 +299,68 @@ def test_the_secured_plant_identity_on_redis_registry_and_state_auth(
     )
     assert config_hash(testenv, ns, "sec-broker") == broker_before
     ready(testenv, ns, "sec")
+
+
+def test_the_first_admin_comes_from_a_secret_only_once_it_is_labelled(
+    testenv: TestEnv, namespace: str, operator: OperatorProcess
+) -> None:
+    """spec.identity.bootstrapSecretRef: an unlabelled Secret degrades the cluster and never
+    reaches a pod (identity still gets the file path, so it waits rather than minting a
+    setup-token admin); labelled, the identity Deployment mounts it read-only."""
+    ns = namespace
+    admin = {
+        "username": "ops",
+        "email": "ops@example.com",
+        "password": "correct horse battery staple 42",
+        "must_change_password": True,
+    }
+    testenv.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "first-admin", "namespace": ns},
+            "data": {"bootstrap.json": b64(json.dumps(admin)), "aws-root-credentials": b64("x")},
+        }
+    )
+    spec = {"state": {"redis": TLS}, "identity": {"bootstrapSecretRef": {"name": "first-admin"}}}
+    testenv.apply(pdc("boot", spec, namespace=ns))
+    c = reason_is(testenv, ns, "boot", "Degraded", "BootstrapSecretNotFound")
+    assert c["status"] == "True" and "plantd.io/secret-for=boot" in c["message"]
+    obj = testenv.get("pdc", "boot", ns)
+    assert obj is not None and obj["status"]["phase"] != "Failed"
+    assert "aws-root-credentials" not in json.dumps(obj["status"]), "no other Secret keys"
+
+    def identity_pod() -> dict[str, Any] | None:
+        dep = testenv.get("deployment", "boot-identity", ns)
+        return dict(dep["spec"]["template"]["spec"]) if dep else None
+
+    pod = wait_for(identity_pod, "the identity Deployment (rendered without the Secret)")
+    assert "first-admin" not in json.dumps(pod)
+    config = data_of(testenv, "configmap", "boot-config", ns)
+    assert config is not None
+    assert config["PLANTD_IDENTITY_BOOTSTRAP_FILE"] == "/etc/plantd/bootstrap/bootstrap.json"
+
+    testenv.kubectl("label", "secret", "first-admin", "-n", ns, "plantd.io/secret-for=boot")
+
+    def mounted() -> dict[str, Any] | None:
+        vols = {v["name"]: v for v in (identity_pod() or {}).get("volumes", [])}
+        return vols.get("bootstrap")
+
+    vol = wait_for(mounted, "the identity Deployment mounts the labelled Secret (next resync)")
+    assert vol["secret"] == {
+        "secretName": "first-admin",
+        "defaultMode": 0o400,
+        "items": [{"key": "bootstrap.json", "path": "bootstrap.json"}],
+        "optional": True,
+    }
+    pod = identity_pod() or {}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["bootstrap"]["mountPath"] == "/etc/plantd/bootstrap"
+    assert mounts["bootstrap"]["readOnly"] is True
+    # kubelet gives the file 0440 root:fsGroup; identity reads it through that group.
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+    for other in ("boot-broker", "boot-state"):
+        dep = testenv.get("deployment", other, ns)
+        assert dep is not None and "first-admin" not in json.dumps(dep["spec"])
+    c = reason_is(testenv, ns, "boot", "Degraded", "AsExpected")
+    assert c["status"] == "False"

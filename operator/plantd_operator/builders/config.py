@@ -12,6 +12,7 @@ from plantd_operator.context import ClusterContext
 REDIS_AUTH_DIR = "/etc/plantd/redis-auth"
 REDIS_PASSWORD_FILE = f"{REDIS_AUTH_DIR}/password"
 IDENTITY_DATA_DIR = f"{contract.CONTAINER_DATA_DIR}/identity"
+BOOTSTRAP_FILE = f"{contract.CONTAINER_BOOTSTRAP_DIR}/{contract.BOOTSTRAP_FILE_NAME}"
 # One audience per service a token may be issued for (the identity service's own list).
 AUDIENCES = (contract.SERVICE_STATE, contract.SERVICE_IDENTITY)
 
@@ -84,6 +85,11 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
     put(naming.IDENTITY, contract.KEY_BUS_ENDPOINT, ctx.bus_endpoint("event", "pub"))
     put(naming.IDENTITY, contract.KEY_ISSUER, ctx.issuer)
     put(naming.IDENTITY, contract.KEY_AUDIENCES, ",".join(AUDIENCES))
+    if spec.identity.bootstrap_secret_ref is not None:
+        # Set even while the Secret is not mounted yet (not labelled, or not created yet by
+        # a GitOps tool): identity on an empty store then fails to start, and does not fall
+        # back to a setup-token admin that would make the Secret useless for good.
+        put(naming.IDENTITY, contract.KEY_BOOTSTRAP_FILE, BOOTSTRAP_FILE)
     return out
 
 

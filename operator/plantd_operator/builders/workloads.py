@@ -11,8 +11,15 @@ from plantd_operator.context import ClusterContext
 from plantd_operator.models import Resources
 
 REDIS_AUTH_VOLUME = "redis-auth"
+BOOTSTRAP_VOLUME = "bootstrap"
 # Digests of the Redis credentials (secret_digests keys) every Redis user's pods depend on.
 REDIS_DIGESTS = frozenset({"state:password", "state:ca", "state:redis"})
+# The first-admin Secret passed the label check (secret_digests key). Not in the config hash:
+# identity reads it only while the store has no user, so a roll on a later change would
+# restart every identity pod for nothing; before the bootstrap a crash-looping pod rereads
+# the file kubelet refreshes anyway.
+BOOTSTRAP_DIGEST = "identity:bootstrap"
+UNHASHED_DIGESTS = frozenset({BOOTSTRAP_DIGEST})
 
 
 def broker_container_ports() -> list[dict[str, Any]]:
@@ -92,7 +99,8 @@ def _digest(ctx: ClusterContext, component: str) -> str:
     secrets = {
         k: v
         for k, v in ctx.secret_digests.items()
-        if k.split(":", 1)[0] in readers or (k in REDIS_DIGESTS and _uses_redis(ctx, component))
+        if k not in UNHASHED_DIGESTS
+        and (k.split(":", 1)[0] in readers or (k in REDIS_DIGESTS and _uses_redis(ctx, component)))
     }
     if ctx.spec.security.curve.enabled:
         secrets["curve"] = ctx.secret_digests.get("curve", "")
@@ -164,7 +172,8 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
 
 def _identity_wiring(ctx: ClusterContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The signing-key Secret (every STATE.KID.pem in it, so a rotation needs no new render)
-    and a data volume: the one-time setup token, and the SQLite store when there is no Redis."""
+    and a data volume: the one-time setup token, and the SQLite store when there is no Redis;
+    the first-admin Secret (spec.identity.bootstrapSecretRef) once it passed the label check."""
     volumes: list[dict[str, Any]] = [
         {
             "name": pods.JWT_VOLUME,
@@ -180,6 +189,30 @@ def _identity_wiring(ctx: ClusterContext) -> tuple[list[dict[str, Any]], list[di
         # chmods it, which it cannot do to the emptyDir itself (owned by root).
         {"name": "identity-data", "mountPath": contract.CONTAINER_DATA_DIR},
     ]
+    ref = ctx.spec.identity.bootstrap_secret_ref
+    # Only once labelled for this cluster (as redis_wiring): never a Secret it was not given.
+    if ref is not None and BOOTSTRAP_DIGEST in ctx.secret_digests:
+        volumes.append(
+            {
+                "name": BOOTSTRAP_VOLUME,
+                "secret": {
+                    "secretName": ref.name,
+                    # 0400 + the pod's fsGroup: kubelet makes it 0440 root:fsGroup, which
+                    # identity's bootstrap reader accepts (group read, nothing for others).
+                    "defaultMode": 0o400,
+                    "items": [{"key": ref.key, "path": contract.BOOTSTRAP_FILE_NAME}],
+                    # Deleting the Secret after the bootstrap must not stop new pods mounting.
+                    "optional": True,
+                },
+            }
+        )
+        mounts.append(
+            {
+                "name": BOOTSTRAP_VOLUME,
+                "mountPath": contract.CONTAINER_BOOTSTRAP_DIR,
+                "readOnly": True,
+            }
+        )
     return volumes, mounts
 
 

@@ -184,6 +184,9 @@ KEY_DATA_DIR: Final = "data_dir"
 KEY_BUS_ENDPOINT: Final = "bus_endpoint"
 DEFAULT_ISSUER: Final = "plantd-identity"
 CONTAINER_DATA_DIR: Final = "/var/lib/plantd"
+KEY_BOOTSTRAP_FILE: Final = "bootstrap_file"  # the first admin's JSON, read while no user exists
+CONTAINER_BOOTSTRAP_DIR: Final = "/etc/plantd/bootstrap"
+BOOTSTRAP_FILE_NAME: Final = "bootstrap.json"
 
 # --- Registry and state authorization in a pod (issue 8 §9; the operator renders these) ---
 KEY_REGISTRY: Final = "registry"  # broker and state: the machine registry file

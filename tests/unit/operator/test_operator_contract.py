@@ -39,8 +39,15 @@ FULL = {
     "mesh": {"istio": {"enabled": True}},
     "networkPolicy": {"enabled": True},
     "security": {"curve": {"clientKeysConfigMap": "extra"}},
+    "identity": {"bootstrapSecretRef": {"name": "first-admin"}},
 }
-VERIFIED = {"state:password": "p", "state:ca": "c", "identity:jwt": "j", "curve": "k"}
+VERIFIED = {
+    "state:password": "p",
+    "state:ca": "c",
+    "identity:jwt": "j",
+    "identity:bootstrap": "b",
+    "curve": "k",
+}
 
 
 @functools.cache

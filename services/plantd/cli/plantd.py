@@ -26,7 +26,8 @@ COMMANDS: dict[str, LazyCommand] = {
         f"Run the identity service ({contract.SERVICE_IDENTITY}): users, roles, tokens, audit.",
     ),
     contract.GATEWAY: LazyCommand(
-        "plantd.gateway.main:cli", "Run the gRPC gateway sidecar — not in this release yet."
+        "plantd.gateway.main:cli",
+        "Run the gRPC gateway: plantd.v1.StateService, health and reflection (docs/api.md).",
     ),
     contract.OPERATOR: LazyCommand(
         "plantd_operator.main:cli", "Run the Kubernetes operator (PlantdCluster)."

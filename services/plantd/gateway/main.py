@@ -1,0 +1,177 @@
+"""``plantd gateway``: plantd.v1.StateService over gRPC, translated onto the MDP bus.
+
+``cli`` is the click command the ``plantd`` launcher registers (``plantd.gateway.main:cli``);
+it also runs alone with ``python -m plantd.gateway``. What it serves: docs/api.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from plantd.bus import AsyncSubscriber
+from plantd.common import contract
+from plantd.common.auth import NotBeforeMap, Verifier
+from plantd.common.auth.keeper import KeyKeeper, cancel_all
+from plantd.common.config import ServiceSettings
+from plantd.common.curve import CurveClient
+from plantd.common.keys import KeysError, load_client
+from plantd.common.options import service_command
+from plantd.common.service import ServiceContext, ServiceError
+from plantd.gateway.auth import Authenticator
+from plantd.gateway.health import Readiness
+from plantd.gateway.settings import GatewaySettings
+from plantd.gateway.state_servicer import SERVICE_NAME, RpcMetrics, StateServicer
+from plantd.mdp import AsyncClient
+from plantd.v1 import state_pb2_grpc
+
+
+def curve_for(settings: GatewaySettings) -> CurveClient | None:
+    if not settings.curve:
+        return None
+    try:
+        return load_client(settings.curve_keys, contract.GATEWAY)
+    except KeysError as exc:
+        raise ServiceError(str(exc)) from None
+
+
+def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # One process per port: a stale second gateway must not silently take half the
+        # connections (SO_REUSEPORT is on by default on Linux).
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def main(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    assert isinstance(settings, GatewaySettings)
+    curve = curve_for(settings)
+    loop = asyncio.get_running_loop()
+    keeper: KeyKeeper | None = None
+    verifier: Verifier | None = None
+    if settings.auth == "identity":
+        not_before = NotBeforeMap()
+        verifier = Verifier(
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            not_before=not_before,
+            cache_entries=settings.auth_cache_entries,
+        )
+        keeper = KeyKeeper(  # ServiceError on an unusable --jwks-file
+            verifier,
+            not_before,
+            jwks_file=settings.jwks_file,
+            refresh_s=settings.jwks_refresh_s,
+            broker_endpoint=settings.broker_endpoint,
+            event_sub_endpoint=settings.event_sub_endpoint,
+            curve=curve,
+            log=ctx.log,
+        )
+        ctx.add_readiness("jwks", keeper.has_keys)
+    else:
+        ctx.log.warning(
+            "token checks are off (--auth off): calls reach the state service without one, "
+            "which then sees the gateway's own CURVE key; use --auth identity"
+        )
+    bus = AsyncClient(
+        settings.broker_endpoint,
+        timeout=settings.default_timeout_ms / 1000.0,
+        retries=0,
+        curve=curve,
+        max_sockets=settings.max_bus_requests,
+    )
+    server = grpc.aio.server(
+        options=server_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs
+    )
+    servicer = StateServicer(
+        bus,
+        Authenticator(verifier),
+        RpcMetrics(ctx.registry),
+        default_timeout_s=settings.default_timeout_ms / 1000.0,
+        max_timeout_s=settings.max_timeout_ms / 1000.0,
+        subscribe=lambda scope: AsyncSubscriber(settings.state_sub_endpoint, (scope,), curve=curve),
+        resync_s=settings.watch_resync_ms / 1000.0,
+    )
+    state_pb2_grpc.add_StateServiceServicer_to_server(servicer, server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    readiness = Readiness(
+        health, bus, (SERVICE_NAME,), interval_s=settings.health_interval_ms / 1000.0
+    )
+    ctx.add_readiness("state", lambda: readiness.ready)
+    try:
+        port = server.add_insecure_port(settings.grpc_address())
+    except RuntimeError as exc:
+        raise ServiceError(f"cannot listen on {settings.grpc_address()}: {exc}") from None
+    if port == 0:
+        raise ServiceError(
+            f"cannot listen on {settings.grpc_address()} (in use? set --grpc-port or "
+            f"{settings.env_name('grpc_port')})"
+        )
+    tasks: list[asyncio.Task[None]] = []
+    await readiness.start()
+    await server.start()
+    try:
+        tasks.append(loop.create_task(readiness.run()))
+        if keeper is not None:
+            tasks += [loop.create_task(job()) for job in keeper.jobs()]
+        ctx.log.info(
+            "serving gRPC",
+            extra={
+                "grpc": f"{settings.grpc_host}:{port}",
+                "auth": settings.auth,
+                "jwks": keeper.source() if keeper is not None else None,
+            },
+        )
+        await ctx.stopping.wait()
+    finally:
+        # Health first (clients and probes move away), then let in-flight calls finish.
+        await readiness.shutdown()
+        await server.stop(settings.drain_s)
+        await cancel_all(tasks)
+        if keeper is not None:
+            await keeper.close()
+        with contextlib.suppress(Exception):
+            await bus.close()
+        ctx.log.info("gateway stopped")
+
+
+def _grace(settings: ServiceSettings) -> float:
+    assert isinstance(settings, GatewaySettings)
+    return settings.drain_s + 5.0
+
+
+cli = service_command(
+    GatewaySettings,
+    main,
+    name="gateway",
+    help=(
+        f"Run the gRPC gateway: plantd.v1.StateService (each call one {contract.SERVICE_STATE} "
+        "request on the bus; WatchEntries follows the state bus, gap-free), grpc.health.v1 "
+        "and server reflection on --grpc-host:--grpc-port "
+        "(loopback:50051 by default). Every call needs `authorization: Bearer <access token>` "
+        "(--auth identity, the default), verified here offline against the JWKS (--jwks-file, "
+        "or fetched from org.plantd.Identity) and forwarded to the state service, which checks "
+        "the permission. Deadlines become bus timeouts; errors are google.rpc.Status with "
+        "ErrorInfo{domain: plantd.io, reason: CODE}. /healthz, /readyz (state has a worker, "
+        "keys loaded) and /metrics on --http-port. CURVE key: gateway.key_secret in "
+        "--curve-keys. Docs: docs/api.md."
+    ),
+    grace_s=_grace,
+)

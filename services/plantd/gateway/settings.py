@@ -1,0 +1,154 @@
+"""Settings of ``plantd gateway`` (env ``PLANTD_GATEWAY_<KEY>``, flags ``--<key>``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from plantd.common import contract
+from plantd.common.config import ServiceSettings, check_endpoint
+
+DEFAULT_STATE_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['state'][1]}"
+DEFAULT_EVENT_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][1]}"
+MIB = 1024 * 1024
+
+
+class GatewaySettings(ServiceSettings):
+    """``plantd gateway``: plantd.v1 over gRPC, translated onto the MDP bus."""
+
+    component: ClassVar[str] = contract.GATEWAY
+
+    http_port: int = Field(
+        contract.HTTP_PORTS[contract.GATEWAY],
+        ge=0,
+        le=65535,
+        description="port for /healthz, /readyz and /metrics (0 = no HTTP server)",
+    )
+    grpc_host: str = Field(
+        contract.DEFAULT_BIND_HOST,
+        min_length=1,
+        description="address the gRPC server binds (0.0.0.0 or [::] = all interfaces, as in a "
+        "container)",
+    )
+    grpc_port: int = Field(
+        contract.GRPC_PORT, ge=0, le=65535, description="gRPC port (0 = any free port)"
+    )
+    max_message_bytes: int = Field(
+        4 * MIB,
+        ge=64 * 1024,
+        le=256 * MIB,
+        description="largest gRPC message received or sent (keep it above the state service's "
+        "value and batch limits, so those fail with their own clear error)",
+    )
+    max_concurrent_rpcs: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="RPCs served at once; further calls fail fast with RESOURCE_EXHAUSTED",
+    )
+    max_bus_requests: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="requests in flight on the bus at once (MDP sockets the gateway keeps)",
+    )
+    default_timeout_ms: int = Field(
+        5000,
+        ge=10,
+        le=600_000,
+        description="how long a call waits for the bus when the client set no deadline",
+    )
+    max_timeout_ms: int = Field(
+        30_000,
+        ge=10,
+        le=600_000,
+        description="the longest a call waits for the bus, whatever deadline the client set",
+    )
+    drain_s: float = Field(
+        5.0,
+        ge=0.0,
+        le=300.0,
+        description="on SIGTERM, how long in-flight RPCs may finish (after health says "
+        "NOT_SERVING) before they are cancelled",
+    )
+    health_interval_ms: int = Field(
+        1000,
+        ge=50,
+        le=60_000,
+        description="how often the state service's workers are checked (mmi.service) for the "
+        "health and /readyz answers",
+    )
+
+    state_sub_endpoint: str = Field(
+        DEFAULT_STATE_SUB,
+        description="state bus subscriber port (the broker's XPUB) that WatchEntries follows",
+    )
+    watch_resync_ms: int = Field(
+        1000,
+        ge=50,
+        le=600_000,
+        description="a watch with no event for this long reads the history it may have missed "
+        "(and re-checks its token)",
+    )
+
+    # ---- authentication (the state service authorizes; docs/api.md "Authentication") ----
+    auth: Literal["off", "identity"] = Field(
+        "identity",
+        description="identity: every RPC needs `authorization: Bearer <access token>`, "
+        "verified here offline before it reaches the bus, and forwarded to the state service, "
+        "which checks the permission; off: no check here (the state service still decides)",
+    )
+    auth_issuer: str = Field(
+        "plantd-identity", min_length=1, description="iss every accepted token must carry"
+    )
+    auth_audience: str = Field(
+        contract.SERVICE_STATE,
+        min_length=1,
+        description="aud every accepted token must include (the state service's, since the "
+        "token is forwarded to it)",
+    )
+    jwks_file: Path | None = Field(
+        None,
+        description="JWKS document to trust (re-read when it changes); without it the JWKS is "
+        "fetched from org.plantd.Identity (auth/jwks) over the bus",
+    )
+    jwks_refresh_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=86_400.0,
+        description="how often the JWKS is fetched again (sooner, at most every 5 s, after a "
+        "token with an unknown kid)",
+    )
+    event_sub_endpoint: str = Field(
+        DEFAULT_EVENT_SUB,
+        description="event bus subscriber port (XPUB) followed for identity.not_before "
+        "(logout, password change: older tokens are refused)",
+    )
+    auth_cache_entries: int = Field(
+        10_000, ge=1, le=1_000_000, description="verified tokens kept in the claims cache"
+    )
+
+    @field_validator("event_sub_endpoint", "state_sub_endpoint")
+    @classmethod
+    def _bus(cls, v: str) -> str:
+        return check_endpoint(v, bind=False)
+
+    @field_validator("jwks_file", mode="after")
+    @classmethod
+    def _expand_path(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> GatewaySettings:
+        if self.default_timeout_ms > self.max_timeout_ms:
+            raise ValueError("default_timeout_ms must not be above max_timeout_ms")
+        return self
+
+    def grpc_address(self) -> str:
+        """``host:port`` for ``server.add_insecure_port`` (IPv6 literals bracketed)."""
+        host = self.grpc_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.grpc_port}"

@@ -1,0 +1,147 @@
+"""``WatchEntries``: a scope's changes in revision order, gap-free, over an at-most-once bus.
+
+The state bus can lose events (slow joiners, high-water marks), so the stream never trusts it
+alone. It subscribes to the scope's topic first, then reads where to start (a snapshot, the
+history after ``start_revision``, or the current revision), then takes live events, sending
+one only when its revision is exactly the next. A gap, or silence for ``resync_s``, is filled
+from ``changes-since``; a history that no longer reaches back is answered with ``compacted``
+and a fresh snapshot. Every ``changes-since``/``snapshot`` carries the caller's token, so
+the state service re-checks the read permission at least every ``resync_s``; ``recheck``
+re-verifies the token itself (expiry, revocation) as often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+from plantd.api.errors import Origin
+from plantd.bus import BusMessage
+from plantd.gateway.state_map import Json, RpcFailure, change_pb, parse_event, wanted
+from plantd.v1 import state_pb2 as pb
+
+Call = Callable[[str, Json], Awaitable[Json]]
+
+
+class Subscriber(Protocol):
+    async def recv(self) -> BusMessage: ...
+
+
+class Watch:
+    def __init__(
+        self,
+        request: pb.WatchEntriesRequest,
+        call: Call,
+        subscriber: Subscriber,
+        *,
+        recheck: Callable[[], None],
+        resync_s: float,
+        page: int = 1000,
+    ) -> None:
+        self.scope = request.scope
+        self.prefix = request.key_prefix
+        self.request = request
+        self.call = call
+        self.sub = subscriber
+        self.recheck = recheck
+        self.resync_s = resync_s
+        self.page = page
+        p = request.progress_interval
+        self.progress_s = (
+            p.seconds + p.nanos / 1e9 if request.HasField("progress_interval") else 0.0
+        )
+        self.last = 0
+        self.sent_at = time.monotonic()
+
+    async def _snapshot(self) -> tuple[int, list[pb.Entry]]:
+        d = await self.call("snapshot", {"service": self.scope})
+        if d.get("truncated") is True:  # a partial snapshot would silently lose entries
+            raise RpcFailure(
+                Origin.STATE,
+                "REPLY_TOO_LARGE",
+                f"scope {self.scope!r} holds more entries than one snapshot: watch without "
+                "send_snapshot and read the scope with ListKeys and BatchGetEntries",
+            )
+        items = [i for i in d.get("items", ()) if str(i.get("key", "")).startswith(self.prefix)]
+        entries = [
+            pb.Entry(
+                scope=self.scope,
+                key=str(i.get("key", "")),
+                value=str(i.get("value", "")),
+                version=int(i.get("version", 0)),
+            )
+            for i in items
+        ]
+        return int(d.get("revision", 0)), entries
+
+    async def _catch_up(self) -> AsyncIterator[pb.WatchEntriesResponse]:
+        """The history after ``last``, page by page; a snapshot when it was compacted."""
+        while True:
+            d = await self.call(
+                "changes-since", {"service": self.scope, "revision": self.last, "limit": self.page}
+            )
+            if d.get("compacted") is True:
+                self.last, entries = await self._snapshot()
+                yield pb.WatchEntriesResponse(revision=self.last, compacted=True, snapshot=entries)
+                continue
+            changes = [c for c in d.get("changes", ()) if int(c.get("revision", 0)) > self.last]
+            if changes:
+                self.last = int(changes[-1]["revision"])
+                out = [change_pb(self.scope, c) for c in changes if wanted(self.prefix, c)]
+                if out:
+                    yield pb.WatchEntriesResponse(changes=out, revision=self.last)
+            if d.get("more") is not True:
+                return
+
+    async def _start(self) -> AsyncIterator[pb.WatchEntriesResponse]:
+        r = self.request
+        if r.send_snapshot:
+            self.last, entries = await self._snapshot()
+            yield pb.WatchEntriesResponse(created=True, revision=self.last, snapshot=entries)
+        elif r.HasField("start_revision"):
+            self.last = r.start_revision
+            yield pb.WatchEntriesResponse(created=True, revision=self.last)
+            async for resp in self._catch_up():
+                yield resp
+        else:
+            d = await self.call("snapshot", {"service": self.scope, "limit": 1})
+            self.last = int(d.get("revision", 0))
+            yield pb.WatchEntriesResponse(created=True, revision=self.last)
+
+    async def responses(self) -> AsyncIterator[pb.WatchEntriesResponse]:
+        async for resp in self._start():
+            yield resp
+        while True:
+            try:
+                async with asyncio.timeout(self._wait()):
+                    msg = await self.sub.recv()
+            except TimeoutError:
+                self.recheck()  # the token may have expired or been revoked meanwhile
+                async for resp in self._catch_up():  # a lost last event is not missed long
+                    yield resp
+                if self.progress_s and time.monotonic() - self.sent_at >= self.progress_s:
+                    self.sent_at = time.monotonic()
+                    yield pb.WatchEntriesResponse(revision=self.last)
+                continue
+            if msg.topic != self.scope.encode():
+                continue  # a subscription is a prefix: "plant1" also hears "plant10"
+            event = parse_event(msg.payload)
+            if event is None or event["revision"] <= self.last:
+                continue
+            if event["revision"] != self.last + 1:
+                async for resp in self._catch_up():  # a gap: read what was lost
+                    yield resp
+                continue
+            self.last = event["revision"]
+            if wanted(self.prefix, event):
+                self.sent_at = time.monotonic()
+                yield pb.WatchEntriesResponse(
+                    changes=[change_pb(self.scope, event)], revision=self.last
+                )
+
+    def _wait(self) -> float:
+        if not self.progress_s:
+            return self.resync_s
+        return max(0.0, min(self.resync_s, self.progress_s - (time.monotonic() - self.sent_at)))

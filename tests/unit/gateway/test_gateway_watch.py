@@ -1,0 +1,147 @@
+"""WatchEntries' ordering logic against a fake state and a fake bus: live events in order,
+duplicates and other topics dropped, a gap filled from the history, a compacted history
+answered with a snapshot, a token re-checked on silence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from plantd.bus import BusMessage
+from plantd.gateway.watch import Watch
+from plantd.v1 import state_pb2 as pb
+
+pytestmark = pytest.mark.unit
+
+
+def change(rev: int, key: str = "k", op: str = "set") -> dict[str, Any]:
+    return {"op": op, "key": key, "value": str(rev), "version": rev, "revision": rev, "ts": 1}
+
+
+class FakeState:
+    def __init__(self, history: list[dict[str, Any]], oldest: int = 0) -> None:
+        self.history = history
+        self.oldest = oldest
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((operation, body))
+        rev = self.history[-1]["revision"] if self.history else 0
+        if operation == "snapshot":
+            return {"revision": rev, "items": [{"key": "k", "value": "v", "version": rev}]}
+        since = body["revision"]
+        if since < self.oldest:
+            return {"compacted": True, "revision": rev, "changes": [], "more": False}
+        changes = [c for c in self.history if c["revision"] > since]
+        return {"compacted": False, "revision": rev, "changes": changes, "more": False}
+
+
+class FakeBus:
+    def __init__(self, messages: list[tuple[bytes, dict[str, Any] | bytes]]) -> None:
+        self.queue: asyncio.Queue[BusMessage] = asyncio.Queue()
+        for topic, payload in messages:
+            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.queue.put_nowait(BusMessage(topic, raw))
+
+    async def recv(self) -> BusMessage:
+        return await self.queue.get()
+
+
+async def take(watch: Watch, n: int) -> list[pb.WatchEntriesResponse]:
+    out: list[pb.WatchEntriesResponse] = []
+    async with asyncio.timeout(5):
+        async for resp in watch.responses():
+            out.append(resp)
+            if len(out) >= n:
+                return out
+    return out
+
+
+async def test_live_events_in_order_and_gaps_filled_from_history() -> None:
+    state = FakeState([change(1), change(2)])  # the start point: revision 2
+    bus = FakeBus(
+        [
+            (b"s", change(3)),
+            (b"s", change(3)),  # duplicate
+            (b"s10", change(4)),  # another scope sharing the prefix
+            (b"s", b"not json"),
+            (b"s", change(6)),  # gap: 4 and 5 were lost
+        ]
+    )
+    watch = Watch(pb.WatchEntriesRequest(scope="s"), state, bus, recheck=lambda: None, resync_s=5.0)
+    responses = watch.responses()
+    first = await anext(responses)
+    assert first.created and first.revision == 2
+    live = await anext(responses)
+    assert [c.revision for c in live.changes] == [3]
+    state.history = [change(r) for r in range(1, 7)]  # what the lost events wrote
+    filled = await anext(responses)
+    assert [c.revision for c in filled.changes] == [4, 5, 6]
+    await responses.aclose()
+
+
+async def test_compacted_history_sends_a_snapshot() -> None:
+    state = FakeState([change(r) for r in range(1, 10)], oldest=5)
+    watch = Watch(
+        pb.WatchEntriesRequest(scope="s", start_revision=2),
+        state,
+        FakeBus([]),
+        recheck=lambda: None,
+        resync_s=5.0,
+    )
+    head, snap = await take(watch, 2)
+    assert head.created and head.revision == 2
+    assert snap.compacted and snap.revision == 9 and snap.snapshot[0].key == "k"
+
+
+async def test_prefix_filters_keys_but_not_scope_changes() -> None:
+    state = FakeState([change(1, "a/1"), change(2, "b/1"), change(3, "", "delete-scope")])
+    watch = Watch(
+        pb.WatchEntriesRequest(scope="s", key_prefix="a/", start_revision=0),
+        state,
+        FakeBus([]),
+        recheck=lambda: None,
+        resync_s=5.0,
+    )
+    _, batch = await take(watch, 2)
+    assert [c.entry.key for c in batch.changes] == ["a/1", ""]
+    assert batch.changes[1].type == pb.CHANGE_TYPE_DELETE_SCOPE and batch.revision == 3
+
+
+async def test_silence_rechecks_the_token_and_reads_the_history() -> None:
+    state = FakeState([change(1)])
+    checks: list[int] = []
+
+    def recheck() -> None:
+        checks.append(1)
+        if len(checks) >= 2:
+            raise PermissionError("token expired")
+
+    watch = Watch(
+        pb.WatchEntriesRequest(scope="s"), state, FakeBus([]), recheck=recheck, resync_s=0.05
+    )
+    with pytest.raises(PermissionError):
+        await take(watch, 10)
+    assert len(checks) == 2
+    assert [op for op, _ in state.calls].count("changes-since") == 1  # once per silent period
+
+
+async def test_a_truncated_snapshot_is_refused_not_sent_in_part() -> None:
+    from plantd.gateway.state_map import RpcFailure
+
+    async def big(operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"revision": 3, "items": [], "truncated": True}
+
+    watch = Watch(
+        pb.WatchEntriesRequest(scope="s", send_snapshot=True),
+        big,
+        FakeBus([]),
+        recheck=lambda: None,
+        resync_s=5.0,
+    )
+    with pytest.raises(RpcFailure) as err:
+        await take(watch, 1)
+    assert err.value.code == "REPLY_TOO_LARGE"

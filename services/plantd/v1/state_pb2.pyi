@@ -672,7 +672,9 @@ class BatchSetEntriesResponse(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
-    """The scope revision the batch took (every entry's new version)."""
+    """The scope revision after the batch: each write takes its own revision, this is the last
+    (each entry carries its own version).
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entry]:
         """The entries as written, in request order."""

@@ -588,20 +588,24 @@ class Reconciler:
                 st.workloads.pop(component, None)
             else:
                 st.workloads[component] = status.workload_from(body)
-        desired = st.rendered.get((kind, meta["name"]))
-        spec = st.ctx.spec if st.ctx else PlantdClusterSpec.model_validate({})
-        if deleted:
-            st.applied_marks.pop((kind, meta["name"]), None)  # a recreated child starts over
-        stale = mark(body) < st.applied_marks.get((kind, meta["name"]), 0)
-        if (
-            desired is not None
-            and st.body is not None
-            and not stale
-            and not paused_by(spec, st.body["metadata"])
-        ):
-            where = "deleted" if deleted else drift.diff(desired, body)
-            if where:
-                await self._repair(ns, cluster, desired, where)
+        # Judged after any reconcile in progress: the event of a reconcile's own write must be
+        # compared with what that reconcile rendered, not with the previous render (else the
+        # new template is "repaired" back to the old one and every pod rolls twice).
+        async with st.lock:
+            desired = st.rendered.get((kind, meta["name"]))
+            spec = st.ctx.spec if st.ctx else PlantdClusterSpec.model_validate({})
+            if deleted:
+                st.applied_marks.pop((kind, meta["name"]), None)  # a recreated child starts over
+            stale = mark(body) < st.applied_marks.get((kind, meta["name"]), 0)
+            if (
+                desired is not None
+                and st.body is not None
+                and not stale
+                and not paused_by(spec, st.body["metadata"])
+            ):
+                where = "deleted" if deleted else drift.diff(desired, body)
+                if where:
+                    await self._repair(ns, cluster, desired, where)
         await self.refresh_status(ns, cluster)
 
     async def _repair(self, ns: str, cluster: str, desired: dict[str, Any], where: str) -> None:

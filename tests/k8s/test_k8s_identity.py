@@ -343,17 +343,20 @@ def test_the_first_admin_comes_from_a_secret_only_once_it_is_labelled(
     testenv.kubectl("label", "secret", "first-admin", "-n", ns, "plantd.io/secret-for=boot")
 
     def mounted() -> dict[str, Any] | None:
-        vols = {v["name"]: v for v in (identity_pod() or {}).get("volumes", [])}
-        return vols.get("bootstrap")
+        # One snapshot of the template: its volume and the container's mount together.
+        pod = identity_pod() or {}
+        vols = {v["name"]: v for v in pod.get("volumes", [])}
+        mounts = {m["name"] for c in pod.get("containers", []) for m in c.get("volumeMounts", [])}
+        return pod if "bootstrap" in vols and "bootstrap" in mounts else None
 
-    vol = wait_for(mounted, "the identity Deployment mounts the labelled Secret (next resync)")
+    pod = wait_for(mounted, "the identity Deployment mounts the labelled Secret (next resync)")
+    vol = {v["name"]: v for v in pod["volumes"]}["bootstrap"]
     assert vol["secret"] == {
         "secretName": "first-admin",
         "defaultMode": 0o400,
         "items": [{"key": "bootstrap.json", "path": "bootstrap.json"}],
         "optional": True,
     }
-    pod = identity_pod() or {}
     mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["bootstrap"]["mountPath"] == "/etc/plantd/bootstrap"
     assert mounts["bootstrap"]["readOnly"] is True

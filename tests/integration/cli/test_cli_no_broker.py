@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,9 +70,16 @@ def test_usage_error_exit_2(env: dict[str, str]) -> None:
 
 
 def test_component_missing_is_reported(env: dict[str, str]) -> None:
-    # `gateway` arrives in a later issue; until then it must say so, exit 5.
-    r = run_cli("plantd", [contract.GATEWAY], env)
-    assert r.returncode == 5
+    # An installation without one component (a slim image, a broken install): the real
+    # `plantd` with that module hidden says so and exits 5.
+    hide = (
+        "import sys; sys.modules['plantd.gateway.main'] = None; "
+        "from plantd.cli.plantd import main; sys.argv = ['plantd', 'gateway']; main()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", hide], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 5, r.stderr
     assert f"component {contract.GATEWAY!r} is not available" in r.stderr
 
 

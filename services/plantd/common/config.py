@@ -318,6 +318,45 @@ RedisTimeoutMs = Annotated[
 REDIS_CLI_HIDDEN: Final = frozenset({"redis_password"})
 
 
+# ---- offline token verification (state's --auth identity and the gateway: one authority) ----
+DEFAULT_EVENT_SUB: Final = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][1]}"
+
+
+def _expand_user(v: Path | None) -> Path | None:
+    return v.expanduser() if v is not None else None
+
+
+AuthIssuer = Annotated[str, Field(min_length=1, description="iss every accepted token must carry")]
+JwksFile = Annotated[
+    Path | None,
+    AfterValidator(_expand_user),
+    Field(
+        description="JWKS document to trust (re-read when it changes); without it the JWKS is "
+        "fetched from org.plantd.Identity (auth/jwks) over the bus"
+    ),
+]
+JwksRefreshS = Annotated[
+    float,
+    Field(
+        ge=1.0,
+        le=86_400.0,
+        description="how often the JWKS is fetched again (sooner, at most every 5 s, after a "
+        "token with an unknown kid)",
+    ),
+]
+NotBeforeSubEndpoint = Annotated[
+    str,
+    AfterValidator(lambda v: check_endpoint(v, bind=False)),
+    Field(
+        description="event bus subscriber port (XPUB) followed for identity.not_before "
+        "(logout, password change: older tokens are refused)"
+    ),
+]
+AuthCacheEntries = Annotated[
+    int, Field(ge=1, le=1_000_000, description="verified tokens kept in the claims cache")
+]
+
+
 class _RedisChoice(Protocol):
     @property
     def store(self) -> str: ...

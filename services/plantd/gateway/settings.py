@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from plantd.common import contract
-from plantd.common.config import ServiceSettings, check_endpoint
+from plantd.common.config import (
+    DEFAULT_EVENT_SUB,
+    AuthCacheEntries,
+    AuthIssuer,
+    JwksFile,
+    JwksRefreshS,
+    NotBeforeSubEndpoint,
+    ServiceSettings,
+    check_endpoint,
+)
 
 DEFAULT_STATE_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['state'][1]}"
-DEFAULT_EVENT_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][1]}"
 MIB = 1024 * 1024
 
 
@@ -100,45 +107,22 @@ class GatewaySettings(ServiceSettings):
         "verified here offline before it reaches the bus, and forwarded to the state service, "
         "which checks the permission; off: no check here (the state service still decides)",
     )
-    auth_issuer: str = Field(
-        "plantd-identity", min_length=1, description="iss every accepted token must carry"
-    )
+    auth_issuer: AuthIssuer = contract.DEFAULT_ISSUER
     auth_audience: str = Field(
         contract.SERVICE_STATE,
         min_length=1,
         description="aud every accepted token must include (the state service's, since the "
         "token is forwarded to it)",
     )
-    jwks_file: Path | None = Field(
-        None,
-        description="JWKS document to trust (re-read when it changes); without it the JWKS is "
-        "fetched from org.plantd.Identity (auth/jwks) over the bus",
-    )
-    jwks_refresh_s: float = Field(
-        60.0,
-        ge=1.0,
-        le=86_400.0,
-        description="how often the JWKS is fetched again (sooner, at most every 5 s, after a "
-        "token with an unknown kid)",
-    )
-    event_sub_endpoint: str = Field(
-        DEFAULT_EVENT_SUB,
-        description="event bus subscriber port (XPUB) followed for identity.not_before "
-        "(logout, password change: older tokens are refused)",
-    )
-    auth_cache_entries: int = Field(
-        10_000, ge=1, le=1_000_000, description="verified tokens kept in the claims cache"
-    )
+    jwks_file: JwksFile = None
+    jwks_refresh_s: JwksRefreshS = 60.0
+    event_sub_endpoint: NotBeforeSubEndpoint = DEFAULT_EVENT_SUB
+    auth_cache_entries: AuthCacheEntries = 10_000
 
-    @field_validator("event_sub_endpoint", "state_sub_endpoint")
+    @field_validator("state_sub_endpoint")
     @classmethod
     def _bus(cls, v: str) -> str:
         return check_endpoint(v, bind=False)
-
-    @field_validator("jwks_file", mode="after")
-    @classmethod
-    def _expand_path(cls, v: Path | None) -> Path | None:
-        return v.expanduser() if v is not None else None
 
     @model_validator(mode="after")
     def _timeouts(self) -> GatewaySettings:

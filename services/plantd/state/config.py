@@ -9,7 +9,13 @@ from pydantic import Field, field_validator, model_validator
 
 from plantd.common import contract
 from plantd.common.config import (
+    DEFAULT_EVENT_SUB,
     REDIS_CLI_HIDDEN,
+    AuthCacheEntries,
+    AuthIssuer,
+    JwksFile,
+    JwksRefreshS,
+    NotBeforeSubEndpoint,
     RedisCaFile,
     RedisPassword,
     RedisPasswordFile,
@@ -25,7 +31,6 @@ from plantd.state.redis_store import DEFAULT_PREFIX
 
 DEFAULT_BUS_ENDPOINT = f"tcp://127.0.0.1:{contract.BUS_PORTS['state'][0]}"
 DEFAULT_EVENT_PUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][0]}"
-DEFAULT_EVENT_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][1]}"
 REGISTRY_FILE = "registry.json"
 
 
@@ -109,35 +114,19 @@ class StateSettings(ServiceSettings):
         "every request needs a valid access token (the 'token' field) or a caller key with "
         "permissions in the machine registry, default deny",
     )
-    auth_issuer: str = Field(
-        "plantd-identity", min_length=1, description="iss every accepted token must carry"
-    )
+    auth_issuer: AuthIssuer = contract.DEFAULT_ISSUER
     auth_audience: str = Field(
         contract.SERVICE_STATE,
         min_length=1,
         description="aud every accepted token must include (log in for this service)",
     )
-    jwks_file: Path | None = Field(
-        None,
-        description="JWKS document to trust (re-read when it changes); without it the JWKS is "
-        "fetched from org.plantd.Identity (auth/jwks) over the bus",
-    )
-    jwks_refresh_s: float = Field(
-        60.0,
-        ge=1.0,
-        le=86_400.0,
-        description="how often the JWKS is fetched again (sooner, at most every 5 s, after a "
-        "token with an unknown kid)",
-    )
+    jwks_file: JwksFile = None
+    jwks_refresh_s: JwksRefreshS = 60.0
     event_bus_endpoint: str = Field(
         DEFAULT_EVENT_PUB,
         description="event bus publisher port (XSUB) where denials are published (topic audit)",
     )
-    event_sub_endpoint: str = Field(
-        DEFAULT_EVENT_SUB,
-        description="event bus subscriber port (XPUB) followed for identity.not_before "
-        "(logout, password change: older tokens are refused)",
-    )
+    event_sub_endpoint: NotBeforeSubEndpoint = DEFAULT_EVENT_SUB
     registry: Path | None = Field(
         None,
         description="machine registry (registry.json) giving CURVE keys their permissions; "
@@ -150,16 +139,14 @@ class StateSettings(ServiceSettings):
         description="audit events per second; further denials are counted into one summary "
         "event per second",
     )
-    auth_cache_entries: int = Field(
-        10_000, ge=1, le=1_000_000, description="verified tokens kept in the claims cache"
-    )
+    auth_cache_entries: AuthCacheEntries = 10_000
 
-    @field_validator("bus_endpoint", "event_bus_endpoint", "event_sub_endpoint")
+    @field_validator("bus_endpoint", "event_bus_endpoint")
     @classmethod
     def _bus(cls, v: str) -> str:
         return check_endpoint(v, bind=False)
 
-    @field_validator("jwks_file", "registry", mode="after")
+    @field_validator("registry", mode="after")
     @classmethod
     def _expand_path(cls, v: Path | None) -> Path | None:
         return v.expanduser() if v is not None else None

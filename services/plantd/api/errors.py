@@ -48,8 +48,19 @@ class GatewayCode:
     REQUEST_TIMEOUT: Final = "REQUEST_TIMEOUT"  # no reply by the call's deadline
     BAD_REPLY: Final = "BAD_REPLY"  # a service reply the gateway cannot parse
     RATE_LIMITED: Final = "RATE_LIMITED"  # the gateway's own token bucket is empty
+    PERMISSION_DENIED: Final = "PERMISSION_DENIED"  # bus:call/publish/subscribe not held
+    TOO_MANY_STREAMS: Final = "TOO_MANY_STREAMS"  # the caller's open streams are at the cap
+    SLOW_CONSUMER: Final = "SLOW_CONSUMER"  # a stream's buffer filled: the client reads too slowly
 
-    ALL: Final = (KEY_NOT_FOUND, REQUEST_TIMEOUT, BAD_REPLY, RATE_LIMITED)
+    ALL: Final = (
+        KEY_NOT_FOUND,
+        REQUEST_TIMEOUT,
+        BAD_REPLY,
+        RATE_LIMITED,
+        PERMISSION_DENIED,
+        TOO_MANY_STREAMS,
+        SLOW_CONSUMER,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,9 @@ _TABLE: Final[dict[tuple[Origin, str], ErrorMapping]] = {
     (Origin.GATEWAY, GatewayCode.REQUEST_TIMEOUT): _m(_S.DEADLINE_EXCEEDED, 504),
     (Origin.GATEWAY, GatewayCode.BAD_REPLY): _m(_S.INTERNAL, 500),
     (Origin.GATEWAY, GatewayCode.RATE_LIMITED): _m(_S.RESOURCE_EXHAUSTED, 429),
+    (Origin.GATEWAY, GatewayCode.PERMISSION_DENIED): _m(_S.PERMISSION_DENIED, 403),
+    (Origin.GATEWAY, GatewayCode.TOO_MANY_STREAMS): _m(_S.RESOURCE_EXHAUSTED, 429),
+    (Origin.GATEWAY, GatewayCode.SLOW_CONSUMER): _m(_S.RESOURCE_EXHAUSTED, 429),
 }
 
 ERROR_MAP: Final[Mapping[tuple[Origin, str], ErrorMapping]] = MappingProxyType(_TABLE)

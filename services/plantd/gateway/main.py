@@ -1,4 +1,4 @@
-"""``plantd gateway``: plantd.v1.StateService over gRPC, translated onto the MDP bus.
+"""``plantd gateway``: the plantd.v1 services over gRPC (and REST), translated onto the MDP bus.
 
 ``cli`` is the click command the ``plantd`` launcher registers (``plantd.gateway.main:cli``);
 it also runs alone with ``python -m plantd.gateway``. What it serves: docs/api.md.
@@ -24,9 +24,10 @@ from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
 from plantd.common.service import ServiceContext, ServiceError
 from plantd.gateway.auth import Authenticator
+from plantd.gateway.calls import CallGate, RpcMetrics
 from plantd.gateway.health import Readiness
 from plantd.gateway.settings import GatewaySettings
-from plantd.gateway.state_servicer import SERVICE_NAME, RpcMetrics, StateServicer
+from plantd.gateway.state_servicer import SERVICE_NAME, StateServicer
 from plantd.mdp import AsyncClient
 from plantd.v1 import state_pb2_grpc
 
@@ -61,7 +62,8 @@ async def main(ctx: ServiceContext) -> None:
         not_before = NotBeforeMap()
         verifier = Verifier(
             issuer=settings.auth_issuer,
-            audience=settings.auth_audience,
+            # The services a verified token may go on to; each call then needs its own.
+            audience=[contract.SERVICE_STATE, contract.SERVICE_IDENTITY],
             not_before=not_before,
             cache_entries=settings.auth_cache_entries,
         )
@@ -91,16 +93,22 @@ async def main(ctx: ServiceContext) -> None:
     server = grpc.aio.server(
         options=server_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs
     )
-    servicer = StateServicer(
-        bus,
+    limiter = None  # rate limits: plantd.gateway.ratelimit
+    gate = CallGate(
         Authenticator(verifier),
         RpcMetrics(ctx.registry),
         default_timeout_s=settings.default_timeout_ms / 1000.0,
         max_timeout_s=settings.max_timeout_ms / 1000.0,
+        limiter=limiter,
+    )
+    servicer = StateServicer(
+        bus,
+        gate,
         subscribe=lambda scope: AsyncSubscriber(settings.state_sub_endpoint, (scope,), curve=curve),
         resync_s=settings.watch_resync_ms / 1000.0,
     )
     state_pb2_grpc.add_StateServiceServicer_to_server(servicer, server)
+    # ---- further plantd.v1 servicers are registered here (BusService, IdentityService) ----
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

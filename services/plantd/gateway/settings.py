@@ -103,21 +103,22 @@ class GatewaySettings(ServiceSettings):
     # ---- authentication (the state service authorizes; docs/api.md "Authentication") ----
     auth: Literal["off", "identity"] = Field(
         "identity",
-        description="identity: every RPC needs `authorization: Bearer <access token>`, "
-        "verified here offline before it reaches the bus, and forwarded to the state service, "
-        "which checks the permission; off: no check here (the state service still decides)",
+        description="identity: every RPC (but Login and the other token-issuing identity calls) "
+        "needs `authorization: Bearer <access token>`, verified here offline before it reaches "
+        "the bus, with the audience of the service it is forwarded to (state, identity), which "
+        "checks the permission; bus calls, publish and subscribe are authorized here "
+        "(bus:call:<service>, bus:publish:<bus>, bus:subscribe:<bus>); off: no check here (the "
+        "services still decide; bus calls are then open: never expose such a gateway)",
     )
     auth_issuer: AuthIssuer = contract.DEFAULT_ISSUER
-    auth_audience: str = Field(
-        contract.SERVICE_STATE,
-        min_length=1,
-        description="aud every accepted token must include (the state service's, since the "
-        "token is forwarded to it)",
-    )
     jwks_file: JwksFile = None
     jwks_refresh_s: JwksRefreshS = 60.0
     event_sub_endpoint: NotBeforeSubEndpoint = DEFAULT_EVENT_SUB
     auth_cache_entries: AuthCacheEntries = 10_000
+
+    # ---- rate limits (plantd.gateway.ratelimit; docs/api.md "Limits") ----
+
+    # ---- the REST/JSON, SSE and WebSocket edge (plantd.gateway.rest; docs/api.md "REST") ----
 
     @field_validator("state_sub_endpoint")
     @classmethod

@@ -33,6 +33,7 @@ BUS_PORTS: Final[dict[str, tuple[int, int]]] = {
     "metric": (13000, 13001),
 }
 GRPC_PORT: Final = 50051
+REST_PORT: Final = 8086  # the gateway's REST/JSON, SSE and WebSocket edge
 HTTP_PORTS: Final[dict[str, int]] = {
     BROKER: 8081,
     STATE: 8082,
@@ -46,6 +47,7 @@ HTTP_PORTS: Final[dict[str, int]] = {
 PORT_NAME_ZMTP: Final = "tcp-zmtp"
 PORT_NAME_GRPC: Final = "grpc"
 PORT_NAME_METRICS: Final = "http-metrics"
+PORT_NAME_REST: Final = "http-rest"
 
 
 def bus_port_name(bus: str, side: str) -> str:

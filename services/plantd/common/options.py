@@ -20,7 +20,7 @@ from click.core import ParameterSource
 from pydantic.fields import FieldInfo
 
 from plantd.common.config import ConfigError, ServiceSettings
-from plantd.common.service import ServiceMain, run_service
+from plantd.common.service import LoopFactory, ServiceMain, run_service
 
 EXIT_USAGE = 2
 
@@ -114,10 +114,12 @@ def service_command(
     name: str,
     help: str,
     grace_s: Callable[[ServiceSettings], float] | None = None,
+    loop_factory: Callable[[ServiceSettings], LoopFactory | None] | None = None,
 ) -> click.Command:
     """A click command that loads ``settings_cls`` and runs ``main`` with the service runner.
 
-    ``grace_s`` maps the settings to how long a stop may take before ``main`` is cancelled.
+    ``grace_s`` maps the settings to how long a stop may take before ``main`` is cancelled;
+    ``loop_factory`` to the event loop to run on (None: asyncio's own).
     """
     epilog = (
         "Every option can also come from its environment variable or from a YAML file "
@@ -129,7 +131,8 @@ def service_command(
     def callback(ctx: click.Context, /, **_: Any) -> None:
         settings = load_from_click(ctx, settings_cls)
         grace = grace_s(settings) if grace_s is not None else 10.0
-        sys.exit(run_service(settings, main, grace_s=grace))
+        factory = loop_factory(settings) if loop_factory is not None else None
+        sys.exit(run_service(settings, main, grace_s=grace, loop_factory=factory))
 
     cmd = click.Command(
         name=name,

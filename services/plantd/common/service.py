@@ -89,6 +89,7 @@ class ServiceContext:
 
 
 ServiceMain = Callable[[ServiceContext], Awaitable[None]]
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
 def new_registry() -> CollectorRegistry:
@@ -106,8 +107,11 @@ def run_service(
     *,
     grace_s: float = 10.0,
     registry: CollectorRegistry | None = None,
+    loop_factory: LoopFactory | None = None,
 ) -> int:
-    """Run ``main`` until it returns or a signal stops it; return the exit status."""
+    """Run ``main`` until it returns or a signal stops it; return the exit status.
+
+    ``loop_factory`` makes the event loop (e.g. ``uvloop.new_event_loop``); None: asyncio's."""
     setup_logging(settings.log_level, settings.log_format)
     log = logging.getLogger(f"plantd.{settings.component}")
     log.info(
@@ -127,7 +131,8 @@ def run_service(
             log.error("insecure CURVE key directory", extra={"error": str(exc)})
             return EXIT_CONFIG
     try:
-        return asyncio.run(_run(settings, main, log, grace_s, registry or new_registry()))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_run(settings, main, log, grace_s, registry or new_registry()))
     except KeyboardInterrupt:  # SIGINT before the handlers were installed
         return EXIT_FAILED
 

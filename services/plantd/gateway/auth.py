@@ -42,36 +42,48 @@ class CallMetadata:
     token: str | None = None
     request_id: str | None = None
     traceparent: str | None = None
+    bad_authorization: bool = False  # an authorization value that is not `Bearer <token>`
+
+    def check_authorization(self) -> None:
+        """Raise :class:`RpcFailure` for a malformed ``authorization`` value."""
+        if self.bad_authorization:
+            raise RpcFailure(
+                Origin.TOKEN,
+                Reason.MALFORMED.value,
+                f"the authorization metadata is not `Bearer <token>`; {LOGIN_HINT}",
+            )
 
 
 def read_metadata(metadata: Metadata | None) -> tuple[str | None, str | None]:
-    """(the Bearer token, the ``x-request-id``) of a call's metadata; None when absent."""
+    """(the Bearer token, the ``x-request-id``) of a call's metadata; None when absent.
+
+    A malformed ``authorization`` value (not ``Bearer <token>``) raises :class:`RpcFailure`."""
     meta = read_call_metadata(metadata)
+    meta.check_authorization()
     return meta.token, meta.request_id
 
 
 def read_call_metadata(metadata: Metadata | None) -> CallMetadata:
     """The Bearer token, ``x-request-id`` and a well-formed ``traceparent``; None when absent.
 
-    A malformed ``authorization`` value (not ``Bearer <token>``) raises :class:`RpcFailure`."""
+    Never raises, so the request id is known even when the token is refused (a malformed
+    ``authorization`` sets ``bad_authorization``: :meth:`CallMetadata.check_authorization`)."""
     token: str | None = None
     request_id: str | None = None
     traceparent: str | None = None
+    bad = False
     for key, value in metadata or ():
         if key == AUTHORIZATION:
             text = value.decode("latin-1") if isinstance(value, bytes) else value
             if text[: len(_BEARER)].lower() != _BEARER or not text[len(_BEARER) :].strip():
-                raise RpcFailure(
-                    Origin.TOKEN,
-                    Reason.MALFORMED.value,
-                    f"the authorization metadata is not `Bearer <token>`; {LOGIN_HINT}",
-                )
+                bad = True
+                continue
             token = text[len(_BEARER) :].strip()
         elif key == REQUEST_ID and isinstance(value, str) and value:
             request_id = value[:MAX_REQUEST_ID]
         elif key == TRACEPARENT and isinstance(value, str) and _TRACEPARENT.fullmatch(value):
             traceparent = value
-    return CallMetadata(token, request_id, traceparent)
+    return CallMetadata(token, request_id, traceparent, bad)
 
 
 class Authenticator:

@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from plantd.api.errors import GatewayCode, Origin
 from plantd.common.auth import Claims
-from plantd.gateway.auth import REQUEST_ID, Authenticator, read_call_metadata
+from plantd.gateway.auth import REQUEST_ID, Authenticator, CallMetadata, read_call_metadata
 from plantd.gateway.errors import bus_timeout, deadline_passed, from_bus, grpc_status
 from plantd.gateway.state_map import Json, RpcFailure
 from plantd.mdp.errors import BrokerError, ClientClosed, RequestTimeout
@@ -207,9 +207,14 @@ class CallGate:
         audience: str | None,
         route: RouteClass,
         token_required: bool = True,
+        meta: CallMetadata | None = None,
     ) -> Caller:
-        """Steps 1-3: the caller, verified and within its rate limits; RpcFailure if not."""
-        meta = read_call_metadata(context.invocation_metadata())
+        """Steps 1-3: the caller, verified and within its rate limits; RpcFailure if not.
+
+        ``meta``: the call's metadata when the caller has read it already."""
+        if meta is None:
+            meta = read_call_metadata(context.invocation_metadata())
+        meta.check_authorization()
         claims: Claims | None = None
         if token_required or meta.token:
             claims = self.auth.check(meta.token, audience)
@@ -259,10 +264,11 @@ class CallGate:
         code = grpc.StatusCode.OK
         request_id: str | None = None
         try:
+            meta = read_call_metadata(context.invocation_metadata())
+            request_id = meta.request_id  # echoed on refusals too
             caller = await self.enter(
-                context, audience=audience, route=route, token_required=token_required
+                context, audience=audience, route=route, token_required=token_required, meta=meta
             )
-            request_id = caller.request_id
             response = await work(caller)
             if request_id:
                 context.set_trailing_metadata(((REQUEST_ID, request_id),))
@@ -291,8 +297,9 @@ class CallGate:
         code = grpc.StatusCode.OK
         request_id: str | None = None
         try:
-            caller = await self.enter(context, audience=audience, route=route)
-            request_id = caller.request_id
+            meta = read_call_metadata(context.invocation_metadata())
+            request_id = meta.request_id
+            caller = await self.enter(context, audience=audience, route=route, meta=meta)
             async for response in work(caller):
                 yield response
         except RpcFailure as failure:

@@ -22,7 +22,7 @@ from plantd.common.config import ServiceSettings
 from plantd.common.curve import CurveClient
 from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
-from plantd.common.service import ServiceContext, ServiceError
+from plantd.common.service import LoopFactory, ServiceContext, ServiceError
 from plantd.gateway.auth import Authenticator
 from plantd.gateway.calls import CallGate, RpcMetrics
 from plantd.gateway.health import Readiness
@@ -144,6 +144,7 @@ async def main(ctx: ServiceContext) -> None:
             extra={
                 "grpc": f"{settings.grpc_host}:{port}",
                 "auth": settings.auth,
+                "loop": type(loop).__module__.split(".")[0],  # uvloop or asyncio (tested)
                 "jwks": keeper.source() if keeper is not None else None,
             },
         )
@@ -165,6 +166,15 @@ def _grace(settings: ServiceSettings) -> float:
     return settings.drain_s + 5.0
 
 
+def _loop(settings: ServiceSettings) -> LoopFactory | None:
+    assert isinstance(settings, GatewaySettings)
+    if settings.event_loop == "uvloop":
+        import uvloop  # a dependency; imported here so --help stays fast
+
+        return uvloop.new_event_loop
+    return None
+
+
 cli = service_command(
     GatewaySettings,
     main,
@@ -182,4 +192,5 @@ cli = service_command(
         "--curve-keys. Docs: docs/api.md."
     ),
     grace_s=_grace,
+    loop_factory=_loop,
 )

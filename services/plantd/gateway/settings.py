@@ -80,6 +80,11 @@ class GatewaySettings(ServiceSettings):
         description="on SIGTERM, how long in-flight RPCs may finish (after health says "
         "NOT_SERVING) before they are cancelled",
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="the event loop: uvloop (faster sockets and callbacks under grpc.aio and "
+        "aiohttp; bench.gateway prints its ratio) or asyncio's own",
+    )
     health_interval_ms: int = Field(
         1000,
         ge=50,

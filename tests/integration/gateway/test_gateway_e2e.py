@@ -304,6 +304,11 @@ async def test_request_id_is_echoed(
     assert ("x-request-id", "req-123") in tuple(err.value.trailing_metadata() or ())
 
 
+async def test_the_gateway_runs_on_uvloop(stack: Stack) -> None:
+    lines = [line for line in stack.gateway.log().splitlines() if "serving gRPC" in line]
+    assert lines and "loop='uvloop'" in lines[0], stack.gateway.log()
+
+
 async def test_many_calls_in_flight_share_the_bus_client(
     stack: Stack, stub: state_pb2_grpc.StateServiceAsyncStub
 ) -> None:

@@ -1,0 +1,379 @@
+"""``plantd gateway`` throughput and latency, with baselines measured in the same run (issue 9).
+
+    python -m bench.gateway            # ~1 minute
+    python -m bench.gateway --quick    # shorter cells
+
+Real processes over real sockets, CURVE on, auth on: a broker, ``plantd state --auth identity``
+(embedded SQLite store) and ``plantd gateway`` trusting the same JWKS file; tokens minted with
+plantd.identity's own Issuer. The client is one grpc.aio channel in this process with N calls in
+flight; the baseline for the unary figure is a bare grpc.aio server (in its own process, same
+event loop kind) answering GetEntry with a canned entry, driven by the same client code.
+
+Cells: unary GetEntry gateway vs bare echo (target >= 0.6 x); BatchGetEntries of 10 keys in
+keys/s vs the unary rate (target >= 5 x); one WatchEntries stream's events/s while writers
+batch-set straight on the bus (target >= 50K); the gateway's added p50 latency over a direct MDP
+call for the same read. REST and WebSocket cells run only when ``plantd gateway --help`` lists
+``--rest-port`` (printed note otherwise). Missed targets print MISSED; only errors exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench._procs import free_port, memory_kb
+from bench._stats import median, percentile, ratio, table
+
+SCOPE = "bench"
+NKEYS = 100
+INFLIGHT = 32
+
+
+def mint(jwt_dir: Path) -> tuple[Path, str]:
+    """(JWKS file, an admin token of the bench scope for org.plantd.State)."""
+    from plantd.common import contract
+    from plantd.identity.keys import KeyRing, generate
+    from plantd.identity.tokens import Issuer
+
+    generate(jwt_dir)
+    ring = KeyRing.from_dir(jwt_dir)
+    jwks = jwt_dir / "jwks.json"
+    jwks.write_text(json.dumps(ring.jwks()))
+    perms = [f"state:scope:{SCOPE}:admin", "state:scope:create", "state:scope:list"]
+    token = (
+        Issuer(ring, issuer="plantd-identity", access_ttl_s=3600)
+        .access(
+            subject="1",
+            audience=[contract.SERVICE_STATE],
+            now=time.time(),
+            claims={"permissions": perms},
+        )
+        .token
+    )
+    return jwks, token
+
+
+# ---- the bare baseline server --------------------------------------------------------------
+
+
+def role_echo(port: int) -> int:
+    """A bare grpc.aio StateService answering GetEntry with a canned entry (the baseline)."""
+    import grpc
+
+    from plantd.v1 import state_pb2 as pb
+    from plantd.v1 import state_pb2_grpc
+
+    canned = pb.GetEntryResponse(entry=pb.Entry(scope=SCOPE, key="k0", value="0", version=1))
+
+    class Echo(state_pb2_grpc.StateServiceServicer):
+        async def GetEntry(self, request: Any, context: Any) -> Any:
+            return canned
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        state_pb2_grpc.add_StateServiceServicer_to_server(Echo(), server)  # type: ignore[abstract]
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    try:
+        import uvloop
+
+        uvloop.run(serve())
+    except ImportError:
+        asyncio.run(serve())
+    return 0
+
+
+# ---- load --------------------------------------------------------------------------------
+
+
+async def closed_loop(
+    call: Callable[[int], Awaitable[object]], inflight: int, duration: float, warmup: float
+) -> tuple[float, list[float]]:
+    """``inflight`` workers calling ``call`` back to back: (calls/s, latencies in ms)."""
+    lat: list[float] = []
+    done = 0
+    measuring = False
+    stop_at = time.monotonic() + warmup + duration
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        i = w
+        while time.monotonic() < stop_at:
+            t = time.perf_counter()
+            await call(i)
+            if measuring:
+                lat.append((time.perf_counter() - t) * 1000)
+                done += 1
+            i += inflight
+
+    tasks = [asyncio.create_task(worker(w)) for w in range(inflight)]
+    await asyncio.sleep(warmup)
+    measuring = True
+    t0 = time.monotonic()
+    await asyncio.gather(*tasks)
+    return done / (time.monotonic() - t0), lat
+
+
+class Stack:
+    """Broker + state (SQLite, auth identity) + gateway, CURVE on; all real processes."""
+
+    def __init__(self, work: Path) -> None:
+        from tests.integration.state.statekit import Broker, StateProc
+        from tests.kit import ServiceProcess, make_keys
+
+        from plantd.common import contract
+
+        self.keys = make_keys(work / "curve", (contract.STATE, contract.CLIENT, contract.GATEWAY))
+        (work / "broker").mkdir()
+        self.broker = Broker(work / "broker", self.keys).start()
+        self.jwks, self.token = mint(work / "jwt")
+        pub, sub = self.broker.bus("event")
+        self.state = StateProc(
+            "state-bench", work, self.broker,
+            extra=["--auth", "identity", "--jwks-file", str(self.jwks),
+                   "--event-bus-endpoint", pub, "--event-sub-endpoint", sub,
+                   "--log-level", "error"],
+        ).start()  # fmt: skip
+        self.grpc_port, http_port = free_port(), free_port()
+        self.gateway = ServiceProcess(
+            "plantd.gateway",
+            [
+                "--broker-endpoint", self.broker.endpoint,
+                "--curve-keys", str(self.keys),
+                "--grpc-port", str(self.grpc_port),
+                "--http-port", str(http_port),
+                "--jwks-file", str(self.jwks),
+                "--event-sub-endpoint", sub,
+                "--state-sub-endpoint", self.broker.state_sub,
+                "--log-level", "error",
+            ],
+            work / "gateway.log",
+            http_port=http_port,
+            name="gateway",
+        )  # fmt: skip
+        self.gateway.start().wait_ready()
+
+    def close(self) -> None:
+        self.gateway.stop()
+        self.state.proc.stop()
+        self.broker.stop()
+
+
+def rest_available() -> bool:
+    """Whether this checkout's ``plantd gateway`` has the REST edge (``--rest-port``)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "plantd.gateway", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return "--rest-port" in out.stdout
+
+
+async def measure(stack: Stack, echo_port: int, duration: float, warmup: float, reps: int) -> int:
+    import grpc
+    from tests.integration.state.statekit import client_curve
+
+    from plantd.common import contract
+    from plantd.mdp import AsyncClient
+    from plantd.v1 import state_pb2 as pb
+    from plantd.v1 import state_pb2_grpc
+
+    md = (("authorization", f"Bearer {stack.token}"),)
+    bus = AsyncClient(
+        stack.broker.endpoint, timeout=5.0, retries=0, curve=client_curve(stack.keys),
+        max_sockets=INFLIGHT,
+    )  # fmt: skip
+    gw_ch = grpc.aio.insecure_channel(f"127.0.0.1:{stack.grpc_port}")
+    echo_ch = grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}")
+    gw = state_pb2_grpc.StateServiceStub(gw_ch)
+    echo = state_pb2_grpc.StateServiceStub(echo_ch)
+    rows: list[list[object]] = []
+    try:
+        writes = [pb.EntryWrite(key=f"k{i}", value=str(i)) for i in range(NKEYS)]
+        await gw.BatchSetEntries(
+            pb.BatchSetEntriesRequest(scope=SCOPE, writes=writes, create_scope=True), metadata=md
+        )
+        gets = [pb.GetEntryRequest(scope=SCOPE, key=f"k{i}") for i in range(NKEYS)]
+        batch = pb.BatchGetEntriesRequest(scope=SCOPE, keys=[f"k{i}" for i in range(10)])
+
+        async def via_gw(i: int) -> object:
+            return await gw.GetEntry(gets[i % NKEYS], metadata=md)
+
+        async def via_echo(i: int) -> object:
+            return await echo.GetEntry(gets[i % NKEYS], metadata=md)
+
+        async def via_batch(i: int) -> object:
+            return await gw.BatchGetEntries(batch, metadata=md)
+
+        bodies = [
+            json.dumps({"service": SCOPE, "key": f"k{i}", "token": stack.token})
+            for i in range(NKEYS)
+        ]
+
+        async def via_mdp(i: int) -> object:
+            reply = await bus.request(contract.SERVICE_STATE, "state-get", bodies[i % NKEYS])
+            if not json.loads(reply[0]).get("success"):
+                raise SystemExit(f"direct state-get failed: {reply[0]!r}")
+            return reply
+
+        got: dict[str, list[tuple[float, list[float]]]] = {}
+        cells = [("gateway", via_gw), ("echo", via_echo), ("batch", via_batch)]
+        for rep in range(reps):  # interleaved so the shared machine's drift hits all alike
+            for name, fn in cells:
+                got.setdefault(name, []).append(await closed_loop(fn, INFLIGHT, duration, warmup))
+                print(f"  rep {rep + 1} {name}: {got[name][-1][0]:,.0f}/s", flush=True)
+            # Latency cells: one call at a time, so p50 is the path's cost, not queueing.
+            for name, fn in (("gw1", via_gw), ("mdp1", via_mdp)):
+                got.setdefault(name, []).append(await closed_loop(fn, 1, duration, warmup))
+                print(f"  rep {rep + 1} {name}: {got[name][-1][0]:,.0f}/s", flush=True)
+
+        def rate(name: str) -> float:
+            return median(r[0] for r in got[name])
+
+        def p50(name: str) -> float:
+            return median(percentile(r[1], 50) for r in got[name])
+
+        unary, bare, keys_s = rate("gateway"), rate("echo"), rate("batch") * 10
+        u_ratio, b_ratio = ratio(unary, bare), ratio(keys_s, unary)
+        added = p50("gw1") - p50("mdp1")
+        rows.append(["GetEntry via gateway (calls/s)", unary, "", ""])
+        rows.append(["GetEntry bare grpc.aio echo (calls/s)", bare, "", ""])
+        rows.append(["  gateway / echo", u_ratio, ">= 0.6", verdict(u_ratio >= 0.6)])
+        rows.append(["BatchGetEntries x10 (keys/s)", keys_s, "", ""])
+        rows.append(["  batch keys/s / unary calls/s", b_ratio, ">= 5", verdict(b_ratio >= 5)])
+        rows.append(["GetEntry p50 via gateway, 1 in flight (ms)", p50("gw1"), "", ""])
+        rows.append(["state-get p50 direct MDP, 1 in flight (ms)", p50("mdp1"), "", ""])
+        rows.append(["  gateway added p50 (ms)", added, "", ""])
+        ev, cu = await watch_rate(gw, bus, stack.token, md, 20 if reps == 1 else 50)
+        rows.append(
+            ["WatchEntries live events/s (one stream)", ev, ">= 50,000", verdict(ev >= 5e4)]
+        )
+        rows.append(["WatchEntries catch-up events/s", cu, ">= 50,000", verdict(cu >= 5e4)])
+        rows.append(["gateway RSS after run (MiB)", memory_kb(stack.gateway.pid)[0] / 1024, "", ""])
+    finally:
+        await gw_ch.close()
+        await echo_ch.close()
+        await bus.close()
+    print(
+        f"\nplantd gateway (auth on, CURVE on, SQLite state; {INFLIGHT} in flight; {reps} rep(s)"
+        f" x {duration}s, medians)"
+    )
+    print(table(["cell", "value", "target", ""], rows))
+    return 0
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+async def watch_rate(gw: Any, bus: Any, token: str, md: Any, batches: int) -> tuple[float, float]:
+    """Events/s one WatchEntries stream delivers while batch-set writes of 100 keys go straight
+    on the bus, first to last event received (bounded by the writers' rate too); then the same
+    changes replayed from history by a second stream (start_revision, catch-up pages):
+    (live events/s, catch-up events/s)."""
+    from plantd.common import contract
+    from plantd.v1 import state_pb2 as pb
+
+    call = gw.WatchEntries(pb.WatchEntriesRequest(scope=SCOPE, key_prefix="w"), metadata=md)
+    first = await call.read()  # the created response: the watch is live
+    assert first.created, first
+    want = batches * 100
+    seen = 0
+    t_first = t_last = 0.0
+
+    async def reader() -> None:
+        nonlocal seen, t_first, t_last
+        import grpc
+
+        while True:
+            msg = await call.read()  # read(), not async for: the first read() fixed the style
+            if msg is grpc.aio.EOF:
+                return
+            if msg.changes and not t_first:
+                t_first = time.perf_counter()
+            seen += len(msg.changes)
+            t_last = time.perf_counter()
+            if seen >= want:
+                return
+
+    task = asyncio.create_task(reader())
+    for b in range(batches):
+        items = [{"key": f"w{b}-{i}", "value": str(i)} for i in range(100)]
+        body = json.dumps({"service": SCOPE, "items": items, "token": token})
+        reply = await bus.request(contract.SERVICE_STATE, "batch-set", body)
+        if not json.loads(reply[0]).get("success"):
+            raise SystemExit(f"batch-set failed: {reply[0]!r}")
+    try:
+        await asyncio.wait_for(task, 30)
+    except TimeoutError:
+        raise SystemExit(f"watch: {seen} of {want} events within 30 s") from None
+    finally:
+        call.cancel()
+    print(f"  watch live: {seen} events in {(t_last - t_first) * 1000:.0f} ms", flush=True)
+    live = ratio(seen - 1, t_last - t_first)
+    # Catch-up: the same changes replayed from history (start_revision), in batched pages.
+    import grpc
+
+    req = pb.WatchEntriesRequest(scope=SCOPE, key_prefix="w", start_revision=first.revision)
+    again = gw.WatchEntries(req, metadata=md)
+    t0, n = time.perf_counter(), 0
+    while n < want:
+        msg = await again.read()
+        if msg is grpc.aio.EOF:
+            raise SystemExit(f"watch catch-up ended after {n} of {want} events")
+        n += len(msg.changes)
+    catchup = ratio(n, time.perf_counter() - t0)
+    again.cancel()
+    return live, catchup
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="one short repetition per cell")
+    ap.add_argument("--reps", type=int, help="repetitions per cell (default 3, quick 1)")
+    ap.add_argument("--duration", type=float, help="seconds measured per cell (default 2)")
+    ap.add_argument("--role", choices=("echo",), help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.role == "echo":
+        return role_echo(a.port)
+    reps = a.reps or (1 if a.quick else 3)
+    duration = a.duration or (1.0 if a.quick else 2.0)
+    warmup = 0.3 if a.quick else 0.5
+    t0 = time.monotonic()
+    print(f"loadavg before: {Path('/proc/loadavg').read_text().strip()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        echo_port = free_port()
+        cmd = [sys.executable, "-m", "bench.gateway", "--role", "echo", "--port", str(echo_port)]
+        echo = subprocess.Popen(cmd)
+        stack = Stack(Path(tmp))
+        try:
+            rc = asyncio.run(measure(stack, echo_port, duration, warmup, reps))
+        finally:
+            stack.close()
+            echo.terminate()
+            echo.wait(10)
+    if not rest_available():
+        print(
+            "REST GET vs bare aiohttp and 5,000 WebSocket watchers: SKIPPED "
+            "(`plantd gateway --help` lists no --rest-port in this checkout)"
+        )
+    print(f"loadavg after: {Path('/proc/loadavg').read_text().strip()}")
+    print(f"({time.monotonic() - t0:.0f} s)")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -83,7 +83,7 @@ class GatewaySettings(ServiceSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",
         description="the event loop: uvloop (faster sockets and callbacks under grpc.aio and "
-        "aiohttp; bench.gateway prints its ratio) or asyncio's own",
+        "aiohttp) or asyncio's own",
     )
     health_interval_ms: int = Field(
         1000,

@@ -8,9 +8,11 @@ Every error the gateway sends is a ``google.rpc.Status`` built by
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from plantd.api.errors import GatewayCode, Origin, status_for
@@ -21,9 +23,20 @@ from plantd.mdp.errors import BrokerError, ClientClosed, ErrorCode, RequestTimeo
 DEADLINE_MARGIN_S: Final = 0.005
 
 
+RETRY_AFTER_KEY: Final = "retry_after_s"  # failure metadata -> RetryInfo (and HTTP Retry-After)
+
+
 def grpc_status(failure: RpcFailure) -> tuple[grpc.StatusCode, grpc.Status]:
-    """The gRPC code and the status (code, message, details trailer) for ``failure``."""
+    """The gRPC code and the status (code, message, details trailer) for ``failure``; a
+    failure with ``retry_after_s`` in its metadata also carries ``google.rpc.RetryInfo``."""
     mapping, status = status_for(failure.origin, failure.code, failure.message, failure.metadata)
+    retry = failure.metadata.get(RETRY_AFTER_KEY)
+    if retry is not None:
+        with contextlib.suppress(ValueError):
+            seconds = max(0.0, float(retry))
+            info = error_details_pb2.RetryInfo()
+            info.retry_delay.FromNanoseconds(int(seconds * 1e9))
+            status.details.add().Pack(info)
     return mapping.grpc_code, rpc_status.to_status(status)
 
 

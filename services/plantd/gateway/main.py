@@ -24,8 +24,9 @@ from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
 from plantd.common.service import LoopFactory, ServiceContext, ServiceError
 from plantd.gateway.auth import Authenticator
-from plantd.gateway.calls import CallGate, RpcMetrics
+from plantd.gateway.calls import CallGate, RouteClass, RpcMetrics
 from plantd.gateway.health import Readiness
+from plantd.gateway.ratelimit import LocalLimiter, Policies, Policy
 from plantd.gateway.settings import GatewaySettings
 from plantd.gateway.state_servicer import SERVICE_NAME, StateServicer
 from plantd.mdp import AsyncClient
@@ -39,6 +40,30 @@ def curve_for(settings: GatewaySettings) -> CurveClient | None:
         return load_client(settings.curve_keys, contract.GATEWAY)
     except KeysError as exc:
         raise ServiceError(str(exc)) from None
+
+
+def local_limiter(settings: GatewaySettings) -> LocalLimiter:
+    """The per-process token buckets the settings describe."""
+    per_s = {
+        RouteClass.READ: settings.rate_limit_read_per_s,
+        RouteClass.WRITE: settings.rate_limit_write_per_s,
+        RouteClass.CALL: settings.rate_limit_call_per_s,
+        RouteClass.STREAM: settings.rate_limit_stream_per_s,
+        RouteClass.LOGIN: settings.rate_limit_login_per_s,
+    }
+
+    def policy(rate: float) -> Policy:
+        return Policy(rate, max(1.0, rate * settings.rate_limit_burst_s))
+
+    factor = settings.rate_limit_source_factor
+    return LocalLimiter(
+        Policies(
+            subject={route: policy(rate) for route, rate in per_s.items()},
+            source={route: policy(rate * factor) for route, rate in per_s.items()},
+            login=Policy(settings.rate_limit_login_per_s, settings.rate_limit_login_burst),
+        ),
+        max_buckets=settings.rate_limit_max_buckets,
+    )
 
 
 def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
@@ -93,7 +118,7 @@ async def main(ctx: ServiceContext) -> None:
     server = grpc.aio.server(
         options=server_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs
     )
-    limiter = None  # rate limits: plantd.gateway.ratelimit
+    limiter = local_limiter(settings) if settings.rate_limits else None
     gate = CallGate(
         Authenticator(verifier),
         RpcMetrics(ctx.registry),

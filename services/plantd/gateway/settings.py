@@ -122,6 +122,52 @@ class GatewaySettings(ServiceSettings):
     auth_cache_entries: AuthCacheEntries = 10_000
 
     # ---- rate limits (plantd.gateway.ratelimit; docs/api.md "Limits") ----
+    rate_limits: bool = Field(
+        True,
+        description="token buckets per token subject and per source address (docs/api.md "
+        '"Limits"); an empty bucket answers RESOURCE_EXHAUSTED (HTTP 429) with RetryInfo',
+    )
+    rate_limit_read_per_s: float = Field(
+        200.0, gt=0, le=1e6, description="reads (get, list, batch-get) per second per subject"
+    )
+    rate_limit_write_per_s: float = Field(
+        100.0,
+        gt=0,
+        le=1e6,
+        description="writes (set, delete, batches, scopes) per second per subject",
+    )
+    rate_limit_call_per_s: float = Field(
+        100.0, gt=0, le=1e6, description="generic bus calls and publishes per second per subject"
+    )
+    rate_limit_stream_per_s: float = Field(
+        10.0, gt=0, le=1e6, description="streams (watch, subscribe) opened per second per subject"
+    )
+    rate_limit_burst_s: float = Field(
+        2.0,
+        ge=0.1,
+        le=3600.0,
+        description="burst = this many seconds of each rate (at least 1 call), as Traefik's burst",
+    )
+    rate_limit_source_factor: float = Field(
+        4.0,
+        ge=1.0,
+        le=1e6,
+        description="a source address (IPv6 by /64) may do this many times a subject's rates: "
+        "several users behind one NAT or proxy",
+    )
+    rate_limit_login_per_s: float = Field(
+        1.0, gt=0, le=1e6, description="logins and token refreshes per second per source address"
+    )
+    rate_limit_login_burst: int = Field(
+        10, ge=1, le=1_000_000, description="logins at once per source address"
+    )
+    rate_limit_max_buckets: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="buckets kept (~0.3 KB each); the least recently used is dropped first and "
+        "comes back full",
+    )
 
     # ---- the REST/JSON, SSE and WebSocket edge (plantd.gateway.rest; docs/api.md "REST") ----
 

@@ -126,6 +126,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--max-timeout-ms", str(CAP_MS),
             "--default-timeout-ms", str(CAP_MS),
             "--drain-s", "2",
+            # Every token here is one subject; the limits have a test of their own.
+            "--rate-limit-write-per-s", "10000",
+            "--rate-limit-stream-per-s", "1000",
             "--log-format", "text",
         ],
         work / "gateway.log",

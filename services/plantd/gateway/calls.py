@@ -180,6 +180,44 @@ class Bus(Protocol):
     ) -> list[bytes]: ...
 
 
+class StreamSlots:
+    """Open server streams, per subject and in all: a cap on each (TOO_MANY_STREAMS).
+
+    A stream holds its slot from the gate to its end, whatever ends it (cancellation too)."""
+
+    def __init__(self, per_subject: int, total: int) -> None:
+        self.per_subject = per_subject
+        self.total = total
+        self.open = 0
+        self._by_subject: dict[str, int] = {}
+
+    def take(self, subject: str | None) -> str:
+        """Take a slot for ``subject`` (None: the anonymous pool, with --auth off); the key to
+        :meth:`release`. RpcFailure when a cap is reached."""
+        key = subject if subject is not None else ""
+        held = self._by_subject.get(key, 0)
+        if self.open >= self.total or held >= self.per_subject:
+            which = "the gateway's" if self.open >= self.total else "this subject's"
+            cap = self.total if self.open >= self.total else self.per_subject
+            raise RpcFailure(
+                Origin.GATEWAY,
+                GatewayCode.TOO_MANY_STREAMS,
+                f"{which} open streams are at the cap ({cap}): close one, or watch several "
+                "keys on one stream (key_prefix)",
+            )
+        self._by_subject[key] = held + 1
+        self.open += 1
+        return key
+
+    def release(self, key: str) -> None:
+        held = self._by_subject.get(key, 0) - 1
+        if held > 0:
+            self._by_subject[key] = held
+        else:
+            self._by_subject.pop(key, None)
+        self.open -= 1
+
+
 class CallGate:
     """Authentication, audience, rate limit, deadline, errors and metrics for every call."""
 
@@ -191,12 +229,14 @@ class CallGate:
         default_timeout_s: float,
         max_timeout_s: float,
         limiter: Limiter | None = None,
+        streams: StreamSlots | None = None,
     ) -> None:
         self.auth = auth
         self.metrics = metrics
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
         self.limiter = limiter
+        self.streams = streams if streams is not None else StreamSlots(100, 10_000)
 
     # ---- the steps ------------------------------------------------------------------------------
 
@@ -296,10 +336,12 @@ class CallGate:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         request_id: str | None = None
+        slot: str | None = None
         try:
             meta = read_call_metadata(context.invocation_metadata())
             request_id = meta.request_id
             caller = await self.enter(context, audience=audience, route=route, meta=meta)
+            slot = self.streams.take(caller.claims.subject if caller.claims else None)
             async for response in work(caller):
                 yield response
         except RpcFailure as failure:
@@ -309,6 +351,8 @@ class CallGate:
             code = grpc.StatusCode.CANCELLED  # clean up in finally and re-raise (grpc#43360)
             raise
         finally:
+            if slot is not None:
+                self.streams.release(slot)
             self.metrics.done(service, method, code, time.perf_counter() - started, "server_stream")
 
 

@@ -24,7 +24,7 @@ from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
 from plantd.common.service import LoopFactory, ServiceContext, ServiceError
 from plantd.gateway.auth import Authenticator
-from plantd.gateway.calls import CallGate, RouteClass, RpcMetrics
+from plantd.gateway.calls import CallGate, RouteClass, RpcMetrics, StreamSlots
 from plantd.gateway.health import Readiness
 from plantd.gateway.ratelimit import LocalLimiter, Policies, Policy
 from plantd.gateway.settings import GatewaySettings
@@ -125,6 +125,7 @@ async def main(ctx: ServiceContext) -> None:
         default_timeout_s=settings.default_timeout_ms / 1000.0,
         max_timeout_s=settings.max_timeout_ms / 1000.0,
         limiter=limiter,
+        streams=StreamSlots(settings.max_streams_per_subject, settings.max_streams),
     )
     servicer = StateServicer(
         bus,

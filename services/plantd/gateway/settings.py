@@ -161,6 +161,16 @@ class GatewaySettings(ServiceSettings):
     rate_limit_login_burst: int = Field(
         10, ge=1, le=1_000_000, description="logins at once per source address"
     )
+    max_streams_per_subject: int = Field(
+        100,
+        ge=1,
+        le=1_000_000,
+        description="server streams (watches) one token subject may hold open at once; more "
+        "fail with RESOURCE_EXHAUSTED, reason TOO_MANY_STREAMS",
+    )
+    max_streams: int = Field(
+        10_000, ge=1, le=1_000_000, description="server streams open at once in this gateway"
+    )
     rate_limit_max_buckets: int = Field(
         100_000,
         ge=100,

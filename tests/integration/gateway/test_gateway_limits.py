@@ -1,5 +1,6 @@
 """The gateway's rate limits against real processes: a broker, ``plantd state --auth identity``
-and a ``plantd gateway`` with small buckets (read: 2/s, burst 2 per subject).
+and a ``plantd gateway`` with small buckets (read: 2/s, burst 2 per subject) and at most two
+open streams per subject.
 
 A subject over its burst gets RESOURCE_EXHAUSTED with reason RATE_LIMITED and a RetryInfo; the
 call never reaches the state service; another subject is unaffected; the first subject gets
@@ -75,6 +76,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
             "--jwks-file", str(jwks),
             "--rate-limit-read-per-s", "2",
             "--rate-limit-burst-s", "1",
+            "--max-streams-per-subject", "2",
+            "--state-sub-endpoint", broker.state_sub,
             "--log-format", "text",
         ],
         work / "gateway.log",
@@ -144,3 +147,36 @@ async def test_a_burst_is_refused_with_retry_info_and_other_subjects_go_on(
         assert again.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert time.monotonic() < deadline, "the bucket never refilled"
         await asyncio.sleep(0.1)  # the poll interval, not a wait for the result
+
+
+async def test_the_stream_cap_refuses_one_more_and_frees_a_slot_on_cancel(
+    limited: Limited, stub: state_pb2_grpc.StateServiceAsyncStub
+) -> None:
+    writer = (("authorization", f"Bearer {limited.tokens['writer']}"),)
+    await stub.SetEntry(pb.SetEntryRequest(scope=SCOPE, key="k", value="1"), metadata=writer)
+    watches = [stub.WatchEntries(pb.WatchEntriesRequest(scope=SCOPE), metadata=writer)]
+    watches.append(stub.WatchEntries(pb.WatchEntriesRequest(scope=SCOPE), metadata=writer))
+    for watch in watches:
+        assert (await watch.read()).created
+    third = stub.WatchEntries(pb.WatchEntriesRequest(scope=SCOPE), metadata=writer)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await third.read()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(err.value)  # type: ignore[arg-type]
+    info = error_details_pb2.ErrorInfo()
+    assert status is not None and status.details[0].Unpack(info)
+    assert info.reason == "TOO_MANY_STREAMS"
+    watches.pop().cancel()
+    deadline = time.monotonic() + 5.0
+    while True:  # the slot is freed when the gateway sees the cancellation
+        again = stub.WatchEntries(pb.WatchEntriesRequest(scope=SCOPE), metadata=writer)
+        try:
+            assert (await again.read()).created
+            again.cancel()
+            break
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() < deadline, "the cancelled stream's slot was never freed"
+            await asyncio.sleep(0.05)  # the poll interval
+    for watch in watches:
+        watch.cancel()

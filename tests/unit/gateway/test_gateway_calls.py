@@ -21,6 +21,7 @@ from plantd.gateway.calls import (
     Decision,
     RouteClass,
     RpcMetrics,
+    StreamSlots,
     source_of,
 )
 from plantd.gateway.state_map import RpcFailure
@@ -257,3 +258,37 @@ async def test_a_malformed_authorization_is_refused_with_the_request_id(
         await gate(verifier).unary(ctx, "svc", "M", work, audience=None, route=RouteClass.READ)
     assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert "Bearer <token>" in err.value.details and err.value.trailer["x-request-id"] == "r5"
+
+
+def test_stream_slots_cap_per_subject_and_in_all() -> None:
+    slots = StreamSlots(per_subject=2, total=3)
+    a1, a2 = slots.take("alice"), slots.take("alice")
+    with pytest.raises(RpcFailure) as mine:
+        slots.take("alice")
+    assert mine.value.code == GatewayCode.TOO_MANY_STREAMS and "subject" in mine.value.message
+    slots.take("bob")
+    with pytest.raises(RpcFailure) as full:
+        slots.take("carol")
+    assert "gateway" in full.value.message
+    slots.release(a1)
+    slots.release(a2)
+    assert slots.open == 1 and slots.take("carol") == "carol"
+
+
+async def test_a_stream_frees_its_slot_however_it_ends() -> None:
+    g = CallGate(
+        Authenticator(None),
+        RpcMetrics(CollectorRegistry()),
+        default_timeout_s=1.0,
+        max_timeout_s=2.0,
+        streams=StreamSlots(per_subject=1, total=10),
+    )
+
+    async def forever(caller: Caller) -> AsyncIterator[int]:
+        while True:
+            yield 1
+
+    stream = g.stream(FakeContext([]), "svc", "W", forever, audience=None)
+    assert await anext(stream) == 1 and g.streams.open == 1
+    await stream.aclose()  # what a cancelled call does to the generator
+    assert g.streams.open == 0

@@ -67,13 +67,28 @@ def local_limiter(settings: GatewaySettings) -> LocalLimiter:
 
 
 def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
-    return [
+    """grpc core options: message sizes, per-connection streams, keepalive, connection ages."""
+    options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # One process per port: a stale second gateway must not silently take half the
         # connections (SO_REUSEPORT is on by default on Linux).
         ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # gRPC core's server default pings after 2 h: a dead client's watch would hold its
+        # stream slot that long.
+        ("grpc.keepalive_time_ms", int(settings.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        # Clients may keep idle connections alive with their own pings, every 10 s at most.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ]
+    if settings.max_connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)))
+    if settings.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
+        options.append(("grpc.max_connection_age_grace_ms", int(settings.drain_s * 1000)))
+    return options
 
 
 async def main(ctx: ServiceContext) -> None:

@@ -80,6 +80,34 @@ class GatewaySettings(ServiceSettings):
         description="on SIGTERM, how long in-flight RPCs may finish (after health says "
         "NOT_SERVING) before they are cancelled",
     )
+    max_streams_per_connection: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="HTTP/2 streams (calls) one client connection may have open at once",
+    )
+    keepalive_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=7200.0,
+        description="the server pings a connection quiet this long, and closes it when the ping "
+        "is not answered within 10 s: a vanished client's watches end in under a minute",
+    )
+    max_connection_idle_s: float = Field(
+        300.0,
+        ge=0.0,
+        le=86_400.0,
+        description="a connection with no call this long is closed "
+        "(clients reconnect by themselves); 0 = never",
+    )
+    max_connection_age_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=86_400.0,
+        description="connections are closed after this long, with --drain-s to finish their calls, "
+        "so clients rebalance across replicas behind a proxy; a watch then resumes from its "
+        "revision; 0 = never",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",
         description="the event loop: uvloop (faster sockets and callbacks under grpc.aio and "

@@ -292,3 +292,17 @@ async def test_a_stream_frees_its_slot_however_it_ends() -> None:
     assert await anext(stream) == 1 and g.streams.open == 1
     await stream.aclose()  # what a cancelled call does to the generator
     assert g.streams.open == 0
+
+
+def test_server_options_bound_connections_and_keep_them_alive() -> None:
+    from plantd.gateway.main import server_options
+    from plantd.gateway.settings import GatewaySettings
+
+    opts = dict(server_options(GatewaySettings()))
+    assert opts["grpc.max_concurrent_streams"] == 256
+    assert opts["grpc.keepalive_time_ms"] == 30_000  # not gRPC core's 2 h
+    assert opts["grpc.max_connection_idle_ms"] == 300_000
+    assert "grpc.max_connection_age_ms" not in opts  # off by default: watches stay up
+    aged = dict(server_options(GatewaySettings(max_connection_age_s=600, drain_s=3)))
+    assert aged["grpc.max_connection_age_ms"] == 600_000
+    assert aged["grpc.max_connection_age_grace_ms"] == 3_000

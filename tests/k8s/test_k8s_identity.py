@@ -203,7 +203,7 @@ def test_request_authentication_with_inline_jwks_is_accepted_by_istio_crds(
     obj = wait_for(ra, "RequestAuthentication mesh-state-jwt")
     (rule,) = obj["spec"]["jwtRules"]
     assert rule["forwardOriginalToken"] is True
-    assert rule["audiences"] == ["org.plantd.State", "org.plantd.Identity"]
+    assert rule["audiences"] == ["org.plantd.State", "org.plantd.Identity", "org.plantd.Broker"]
     kids = {k["kid"] for k in json.loads(rule["jwks"])["keys"]}
     secret = jwt_kids(testenv.get("secret", "mesh-jwt", ns) or {})
     assert kids == set(secret["active"] + secret["next"])

@@ -14,7 +14,7 @@ REDIS_PASSWORD_FILE = f"{REDIS_AUTH_DIR}/password"
 IDENTITY_DATA_DIR = f"{contract.CONTAINER_DATA_DIR}/identity"
 BOOTSTRAP_FILE = f"{contract.CONTAINER_BOOTSTRAP_DIR}/{contract.BOOTSTRAP_FILE_NAME}"
 # One audience per service a token may be issued for (the identity service's own list).
-AUDIENCES = (contract.SERVICE_STATE, contract.SERVICE_IDENTITY)
+AUDIENCES = contract.TOKEN_AUDIENCES
 
 
 def _flag(value: bool) -> str:

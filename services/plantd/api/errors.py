@@ -51,6 +51,8 @@ class GatewayCode:
     PERMISSION_DENIED: Final = "PERMISSION_DENIED"  # bus:call/publish/subscribe not held
     TOO_MANY_STREAMS: Final = "TOO_MANY_STREAMS"  # the caller's open streams are at the cap
     SLOW_CONSUMER: Final = "SLOW_CONSUMER"  # a stream's buffer filled: the client reads too slowly
+    INVALID_ARGUMENT: Final = "INVALID_ARGUMENT"  # a field the gateway itself checks is unusable
+    RESERVED_SERVICE: Final = "RESERVED_SERVICE"  # generic Call to a service with a typed API
 
     ALL: Final = (
         KEY_NOT_FOUND,
@@ -60,6 +62,8 @@ class GatewayCode:
         PERMISSION_DENIED,
         TOO_MANY_STREAMS,
         SLOW_CONSUMER,
+        INVALID_ARGUMENT,
+        RESERVED_SERVICE,
     )
 
 
@@ -135,6 +139,8 @@ _TABLE: Final[dict[tuple[Origin, str], ErrorMapping]] = {
     (Origin.GATEWAY, GatewayCode.PERMISSION_DENIED): _m(_S.PERMISSION_DENIED, 403),
     (Origin.GATEWAY, GatewayCode.TOO_MANY_STREAMS): _m(_S.RESOURCE_EXHAUSTED, 429),
     (Origin.GATEWAY, GatewayCode.SLOW_CONSUMER): _m(_S.RESOURCE_EXHAUSTED, 429),
+    (Origin.GATEWAY, GatewayCode.INVALID_ARGUMENT): _m(_S.INVALID_ARGUMENT, 400),
+    (Origin.GATEWAY, GatewayCode.RESERVED_SERVICE): _m(_S.INVALID_ARGUMENT, 400),
 }
 
 ERROR_MAP: Final[Mapping[tuple[Origin, str], ErrorMapping]] = MappingProxyType(_TABLE)

@@ -23,6 +23,10 @@ SERVICE_STATE: Final = "org.plantd.State"
 SERVICE_IDENTITY: Final = "org.plantd.Identity"
 SERVICE_BROKER: Final = "org.plantd.Broker"
 SERVICE_ECHO: Final = "org.plantd.module.Echo"
+# The audiences identity issues tokens for by default, one per service that checks them: state,
+# identity, and the bus (the gateway's BusService: generic calls, publish, subscribe).
+TOKEN_AUDIENCES: Final = (SERVICE_STATE, SERVICE_IDENTITY, SERVICE_BROKER)
+AUDIENCE_BUS: Final = SERVICE_BROKER
 
 # Ports (container and local defaults).
 MDP_PORT: Final = 9797

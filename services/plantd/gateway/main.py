@@ -103,7 +103,7 @@ async def main(ctx: ServiceContext) -> None:
         verifier = Verifier(
             issuer=settings.auth_issuer,
             # The services a verified token may go on to; each call then needs its own.
-            audience=[contract.SERVICE_STATE, contract.SERVICE_IDENTITY],
+            audience=list(contract.TOKEN_AUDIENCES),
             not_before=not_before,
             cache_entries=settings.auth_cache_entries,
         )

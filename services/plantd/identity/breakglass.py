@@ -68,7 +68,7 @@ def mint(
     subject: str,
     reason: str,
     ttl_s: int = MAX_LIFETIME_S,
-    audience: Sequence[str] = (contract.SERVICE_STATE, contract.SERVICE_IDENTITY),
+    audience: Sequence[str] = contract.TOKEN_AUDIENCES,
     permissions: Sequence[str] = ("system:admin",),
     issuer: str = DEFAULT_ISSUER,
     now: float | None = None,
@@ -139,7 +139,7 @@ def mint_cmd(
             subject=subject,
             reason=reason,
             ttl_s=ttl_s,
-            audience=audience or (contract.SERVICE_STATE, contract.SERVICE_IDENTITY),
+            audience=audience or contract.TOKEN_AUDIENCES,
             permissions=permission or ("system:admin",),
             issuer=issuer,
         )

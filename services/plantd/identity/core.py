@@ -46,7 +46,7 @@ UNPARSED: Final = protocol.Request("invalid", "invalid", {}, "")  # a request th
 @dataclass(frozen=True, slots=True)
 class Config:
     issuer: str = "plantd-identity"
-    audiences: tuple[str, ...] = (contract.SERVICE_STATE, contract.SERVICE_IDENTITY)
+    audiences: tuple[str, ...] = contract.TOKEN_AUDIENCES
     access_ttl_s: int = 900
     refresh_ttl_s: int = 7 * 86400
     source_bucket: Bucket = field(default_factory=lambda: Bucket(10, 1.0))

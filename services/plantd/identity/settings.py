@@ -100,7 +100,7 @@ class IdentitySettings(ServiceSettings):
     )
     issuer: str = Field(DEFAULT_ISSUER, min_length=1, max_length=255, description="JWT iss")
     audiences: Annotated[list[str], NoDecode] = Field(
-        [contract.SERVICE_STATE, contract.SERVICE_IDENTITY],
+        list(contract.TOKEN_AUDIENCES),
         min_length=1,
         max_length=16,
         description="comma-separated audiences a token may be issued for (one per target "

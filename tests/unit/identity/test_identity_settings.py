@@ -17,7 +17,7 @@ def test_defaults_follow_the_contract() -> None:
     s = IdentitySettings.load(environ={})
     assert s.http_port == contract.HTTP_PORTS[contract.IDENTITY] == 8083
     assert s.service == contract.SERVICE_IDENTITY
-    assert s.audiences == [contract.SERVICE_STATE, contract.SERVICE_IDENTITY]
+    assert s.audiences == list(contract.TOKEN_AUDIENCES)
     assert (s.access_ttl_s, s.argon2_memory_kib, s.argon2_time_cost) == (900, 19456, 2)
     cfg = config_for(s)
     assert cfg.backoff.max_failures == 100 and cfg.policy.min_length == 15

@@ -133,7 +133,7 @@ def test_identity_pod_mounts_every_signing_key_and_a_data_volume(ctx_factory: Fa
     assert "PLANTD_IDENTITY_JWT_KEY_FILE" not in data
     assert data["PLANTD_IDENTITY_BUS_ENDPOINT"] == "tcp://demo-broker.plant.svc:12000"
     assert data["PLANTD_IDENTITY_ISSUER"] == "plantd-identity"
-    assert data["PLANTD_IDENTITY_AUDIENCES"] == "org.plantd.State,org.plantd.Identity"
+    assert data["PLANTD_IDENTITY_AUDIENCES"] == "org.plantd.State,org.plantd.Identity,org.plantd.Broker"
     dep = next(
         c
         for c in children
@@ -176,7 +176,7 @@ def test_request_authentication_has_the_jwks_inline(ctx_factory: Factory) -> Non
     for ra in ras:
         (rule,) = ra["spec"]["jwtRules"]
         assert rule["issuer"] == ctx.issuer
-        assert rule["audiences"] == ["org.plantd.State", "org.plantd.Identity"]
+        assert rule["audiences"] == ["org.plantd.State", "org.plantd.Identity", "org.plantd.Broker"]
         assert rule["forwardOriginalToken"] is True
         assert "jwksUri" not in rule
         kids = {k["kid"] for k in json.loads(rule["jwks"])["keys"]}

@@ -371,7 +371,8 @@ OWN_GRANTS: Final[Mapping[str, tuple[tuple[str, ...], Mapping[str, tuple[str, ..
     "state": (("org.plantd.State",), {"state": ("",), "event": ("audit",)}),
     "identity": (("org.plantd.Identity",), {"event": ("audit", "identity.")}),
     "echo": (("org.plantd.module.Echo",), {}),
-    "gateway": ((), {"event": ("audit",)}),
+    # ext.: what BusService.Publish relays for users (bus:publish:<bus>), nothing of plantd's own.
+    "gateway": ((), {"event": ("audit", "ext."), "metric": ("ext.",)}),
     "logger": (("org.plantd.Logger",), {"event": ("audit",)}),
 }
 

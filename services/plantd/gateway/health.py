@@ -3,7 +3,9 @@
 - ``""`` and ``liveness``: SERVING while the process runs (never tied to the broker, or a
   broker outage would restart every gateway);
 - ``readiness`` and ``plantd.v1.StateService``: SERVING only while the broker answers and
-  ``org.plantd.State`` has a worker (``mmi.service`` says 200), checked every interval.
+  ``org.plantd.State`` has a worker (``mmi.service`` says 200), checked every interval;
+- ``plantd.v1.BusService``: SERVING while the broker answers (a second :class:`Readiness`
+  with no backend: its calls go to whichever worker they name).
 
 On SIGTERM :meth:`Readiness.shutdown` turns everything NOT_SERVING before the server drains.
 """
@@ -52,30 +54,34 @@ class Readiness:
         services: Sequence[str],
         *,
         interval_s: float,
-        backend: str = contract.SERVICE_STATE,
+        backend: str | None = contract.SERVICE_STATE,
     ) -> None:
         self.servicer = servicer
         self.bus = bus
-        self.names = ("readiness", *services)
+        self.names = ("readiness", *services) if backend is not None else tuple(services)
         self.interval_s = interval_s
         self.backend = backend
         self.ready = False
         self.checks = 0
 
     async def start(self) -> None:
+        if self.backend is None:  # the bus's names only; LIVENESS belongs to the state one
+            for name in self.names:
+                await self.servicer.set(name, NOT_SERVING)
+            return
         for name in LIVENESS:
             await self.servicer.set(name, SERVING)
         for name in self.names:
             await self.servicer.set(name, NOT_SERVING)
 
     async def probe(self) -> bool:
+        # No backend: any mmi answer means the broker is there.
+        service = self.backend if self.backend is not None else contract.SERVICE_BROKER
         try:
-            frames = await self.bus.mmi(
-                "mmi.service", self.backend, timeout=min(self.interval_s, 1.0)
-            )
+            frames = await self.bus.mmi("mmi.service", service, timeout=min(self.interval_s, 1.0))
         except MDPError:
             return False
-        return has_worker(frames)
+        return self.backend is None or has_worker(frames)
 
     async def run(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from plantd.bus import AsyncSubscriber
+from plantd.bus import AsyncSubscriber, Publisher
 from plantd.common import contract
 from plantd.common.auth import NotBeforeMap, Verifier
 from plantd.common.auth.keeper import KeyKeeper, cancel_all
@@ -24,13 +24,15 @@ from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
 from plantd.common.service import LoopFactory, ServiceContext, ServiceError
 from plantd.gateway.auth import Authenticator
+from plantd.gateway.bus_servicer import SERVICE_NAME as BUS_SERVICE_NAME
+from plantd.gateway.bus_servicer import BusServicer
 from plantd.gateway.calls import CallGate, RouteClass, RpcMetrics, StreamSlots
 from plantd.gateway.health import Readiness
 from plantd.gateway.ratelimit import LocalLimiter, Policies, Policy
 from plantd.gateway.settings import GatewaySettings
 from plantd.gateway.state_servicer import SERVICE_NAME, StateServicer
 from plantd.mdp import AsyncClient
-from plantd.v1 import state_pb2_grpc
+from plantd.v1 import bus_pb2_grpc, state_pb2_grpc
 
 
 def curve_for(settings: GatewaySettings) -> CurveClient | None:
@@ -149,12 +151,37 @@ async def main(ctx: ServiceContext) -> None:
         resync_s=settings.watch_resync_ms / 1000.0,
     )
     state_pb2_grpc.add_StateServiceServicer_to_server(servicer, server)
-    # ---- further plantd.v1 servicers are registered here (BusService, IdentityService) ----
+    sub_endpoints = {
+        "state": settings.state_sub_endpoint,
+        "event": settings.event_sub_endpoint,
+        "metric": settings.metric_sub_endpoint,
+    }
+    # One XPUB per bus for the process (publishing never blocks: PUB drops at the HWM).
+    publishers = {
+        "event": Publisher(settings.event_pub_endpoint, curve=curve),
+        "metric": Publisher(settings.metric_pub_endpoint, curve=curve),
+    }
+    bus_servicer = BusServicer(
+        bus,
+        gate,
+        subscribe=lambda name, prefixes: AsyncSubscriber(
+            sub_endpoints[name], prefixes or (b"",), curve=curve
+        ),
+        publishers=dict(publishers),
+        max_reply_bytes=settings.max_message_bytes,
+        max_batch_calls=settings.max_batch_calls,
+        batch_concurrency=settings.batch_concurrency,
+        buffer_messages=settings.subscribe_buffer_messages,
+        buffer_bytes=settings.subscribe_buffer_bytes,
+    )
+    bus_pb2_grpc.add_BusServiceServicer_to_server(bus_servicer, server)
+    # ---- IdentityService is registered here once it ships (docs/api.md "Not yet") ----
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
             SERVICE_NAME,
+            BUS_SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -164,6 +191,13 @@ async def main(ctx: ServiceContext) -> None:
         health, bus, (SERVICE_NAME,), interval_s=settings.health_interval_ms / 1000.0
     )
     ctx.add_readiness("state", lambda: readiness.ready)
+    bus_health = Readiness(
+        health,
+        bus,
+        (BUS_SERVICE_NAME,),
+        interval_s=settings.health_interval_ms / 1000.0,
+        backend=None,
+    )
     try:
         port = server.add_insecure_port(settings.grpc_address())
     except RuntimeError as exc:
@@ -175,9 +209,10 @@ async def main(ctx: ServiceContext) -> None:
         )
     tasks: list[asyncio.Task[None]] = []
     await readiness.start()
+    await bus_health.start()
     await server.start()
     try:
-        tasks.append(loop.create_task(readiness.run()))
+        tasks += [loop.create_task(readiness.run()), loop.create_task(bus_health.run())]
         if keeper is not None:
             tasks += [loop.create_task(job()) for job in keeper.jobs()]
         ctx.log.info(
@@ -197,6 +232,8 @@ async def main(ctx: ServiceContext) -> None:
         await cancel_all(tasks)
         if keeper is not None:
             await keeper.close()
+        for publisher in publishers.values():
+            publisher.close()
         with contextlib.suppress(Exception):
             await bus.close()
         ctx.log.info("gateway stopped")
@@ -222,7 +259,9 @@ cli = service_command(
     name="gateway",
     help=(
         f"Run the gRPC gateway: plantd.v1.StateService (each call one {contract.SERVICE_STATE} "
-        "request on the bus; WatchEntries follows the state bus, gap-free), grpc.health.v1 "
+        "request on the bus; WatchEntries follows the state bus, gap-free), "
+        "plantd.v1.BusService (generic calls, the service directory, Subscribe and Publish on "
+        "the buses, authorized here: bus:call:<service>, bus:subscribe:<bus>, ...), grpc.health.v1 "
         "and server reflection on --grpc-host:--grpc-port "
         "(loopback:50051 by default). Every call needs `authorization: Bearer <access token>` "
         "(--auth identity, the default), verified here offline against the JWKS (--jwks-file, "

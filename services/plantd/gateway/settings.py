@@ -19,6 +19,9 @@ from plantd.common.config import (
 )
 
 DEFAULT_STATE_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['state'][1]}"
+DEFAULT_METRIC_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['metric'][1]}"
+DEFAULT_EVENT_PUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['event'][0]}"
+DEFAULT_METRIC_PUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['metric'][0]}"
 MIB = 1024 * 1024
 
 
@@ -133,6 +136,39 @@ class GatewaySettings(ServiceSettings):
         "(and re-checks its token)",
     )
 
+    # ---- BusService: generic calls, the directory, publish and subscribe (docs/api.md) ----
+    metric_sub_endpoint: str = Field(
+        DEFAULT_METRIC_SUB, description="metric bus subscriber port (Subscribe to BUS_METRIC)"
+    )
+    event_pub_endpoint: str = Field(
+        DEFAULT_EVENT_PUB, description="event bus publisher port (Publish to BUS_EVENT)"
+    )
+    metric_pub_endpoint: str = Field(
+        DEFAULT_METRIC_PUB, description="metric bus publisher port (Publish to BUS_METRIC)"
+    )
+    max_batch_calls: int = Field(
+        1000, ge=1, le=100_000, description="the most calls in one BatchCall"
+    )
+    batch_concurrency: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="calls of one BatchCall in flight on the bus at once (the rest wait)",
+    )
+    subscribe_buffer_messages: int = Field(
+        10_000,
+        ge=10,
+        le=1_000_000,
+        description="bus messages one Subscribe stream holds for a slow reader; beyond it (or "
+        "subscribe_buffer_bytes) new messages are dropped and counted in `dropped`",
+    )
+    subscribe_buffer_bytes: int = Field(
+        4 * MIB,
+        ge=64 * 1024,
+        le=1024 * MIB,
+        description="bytes (topic + frames) one Subscribe stream holds for a slow reader",
+    )
+
     # ---- authentication (the state service authorizes; docs/api.md "Authentication") ----
     auth: Literal["off", "identity"] = Field(
         "identity",
@@ -209,7 +245,9 @@ class GatewaySettings(ServiceSettings):
 
     # ---- the REST/JSON, SSE and WebSocket edge (plantd.gateway.rest; docs/api.md "REST") ----
 
-    @field_validator("state_sub_endpoint")
+    @field_validator(
+        "state_sub_endpoint", "metric_sub_endpoint", "event_pub_endpoint", "metric_pub_endpoint"
+    )
     @classmethod
     def _bus(cls, v: str) -> str:
         return check_endpoint(v, bind=False)

@@ -65,14 +65,17 @@ class CallRequest(_message.Message):
     FRAMES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     service: _builtins.str
-    """The MDP service name, e.g. `org.plantd.module.Echo`. Names under `mmi.` reach the broker."""
+    """The MDP service name, e.g. `org.plantd.module.Echo`. `org.plantd.State`,
+    `org.plantd.Identity` and `mmi.*` are refused (RESERVED_SERVICE): use StateService,
+    IdentityService and GetService/ListServices.
+    """
     request_id: _builtins.str
-    """An opaque id carried into the bus request for tracing; the gateway makes one when empty
-    (or takes the `x-request-id` metadata).
+    """Reserved for tracing: this release reads the `x-request-id` metadata instead (echoed in
+    the trailer). Never added to the MDP frames, which reach the worker unchanged.
     """
     @_builtins.property
     def frames(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """The request body frames, sent as they are."""
+        """The request body frames, sent as they are (at most 256)."""
 
     def __init__(
         self,
@@ -155,7 +158,7 @@ class StreamCallRequest(_message.Message):
     service: _builtins.str
     """The MDP service name."""
     request_id: _builtins.str
-    """An opaque id carried into the bus request for tracing (see CallRequest.request_id)."""
+    """Reserved for tracing (see CallRequest.request_id)."""
     @_builtins.property
     def frames(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The request body frames, sent as they are."""

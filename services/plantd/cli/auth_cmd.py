@@ -383,6 +383,22 @@ def _token_or_fail(settings: ClientSettings) -> str:
     return token
 
 
+@auth.command("token")
+def token_cmd() -> None:
+    """Print the access token, refreshed first when under a minute is left, for tools that
+    take a bearer token (grpcurl, curl): `-H "authorization: Bearer $(plant auth token)"`.
+
+    Exits 4 when not logged in (or the login expired and cannot be refreshed). The token goes
+    to stdout only; keep it out of shell history and logs.
+    """
+    settings = get_settings()
+    token = _token_or_fail(settings)
+    if settings.json_output:
+        output.print_json({"access_token": token})
+        return
+    click.echo(token)
+
+
 @auth.command("whoami")
 def whoami() -> None:
     """Ask identity who the token belongs to: user, roles, permissions, expiry.

@@ -6,6 +6,7 @@ a container gets from the operator), so the local stack exercises the real confi
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,15 +17,17 @@ from plantd.common import contract
 from plantd.identity.settings import DEFAULT_ISSUER
 
 # Started by default, in this order: the broker first (everything connects to it), identity
-# before state (state verifies tokens against identity's JWKS).
+# before state (state verifies tokens against identity's JWKS), the gateway last (it is ready
+# only once state has a worker and identity's JWKS is loaded).
 STACK_COMPONENTS: tuple[str, ...] = (
     contract.BROKER,
     contract.IDENTITY,
     contract.ECHO,
     contract.STATE,
+    contract.GATEWAY,
 )
 # Supervisor tiers: a tier starts once every lower one is ready, and stops before them.
-_TIERS: Mapping[str, int] = {contract.BROKER: 0, contract.IDENTITY: 1}
+_TIERS: Mapping[str, int] = {contract.BROKER: 0, contract.IDENTITY: 1, contract.GATEWAY: 3}
 LATER_TIER: Final = 2
 
 # The first administrator `plantd up` creates (identity's bootstrap file) and where the
@@ -131,9 +134,20 @@ class StackPlan:
         pub, sub = self.buses()[bus]
         return f"tcp://{self.connect_host}:{pub if side == 'pub' else sub}"
 
+    @property
+    def grpc_port(self) -> int:
+        return contract.GRPC_PORT + self.port_offset
+
+    @property
+    def grpc_address(self) -> str:
+        """Where a local gRPC client reaches the gateway (``host:port``, as grpcurl takes it)."""
+        return f"{self.connect_host}:{self.grpc_port}"
+
     def all_ports(self) -> list[int]:
         ports = [self.mdp_port, *(p for pair in self.buses().values() for p in pair)]
         ports += [self.http_port(c) for c in self.components]
+        if contract.GATEWAY in self.components:
+            ports.append(self.grpc_port)
         return ports
 
 
@@ -165,6 +179,8 @@ def component_settings(plan: StackPlan, component: str) -> dict[str, str]:
         values[contract.KEY_BROKER_ENDPOINT] = plan.mdp_endpoint
     if component == contract.IDENTITY:
         values.update(_identity_settings(plan))
+    if component == contract.GATEWAY:
+        values.update(_gateway_settings(plan))
     if component == contract.STATE:
         values[contract.KEY_STATE_STORE] = (
             "redis" if plan.redis_url else contract.DEFAULT_STATE_STORE
@@ -207,8 +223,28 @@ def _state_auth_settings(plan: StackPlan) -> dict[str, str]:
     return values
 
 
+def _gateway_settings(plan: StackPlan) -> dict[str, str]:
+    """gRPC where the rest of the stack listens; tokens checked against identity's JWKS,
+    fetched over the bus (no file to keep in step), revocations from the event bus."""
+    values = {
+        # The gRPC port follows --listen like the broker's: loopback unless asked otherwise.
+        "grpc_host": "0.0.0.0" if plan.bind_host == "*" else plan.bind_host,
+        contract.KEY_GRPC_PORT: str(plan.grpc_port),
+        "state_sub_endpoint": plan.bus_endpoint("state", "sub"),
+        "metric_sub_endpoint": plan.bus_endpoint("metric", "sub"),
+        "event_pub_endpoint": plan.bus_endpoint("event", "pub"),
+        "metric_pub_endpoint": plan.bus_endpoint("metric", "pub"),
+        contract.KEY_AUTH: plan.auth,
+    }
+    if plan.auth == "identity":
+        values[contract.KEY_AUTH_ISSUER] = DEFAULT_ISSUER
+        values[contract.KEY_EVENT_SUB_ENDPOINT] = plan.bus_endpoint("event", "sub")
+    return values
+
+
 def tier(component: str) -> int:
-    """The supervisor tier of ``component``: broker 0, identity 1, everything else after."""
+    """The supervisor tier of ``component``: broker 0, identity 1, the gateway (which needs
+    state ready) 3, everything else 2."""
     return _TIERS.get(component, LATER_TIER)
 
 
@@ -293,9 +329,24 @@ def try_commands(
     return out
 
 
+def gateway_commands(plan: StackPlan) -> list[str]:
+    """How to call the gateway once logged in: the token `plant auth token` prints, then grpcurl."""
+    body = shlex.quote(json.dumps({"scope": "demo", "key": "key"}, separators=(",", ":")))
+    if plan.auth != "identity":
+        return [f"grpcurl -plaintext -d {body} {plan.grpc_address} plantd.v1.StateService/GetEntry"]
+    # Double quotes keep $TOKEN expanding; shlex would single-quote it.
+    return [
+        "TOKEN=$(plant auth token)",
+        f'grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d {body} {plan.grpc_address} '
+        "plantd.v1.StateService/GetEntry",
+    ]
+
+
 def endpoint_rows(plan: StackPlan, components: Sequence[str]) -> list[tuple[str, str]]:
     """(label, address) rows for the ``plantd up`` banner; short enough for 80 columns."""
     rows = [("MDP broker", plan.mdp_endpoint)]
+    if contract.GATEWAY in components:
+        rows.append(("gRPC gateway", f"{plan.grpc_address} (plantd.v1, health, reflection)"))
     if contract.BROKER in components:
         buses = ", ".join(f"{n} {pub}/{sub}" for n, (pub, sub) in plan.buses().items())
         rows.append(("buses (pub/sub)", f"{buses} on {plan.connect_host}"))

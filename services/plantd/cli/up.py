@@ -95,6 +95,15 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def check_ports(plan: stack.StackPlan) -> None:
+    too_high = [p for p in plan.all_ports() if p > 65535]
+    if too_high:
+        raise CliError(
+            f"--port-offset {plan.port_offset} puts port(s) {', '.join(map(str, too_high))} "
+            "above 65535",
+            hint=f"use a smaller offset (the gateway's gRPC port is {contract.GRPC_PORT} + "
+            "offset), or --without gateway",
+            code=ExitCode.USAGE,
+        )
     host = "0.0.0.0" if plan.bind_host == "*" else plan.bind_host
     busy = [p for p in plan.all_ports() if _port_in_use(host, p)]
     if busy:
@@ -233,6 +242,18 @@ def available_components(wanted: list[str], warn: ConsoleReporter) -> list[str]:
     return found
 
 
+def drop_gateway_without_state(components: list[str], reporter: ConsoleReporter) -> list[str]:
+    """The gateway serves the state service (its /readyz waits for a state worker): without
+    state it would never be ready, so it is left out, and the user told why."""
+    if contract.GATEWAY in components and contract.STATE not in components:
+        reporter.warn(
+            "skipping gateway: it serves org.plantd.State, which this stack does not start "
+            "(add --without gateway to silence this)"
+        )
+        return [c for c in components if c != contract.GATEWAY]
+    return components
+
+
 def resolve_auth(requested: str | None, components: list[str]) -> stack.Auth:
     """state's --auth: identity whenever identity runs, unless --auth off says otherwise."""
     if requested == "off":
@@ -298,6 +319,9 @@ def banner(
             else f"sqlite in {plan.data_dir}"
         )
         grid.add_row("state store", store)
+    if contract.GATEWAY in components:
+        # After `plant auth login`: the stored token, then one call through the gateway.
+        grid.add_row("call gRPC", "\n".join(escape(c) for c in stack.gateway_commands(plan)))
     return Panel(grid, title="plantd up", title_align="left", border_style="cyan")
 
 
@@ -394,7 +418,8 @@ def up(
     ready_timeout: float,
     stop_timeout: float,
 ) -> None:
-    """Run the broker, identity, the echo module and the state service on this machine.
+    """Run the broker, identity, the echo module, the state service and the gRPC gateway
+    (plantd.v1 on 127.0.0.1:50051) on this machine.
 
     On the first run it creates, under STATE_DIR (all 0600 files in 0700 directories): CURVE
     keys in keys/ (the broker's pair, one per service, and `client` for the `plant` CLI, which
@@ -405,7 +430,8 @@ def up(
     /readyz, restarts a crashed component with exponential backoff, and stops everything on
     Ctrl-C or SIGTERM (SIGTERM, then SIGKILL after --stop-timeout). Then, in another terminal:
     `plant auth login -u admin --password-stdin < ~/.local/state/plantd/admin-credentials` and
-    `plant state set --service demo key 1`.
+    `plant state set --service demo key 1`; the banner shows a grpcurl line for the gateway,
+    which takes the token `plant auth login` stored. --without gateway leaves it out.
     """
     console = Console(highlight=False)
     if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
@@ -426,10 +452,11 @@ def up(
     )
     reporter = ConsoleReporter(console, list(plan.components))
     components = available_components(list(plan.components), reporter)
+    components = drop_gateway_without_state(components, reporter)
     if not components:
         raise CliError(
             "no component to start",
-            hint="this installation has none of broker, identity, echo, state; check "
+            hint="this installation has none of broker, identity, echo, state, gateway; check "
             "`plantd version`",
             code=ExitCode.UNAVAILABLE,
         )

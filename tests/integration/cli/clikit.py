@@ -102,14 +102,17 @@ def _port_free(port: int) -> bool:
 
 
 def free_port_offset(
-    components: Sequence[str] = ("broker", "identity", "echo", "state"),
+    components: Sequence[str] = ("broker", "identity", "echo", "state", "gateway"),
 ) -> int:
-    """A ``--port-offset`` whose every port is free (kept below the ephemeral range)."""
+    """A ``--port-offset`` whose every port is free (the gateway's gRPC port, 50051 + offset,
+    must stay a port: at most 65535)."""
     for _ in range(200):
-        off = random.randrange(100, 19000, 7)
+        off = random.randrange(100, 15000, 7)
         ports = [contract.MDP_PORT + off]
         ports += [p + off for pair in contract.BUS_PORTS.values() for p in pair]
         ports += [contract.HTTP_PORTS[c] + off for c in components]
+        if "gateway" in components:
+            ports += [contract.GRPC_PORT + off]
         if all(_port_free(p) for p in ports):
             return off
     raise AssertionError("no free port offset found")

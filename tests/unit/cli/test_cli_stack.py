@@ -11,9 +11,10 @@ import pytest
 
 from plantd.cli import first_admin, stack
 from plantd.cli.errors import CliError
-from plantd.cli.up import resolve_auth, try_hint
+from plantd.cli.up import drop_gateway_without_state, resolve_auth, try_hint
 from plantd.common import contract
 from plantd.common.config import BrokerSettings
+from plantd.gateway.settings import GatewaySettings
 from plantd.identity.bootstrap import read_bootstrap_file
 from plantd.identity.settings import DEFAULT_ISSUER, IdentitySettings
 from plantd.state.config import StateSettings
@@ -28,8 +29,63 @@ def _plan(**kw: object) -> stack.StackPlan:
 
 
 def test_identity_runs_by_default_between_broker_and_state() -> None:
-    assert stack.STACK_COMPONENTS == ("broker", "identity", "echo", "state")
-    assert [stack.tier(c) for c in stack.STACK_COMPONENTS] == [0, 1, 2, 2]
+    assert stack.STACK_COMPONENTS == ("broker", "identity", "echo", "state", "gateway")
+    # The gateway starts once state (its /readyz needs a state worker) is ready.
+    assert [stack.tier(c) for c in stack.STACK_COMPONENTS] == [0, 1, 2, 2, 3]
+
+
+def test_gateway_settings_follow_the_port_offset_and_trust_identity() -> None:
+    s = stack.component_settings(_plan(port_offset=100), contract.GATEWAY)
+    assert s["grpc_port"] == str(contract.GRPC_PORT + 100)
+    assert s["grpc_host"] == "127.0.0.1"
+    assert s["http_port"] == str(contract.HTTP_PORTS[contract.GATEWAY] + 100)
+    assert s["broker_endpoint"] == "tcp://127.0.0.1:9897"
+    assert s["state_sub_endpoint"] == "tcp://127.0.0.1:11101"
+    assert s["curve"] == "true" and s["curve_keys"] == "/s/keys"
+    # Tokens of this stack's identity, its JWKS fetched over the bus (no file), revocations
+    # from the event bus.
+    assert s["auth"] == "identity" and s["auth_issuer"] == DEFAULT_ISSUER
+    assert "jwks_file" not in s
+    assert s["event_sub_endpoint"] == "tcp://127.0.0.1:12101"
+    assert stack.component_settings(_plan(listen="0.0.0.0"), contract.GATEWAY)["grpc_host"] == (
+        "0.0.0.0"
+    )
+    off = stack.component_settings(_plan(auth="off"), contract.GATEWAY)
+    assert off["auth"] == "off" and "auth_issuer" not in off
+
+
+def test_gateway_ports_are_checked_before_start() -> None:
+    plan = _plan(port_offset=3)
+    assert contract.GRPC_PORT + 3 in plan.all_ports()
+    assert plan.grpc_address == f"127.0.0.1:{contract.GRPC_PORT + 3}"
+    alone = _plan(components=("broker", "state"))
+    assert contract.GRPC_PORT not in alone.all_ports()
+
+
+def test_gateway_commands_take_the_stored_token() -> None:
+    lines = stack.gateway_commands(_plan(port_offset=1))
+    assert lines[0] == "TOKEN=$(plant auth token)"
+    grpc = shlex.split(lines[1])
+    assert grpc[:4] == ["grpcurl", "-plaintext", "-H", "authorization: Bearer $TOKEN"]
+    assert json.loads(grpc[5]) == {"scope": "demo", "key": "key"}
+    assert grpc[6:] == [f"127.0.0.1:{contract.GRPC_PORT + 1}", "plantd.v1.StateService/GetEntry"]
+    assert len(lines) == 2  # nothing for a REST edge this release does not ship
+    # Without auth there is no token to fetch or send.
+    plain = stack.gateway_commands(_plan(auth="off"))
+    assert plain[0].startswith("grpcurl -plaintext -d ") and "TOKEN" not in " ".join(plain)
+
+
+def test_gateway_without_state_is_left_out() -> None:
+    class Quiet:
+        warned: list[str] = []
+
+        def warn(self, message: str) -> None:
+            self.warned.append(message)
+
+    quiet = Quiet()
+    kept = drop_gateway_without_state(["broker", "echo", "gateway"], quiet)  # type: ignore[arg-type]
+    assert kept == ["broker", "echo"] and "--without gateway" in quiet.warned[0]
+    assert drop_gateway_without_state(ALL, quiet) == ALL  # type: ignore[arg-type]
 
 
 def test_identity_settings_follow_the_state_dir_and_the_port_offset() -> None:
@@ -70,6 +126,16 @@ def test_the_settings_parse_as_the_children_read_them(tmp_path: Path) -> None:
     assert state.auth_issuer == ident.issuer
     broker = BrokerSettings.load(environ=stack.child_env(plan, contract.BROKER, {}))
     assert broker.identity_registry and broker.registry == str(tmp_path / "keys/registry.json")
+    gateway = GatewaySettings.load(environ=stack.child_env(plan, contract.GATEWAY, {}))
+    assert gateway.grpc_port == contract.GRPC_PORT + 7 and gateway.auth == "identity"
+    assert gateway.auth_issuer == ident.issuer and gateway.jwks_file is None
+    assert gateway.event_sub_endpoint == state.event_sub_endpoint
+    # Every key set is a real gateway setting: a typo would be silently ignored there.
+    fixed = stack.component_settings(plan, contract.GATEWAY)
+    assert set(fixed) <= set(GatewaySettings.model_fields)
+    for key, value in fixed.items():
+        got = getattr(gateway, key)
+        assert (str(got).lower() if isinstance(got, bool) else str(got)) == value, key
 
 
 def test_broker_takes_identitys_enrolments_when_identity_runs_with_curve() -> None:

@@ -133,7 +133,10 @@ def test_identity_pod_mounts_every_signing_key_and_a_data_volume(ctx_factory: Fa
     assert "PLANTD_IDENTITY_JWT_KEY_FILE" not in data
     assert data["PLANTD_IDENTITY_BUS_ENDPOINT"] == "tcp://demo-broker.plant.svc:12000"
     assert data["PLANTD_IDENTITY_ISSUER"] == "plantd-identity"
-    assert data["PLANTD_IDENTITY_AUDIENCES"] == "org.plantd.State,org.plantd.Identity,org.plantd.Broker"
+    assert (
+        data["PLANTD_IDENTITY_AUDIENCES"]
+        == "org.plantd.State,org.plantd.Identity,org.plantd.Broker"
+    )
     dep = next(
         c
         for c in children

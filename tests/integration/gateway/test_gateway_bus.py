@@ -12,7 +12,6 @@ only, the state bus never); grpc.health.v1 for the BusService.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
+from tests.integration.gateway.gatewaykit import Minter, error_info
 from tests.integration.state.statekit import Broker
 from tests.kit import ServiceProcess, echo_process, free_port, make_keys
 
@@ -32,38 +30,24 @@ from plantd.v1 import bus_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-ISSUER = "plantd-identity"
 ECHO = contract.SERVICE_ECHO
 
 
 def mint(jwt_dir: Path) -> tuple[Path, dict[str, str]]:
-    """(JWKS file, tokens by role) from a fresh ES256 key, with identity's own Issuer."""
-    from plantd.identity.keys import KeyRing, generate
-    from plantd.identity.tokens import Issuer
-
-    generate(jwt_dir)
-    ring = KeyRing.from_dir(jwt_dir)
-    jwks = jwt_dir / "jwks.json"
-    jwks.write_text(json.dumps(ring.jwks()))
-    issuer = Issuer(ring, issuer=ISSUER, access_ttl_s=3600)
-
-    def token(perms: list[str], audience: str = contract.AUDIENCE_BUS) -> str:
-        return issuer.access(
-            subject="7", audience=[audience], now=time.time(), claims={"permissions": perms}
-        ).token
-
-    return jwks, {
-        "operator": token(
-            [
-                f"bus:call:{ECHO}",
-                "bus:services:read",
-                "bus:subscribe:event",
-                "bus:publish:event",
-                "bus:publish:state",  # held, and still refused: the state bus is state's own
-            ]
-        ),
-        "other_service": token(["bus:call:org.example.Other"]),
-        "state_audience": token(["*"], audience=contract.SERVICE_STATE),
+    """(JWKS file, tokens by role): tokens for the bus audience unless said otherwise."""
+    minter = Minter(jwt_dir)
+    bus = contract.AUDIENCE_BUS
+    operator = [
+        f"bus:call:{ECHO}",
+        "bus:services:read",
+        "bus:subscribe:event",
+        "bus:publish:event",
+        "bus:publish:state",  # held, and still refused: the state bus is state's own
+    ]
+    return minter.jwks, {
+        "operator": minter.token(operator, bus),
+        "other_service": minter.token(["bus:call:org.example.Other"], bus),
+        "state_audience": minter.token(["*"], contract.SERVICE_STATE),
     }
 
 
@@ -135,12 +119,7 @@ def auth(stack: Stack, role: str = "operator") -> tuple[tuple[str, str], ...]:
 
 
 def reason_of(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, f"no google.rpc.Status in {err!r}"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details and status.details[0].Unpack(info), status
-    assert info.domain == "plantd.io"
-    return str(info.reason)
+    return str(error_info(err).reason)
 
 
 async def echo_ready(

@@ -16,7 +16,6 @@ reflection listing the services; per-method metrics; a clean exit on SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -31,7 +30,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
+from tests.integration.gateway.gatewaykit import Minter, error_info
 from tests.integration.state.statekit import Broker, StateProc
 from tests.kit import ServiceProcess, free_port, http_get, make_keys, metric_value, wait_for
 
@@ -41,31 +40,20 @@ from plantd.v1 import state_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-ISSUER = "plantd-identity"
 SCOPE = "plant1"
 CAP_MS = 400  # the gateway's --max-timeout-ms in this stack
 
 
 def mint(jwt_dir: Path) -> tuple[Path, dict[str, str]]:
     """(JWKS file, tokens by role) from a fresh ES256 key, with identity's own Issuer."""
-    from plantd.identity.keys import KeyRing, generate
-    from plantd.identity.tokens import Issuer
-
-    generate(jwt_dir)
-    ring = KeyRing.from_dir(jwt_dir)
-    jwks = jwt_dir / "jwks.json"
-    jwks.write_text(json.dumps(ring.jwks()))
-    issuer = Issuer(ring, issuer=ISSUER, access_ttl_s=3600)
-
-    def token(perms: list[str], audience: str = contract.SERVICE_STATE) -> str:
-        return issuer.access(
-            subject="7", audience=[audience], now=time.time(), claims={"permissions": perms}
-        ).token
-
-    return jwks, {
-        "writer": token([f"state:scope:{SCOPE}:admin", "state:scope:list", "state:scope:create"]),
-        "reader": token([f"state:scope:{SCOPE}:read"]),
-        "other_audience": token(["*"], audience=contract.SERVICE_IDENTITY),
+    minter = Minter(jwt_dir)
+    state = contract.SERVICE_STATE
+    return minter.jwks, {
+        "writer": minter.token(
+            [f"state:scope:{SCOPE}:admin", "state:scope:list", "state:scope:create"], state
+        ),
+        "reader": minter.token([f"state:scope:{SCOPE}:read"], state),
+        "other_audience": minter.token(["*"], contract.SERVICE_IDENTITY),
     }
 
 
@@ -155,13 +143,7 @@ def auth(stack: Stack, role: str = "writer") -> tuple[tuple[str, str], ...]:
 
 
 def reason_of(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    """The ErrorInfo in the status details trailer (the first detail, always present)."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, f"no google.rpc.Status in {err!r}"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details and status.details[0].Unpack(info), status
-    assert info.domain == "plantd.io"
-    return info
+    return error_info(err)
 
 
 async def test_set_then_get_round_trips_with_versions_and_ttl(

@@ -34,10 +34,13 @@ _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 
 
 class ConsoleReporter:
-    """Children's lines as ``name | line``; our own messages marked ``plantd up:``."""
+    """Children's lines as ``name | line``; our own messages marked ``plantd up:``.
+
+    Warnings go to stderr, so stdout carries only the banner and the children's lines."""
 
     def __init__(self, console: Console, names: list[str]) -> None:
         self._console = console
+        self._errors = Console(stderr=True, highlight=False)
         self._width = max((len(n) for n in names), default=6)
         self._style = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
 
@@ -50,7 +53,7 @@ class ConsoleReporter:
         self._console.print(Text("plantd up: ", style="bold") + Text(message), soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self._console.print(
+        self._errors.print(
             Text("plantd up: ", style="bold yellow") + Text(message, style="yellow"),
             soft_wrap=True,
         )

@@ -151,6 +151,7 @@ class Stack:
                 "--broker-endpoint", self.broker.endpoint,
                 "--curve-keys", str(self.keys),
                 "--grpc-port", str(self.grpc_port),
+                "--rest-port", "0",
                 "--http-port", str(http_port),
                 "--jwks-file", str(self.jwks),
                 "--event-sub-endpoint", sub,

@@ -53,6 +53,8 @@ class GatewayCode:
     SLOW_CONSUMER: Final = "SLOW_CONSUMER"  # a stream's buffer filled: the client reads too slowly
     INVALID_ARGUMENT: Final = "INVALID_ARGUMENT"  # a field the gateway itself checks is unusable
     RESERVED_SERVICE: Final = "RESERVED_SERVICE"  # generic Call to a service with a typed API
+    UNKNOWN_ROUTE: Final = "UNKNOWN_ROUTE"  # REST: no route has this path
+    METHOD_NOT_ALLOWED: Final = "METHOD_NOT_ALLOWED"  # REST: the path exists, not with this verb
 
     ALL: Final = (
         KEY_NOT_FOUND,
@@ -64,6 +66,8 @@ class GatewayCode:
         SLOW_CONSUMER,
         INVALID_ARGUMENT,
         RESERVED_SERVICE,
+        UNKNOWN_ROUTE,
+        METHOD_NOT_ALLOWED,
     )
 
 
@@ -141,12 +145,52 @@ _TABLE: Final[dict[tuple[Origin, str], ErrorMapping]] = {
     (Origin.GATEWAY, GatewayCode.SLOW_CONSUMER): _m(_S.RESOURCE_EXHAUSTED, 429),
     (Origin.GATEWAY, GatewayCode.INVALID_ARGUMENT): _m(_S.INVALID_ARGUMENT, 400),
     (Origin.GATEWAY, GatewayCode.RESERVED_SERVICE): _m(_S.INVALID_ARGUMENT, 400),
+    (Origin.GATEWAY, GatewayCode.UNKNOWN_ROUTE): _m(_S.NOT_FOUND, 404),
+    (Origin.GATEWAY, GatewayCode.METHOD_NOT_ALLOWED): _m(_S.UNIMPLEMENTED, 405),
 }
 
 ERROR_MAP: Final[Mapping[tuple[Origin, str], ErrorMapping]] = MappingProxyType(_TABLE)
 
 # A code we have no row for (a newer service, a legacy reply without a code): UNKNOWN, 500.
 FALLBACK: Final = _m(_S.UNKNOWN, 500)
+
+
+# The HTTP status of a status the REST edge only sees as (gRPC code, ErrorInfo reason): a code
+# means one thing per gRPC code across origins (a unit test keeps it so), so the pair decides.
+_HTTP_BY_REASON: Final[dict[tuple[grpc.StatusCode, str], int]] = {
+    (m.grpc_code, code): m.http_status for (_, code), m in _TABLE.items()
+}
+
+# google/rpc/code.proto's HTTP mapping, for a status with no ErrorInfo row.
+_HTTP_BY_CODE: Final[dict[grpc.StatusCode, int]] = {
+    _S.OK: 200,
+    _S.CANCELLED: 499,
+    _S.UNKNOWN: 500,
+    _S.INVALID_ARGUMENT: 400,
+    _S.DEADLINE_EXCEEDED: 504,
+    _S.NOT_FOUND: 404,
+    _S.ALREADY_EXISTS: 409,
+    _S.PERMISSION_DENIED: 403,
+    _S.UNAUTHENTICATED: 401,
+    _S.RESOURCE_EXHAUSTED: 429,
+    _S.FAILED_PRECONDITION: 400,
+    _S.ABORTED: 409,
+    _S.OUT_OF_RANGE: 400,
+    _S.UNIMPLEMENTED: 501,
+    _S.INTERNAL: 500,
+    _S.UNAVAILABLE: 503,
+    _S.DATA_LOSS: 500,
+}
+
+
+def http_status(code: grpc.StatusCode, reason: str | None) -> int:
+    """The HTTP status for a gRPC ``code`` whose ErrorInfo carries ``reason``: this table's
+    row, else google/rpc/code.proto's mapping of the code."""
+    if reason is not None:
+        status = _HTTP_BY_REASON.get((code, reason))
+        if status is not None:
+            return status
+    return _HTTP_BY_CODE.get(code, 500)
 
 
 def lookup(origin: Origin, code: str) -> ErrorMapping:

@@ -143,11 +143,20 @@ class StackPlan:
         """Where a local gRPC client reaches the gateway (``host:port``, as grpcurl takes it)."""
         return f"{self.connect_host}:{self.grpc_port}"
 
+    @property
+    def rest_port(self) -> int:
+        return contract.REST_PORT + self.port_offset
+
+    @property
+    def rest_url(self) -> str:
+        """Where a local HTTP client reaches the gateway's REST edge."""
+        return f"http://{self.connect_host}:{self.rest_port}"
+
     def all_ports(self) -> list[int]:
         ports = [self.mdp_port, *(p for pair in self.buses().values() for p in pair)]
         ports += [self.http_port(c) for c in self.components]
         if contract.GATEWAY in self.components:
-            ports.append(self.grpc_port)
+            ports += [self.grpc_port, self.rest_port]
         return ports
 
 
@@ -230,6 +239,8 @@ def _gateway_settings(plan: StackPlan) -> dict[str, str]:
         # The gRPC port follows --listen like the broker's: loopback unless asked otherwise.
         "grpc_host": "0.0.0.0" if plan.bind_host == "*" else plan.bind_host,
         contract.KEY_GRPC_PORT: str(plan.grpc_port),
+        "rest_host": "0.0.0.0" if plan.bind_host == "*" else plan.bind_host,
+        "rest_port": str(plan.rest_port),
         "state_sub_endpoint": plan.bus_endpoint("state", "sub"),
         "metric_sub_endpoint": plan.bus_endpoint("metric", "sub"),
         "event_pub_endpoint": plan.bus_endpoint("event", "pub"),
@@ -330,15 +341,21 @@ def try_commands(
 
 
 def gateway_commands(plan: StackPlan) -> list[str]:
-    """How to call the gateway once logged in: the token `plant auth token` prints, then grpcurl."""
+    """How to call the gateway once logged in: the token `plant auth token` prints, then a
+    REST read and watch with curl, and the same read over gRPC with grpcurl."""
     body = shlex.quote(json.dumps({"scope": "demo", "key": "key"}, separators=(",", ":")))
+    entry = f"{plan.rest_url}/v1/state/scopes/demo/entries/key"
+    watch = f"{plan.rest_url}/v1/state/scopes/demo/entries:watch"
+    grpc_call = f"{plan.grpc_address} plantd.v1.StateService/GetEntry"
     if plan.auth != "identity":
-        return [f"grpcurl -plaintext -d {body} {plan.grpc_address} plantd.v1.StateService/GetEntry"]
+        return [f"curl {entry}", f"curl -N {watch}", f"grpcurl -plaintext -d {body} {grpc_call}"]
     # Double quotes keep $TOKEN expanding; shlex would single-quote it.
+    header = '"authorization: Bearer $TOKEN"'
     return [
         "TOKEN=$(plant auth token)",
-        f'grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d {body} {plan.grpc_address} '
-        "plantd.v1.StateService/GetEntry",
+        f"curl -H {header} {entry}",
+        f"curl -N -H {header} {watch}",
+        f"grpcurl -plaintext -H {header} -d {body} {grpc_call}",
     ]
 
 
@@ -347,6 +364,7 @@ def endpoint_rows(plan: StackPlan, components: Sequence[str]) -> list[tuple[str,
     rows = [("MDP broker", plan.mdp_endpoint)]
     if contract.GATEWAY in components:
         rows.append(("gRPC gateway", f"{plan.grpc_address} (plantd.v1, health, reflection)"))
+        rows.append(("REST gateway", f"{plan.rest_url} (JSON, SSE, WebSocket; /openapi.json)"))
     if contract.BROKER in components:
         buses = ", ".join(f"{n} {pub}/{sub}" for n, (pub, sub) in plan.buses().items())
         rows.append(("buses (pub/sub)", f"{buses} on {plan.connect_host}"))

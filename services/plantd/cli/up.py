@@ -324,7 +324,7 @@ def banner(
         grid.add_row("state store", store)
     if contract.GATEWAY in components:
         # After `plant auth login`: the stored token, then one call through the gateway.
-        grid.add_row("call gRPC", "\n".join(escape(c) for c in stack.gateway_commands(plan)))
+        grid.add_row("call it", "\n".join(escape(c) for c in stack.gateway_commands(plan)))
     return Panel(grid, title="plantd up", title_align="left", border_style="cyan")
 
 

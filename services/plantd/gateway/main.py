@@ -10,10 +10,13 @@ import asyncio
 import contextlib
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
+from plantd import __version__
 from plantd.bus import AsyncSubscriber, Publisher
 from plantd.common import contract
 from plantd.common.auth import NotBeforeMap, Verifier
@@ -28,11 +31,16 @@ from plantd.gateway.bus_servicer import SERVICE_NAME as BUS_SERVICE_NAME
 from plantd.gateway.bus_servicer import BusServicer
 from plantd.gateway.calls import CallGate, RouteClass, RpcMetrics, StreamSlots
 from plantd.gateway.health import Readiness
+from plantd.gateway.identity_servicer import SERVICE_NAME as IDENTITY_SERVICE_NAME
+from plantd.gateway.identity_servicer import BackendHealth, IdentityServicer
 from plantd.gateway.ratelimit import LocalLimiter, Policies, Policy
+from plantd.gateway.rest.openapi import openapi_document
+from plantd.gateway.rest.routes import routes_for
+from plantd.gateway.rest.server import EdgeOptions, RestEdge
 from plantd.gateway.settings import GatewaySettings
 from plantd.gateway.state_servicer import SERVICE_NAME, StateServicer
 from plantd.mdp import AsyncClient
-from plantd.v1 import bus_pb2_grpc, state_pb2_grpc
+from plantd.v1 import bus_pb2_grpc, identity_pb2_grpc, state_pb2_grpc
 
 
 def curve_for(settings: GatewaySettings) -> CurveClient | None:
@@ -91,6 +99,27 @@ def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
         options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
         options.append(("grpc.max_connection_age_grace_ms", int(settings.drain_s * 1000)))
     return options
+
+
+def rest_edge(
+    settings: GatewaySettings, servicers: dict[str, object], registry: CollectorRegistry | None
+) -> RestEdge:
+    """The REST edge over the servicers the gRPC server serves (one route table for both the
+    routes and /openapi.json)."""
+    pool = descriptor_pool.Default()
+    routes = routes_for(*(pool.FindServiceByName(name) for name in servicers))
+    document = openapi_document(routes, title="plantd.v1", version=__version__)
+    options = EdgeOptions(
+        max_body_bytes=settings.max_message_bytes,
+        cors_origins=tuple(settings.rest_cors_origins),
+        forwarded_hops=settings.rest_forwarded_hops,
+        auth_required=settings.auth == "identity",
+        ws_auth_timeout_s=settings.rest_ws_auth_timeout_s,
+        heartbeat_s=settings.rest_heartbeat_s,
+        slow_write_s=settings.rest_slow_write_s,
+        drain_s=settings.drain_s,
+    )
+    return RestEdge(routes, servicers, document, options, registry)
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -175,13 +204,15 @@ async def main(ctx: ServiceContext) -> None:
         buffer_bytes=settings.subscribe_buffer_bytes,
     )
     bus_pb2_grpc.add_BusServiceServicer_to_server(bus_servicer, server)
-    # ---- IdentityService is registered here once it ships (docs/api.md "Not yet") ----
+    identity_servicer = IdentityServicer(bus, gate)
+    identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity_servicer, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
             SERVICE_NAME,
             BUS_SERVICE_NAME,
+            IDENTITY_SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -198,6 +229,14 @@ async def main(ctx: ServiceContext) -> None:
         interval_s=settings.health_interval_ms / 1000.0,
         backend=None,
     )
+    # SERVING while an identity worker answers; not part of /readyz (tied to state only).
+    identity_health = BackendHealth(
+        health,
+        bus,
+        (IDENTITY_SERVICE_NAME,),
+        interval_s=settings.health_interval_ms / 1000.0,
+        backend=contract.SERVICE_IDENTITY,
+    )
     try:
         port = server.add_insecure_port(settings.grpc_address())
     except RuntimeError as exc:
@@ -207,18 +246,28 @@ async def main(ctx: ServiceContext) -> None:
             f"cannot listen on {settings.grpc_address()} (in use? set --grpc-port or "
             f"{settings.env_name('grpc_port')})"
         )
+    served: dict[str, object] = {
+        SERVICE_NAME: servicer,
+        BUS_SERVICE_NAME: bus_servicer,
+        IDENTITY_SERVICE_NAME: identity_servicer,
+    }
+    edge = rest_edge(settings, served, ctx.registry) if settings.rest else None
     tasks: list[asyncio.Task[None]] = []
     await readiness.start()
     await bus_health.start()
+    await identity_health.start()
     await server.start()
+    rest_port = await edge.start(settings.rest_bind(), settings.rest_port) if edge else None
     try:
         tasks += [loop.create_task(readiness.run()), loop.create_task(bus_health.run())]
+        tasks.append(loop.create_task(identity_health.run()))
         if keeper is not None:
             tasks += [loop.create_task(job()) for job in keeper.jobs()]
         ctx.log.info(
             "serving gRPC",
             extra={
                 "grpc": f"{settings.grpc_host}:{port}",
+                "rest": f"{settings.rest_host}:{rest_port}" if rest_port is not None else None,
                 "auth": settings.auth,
                 "loop": type(loop).__module__.split(".")[0],  # uvloop or asyncio (tested)
                 "jwks": keeper.source() if keeper is not None else None,
@@ -228,7 +277,7 @@ async def main(ctx: ServiceContext) -> None:
     finally:
         # Health first (clients and probes move away), then let in-flight calls finish.
         await readiness.shutdown()
-        await server.stop(settings.drain_s)
+        await asyncio.gather(server.stop(settings.drain_s), edge.stop() if edge else _nothing())
         await cancel_all(tasks)
         if keeper is not None:
             await keeper.close()
@@ -237,6 +286,10 @@ async def main(ctx: ServiceContext) -> None:
         with contextlib.suppress(Exception):
             await bus.close()
         ctx.log.info("gateway stopped")
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _grace(settings: ServiceSettings) -> float:

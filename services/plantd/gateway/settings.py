@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from plantd.common import contract
 from plantd.common.config import (
@@ -244,6 +245,66 @@ class GatewaySettings(ServiceSettings):
     )
 
     # ---- the REST/JSON, SSE and WebSocket edge (plantd.gateway.rest; docs/api.md "REST") ----
+    rest: bool = Field(
+        True, description='serve the REST/JSON, SSE and WebSocket edge (docs/api.md "REST")'
+    )
+    rest_host: str = Field(
+        contract.DEFAULT_BIND_HOST,
+        min_length=1,
+        description="address the REST edge binds (0.0.0.0 or :: = all interfaces)",
+    )
+    rest_port: int = Field(
+        contract.REST_PORT, ge=0, le=65535, description="REST edge port (0 = any free port)"
+    )
+    rest_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        max_length=64,
+        description="comma-separated origins browsers may call from (exact, e.g. "
+        "https://hmi.example.com, or *); empty: CORS off. Credentials are never allowed",
+    )
+    rest_forwarded_hops: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="proxies in front that append to X-Forwarded-For; the client is that many "
+        "entries from the right (0: the socket's address; any client can forge the header)",
+    )
+    rest_slow_write_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="a stream whose client does not take a message in this time is ended "
+        "(counted as slow_consumer)",
+    )
+    rest_heartbeat_s: float = Field(
+        15.0, gt=0, le=300, description="SSE keep-alive comment / WebSocket ping when idle"
+    )
+    rest_ws_auth_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="a WebSocket without an Authorization header must send its auth message "
+        "within this time",
+    )
+
+    @field_validator("rest_cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @field_validator("rest_cors_origins", mode="after")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "*" and (
+                "://" not in origin or origin.endswith("/") or origin.count("/") != 2
+            ):
+                raise ValueError(
+                    f"CORS origin {origin[:80]!r} is not * or scheme://host[:port] (no path)"
+                )
+        return v
 
     @field_validator(
         "state_sub_endpoint", "metric_sub_endpoint", "event_pub_endpoint", "metric_pub_endpoint"
@@ -257,6 +318,10 @@ class GatewaySettings(ServiceSettings):
         if self.default_timeout_ms > self.max_timeout_ms:
             raise ValueError("default_timeout_ms must not be above max_timeout_ms")
         return self
+
+    def rest_bind(self) -> str:
+        """The REST edge's host for aiohttp (IPv6 literals without brackets)."""
+        return self.rest_host.strip("[]")
 
     def grpc_address(self) -> str:
         """``host:port`` for ``server.add_insecure_port`` (IPv6 literals bracketed)."""

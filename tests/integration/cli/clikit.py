@@ -112,7 +112,7 @@ def free_port_offset(
         ports += [p + off for pair in contract.BUS_PORTS.values() for p in pair]
         ports += [contract.HTTP_PORTS[c] + off for c in components]
         if "gateway" in components:
-            ports += [contract.GRPC_PORT + off]
+            ports += [contract.GRPC_PORT + off, contract.REST_PORT + off]
         if all(_port_free(p) for p in ports):
             return off
     raise AssertionError("no free port offset found")

@@ -79,6 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--broker-endpoint", broker.endpoint,
             "--curve-keys", str(keys),
             "--grpc-port", str(grpc_port),
+            "--rest-port", "0",
             "--http-port", str(http_port),
             "--jwks-file", str(jwks),
             "--event-sub-endpoint", event_sub,

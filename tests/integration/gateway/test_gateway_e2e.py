@@ -64,6 +64,7 @@ class Stack:
     gateway: ServiceProcess
     grpc_port: int
     tokens: dict[str, str]
+    rest_port: int = 0  # the REST edge (tested in test_gateway_rest.py)
 
     @property
     def target(self) -> str:
@@ -98,13 +99,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--event-sub-endpoint", sub,
         ],
     ).start()  # fmt: skip
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, rest_port = free_port(), free_port(), free_port()
     gateway = ServiceProcess(
         "plantd.gateway",
         [
             "--broker-endpoint", broker.endpoint,
             "--curve-keys", str(keys),
             "--grpc-port", str(grpc_port),
+            "--rest-port", str(rest_port),
             "--http-port", str(http_port),
             "--jwks-file", str(jwks),
             "--event-sub-endpoint", sub,
@@ -125,7 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )  # fmt: skip
     gateway.start().wait_ready()
     try:
-        yield Stack(broker, state, gateway, grpc_port, tokens)
+        yield Stack(broker, state, gateway, grpc_port, tokens, rest_port)
     finally:
         gateway.stop()
         state.proc.stop()

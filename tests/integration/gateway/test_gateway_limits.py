@@ -72,6 +72,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
             "--broker-endpoint", broker.endpoint,
             "--curve-keys", str(keys),
             "--grpc-port", str(grpc_port),
+            "--rest-port", "0",
             "--http-port", str(http_port),
             "--jwks-file", str(jwks),
             "--rate-limit-read-per-s", "2",

@@ -16,6 +16,7 @@ from plantd.api.errors import (
     GatewayCode,
     Origin,
     codes_of,
+    http_status,
     lookup,
     status_for,
 )
@@ -120,3 +121,22 @@ def test_status_for_an_unknown_code_keeps_the_reason() -> None:
     assert status.details[0].Unpack(info)
     assert status.code == code_pb2.UNKNOWN
     assert info.reason == "SOMETHING_NEW"
+
+
+def test_a_reason_means_one_http_status_per_grpc_code() -> None:
+    # The REST edge sees only (gRPC code, reason): two rows that share both must agree on HTTP.
+    seen: dict[tuple[grpc.StatusCode, str], int] = {}
+    for (_, code), mapping in ERROR_MAP.items():
+        key = (mapping.grpc_code, code)
+        assert seen.setdefault(key, mapping.http_status) == mapping.http_status, key
+
+
+def test_http_status_uses_the_row_then_code_proto() -> None:
+    s = grpc.StatusCode
+    assert http_status(s.RESOURCE_EXHAUSTED, "MESSAGE_TOO_LARGE") == 413  # the row, not 429
+    assert http_status(s.RESOURCE_EXHAUSTED, "RATE_LIMITED") == 429
+    assert http_status(s.UNIMPLEMENTED, "METHOD_NOT_ALLOWED") == 405
+    assert http_status(s.FAILED_PRECONDITION, "PASSWORD_CHANGE_REQUIRED") == 403
+    assert http_status(s.FAILED_PRECONDITION, None) == 400  # code.proto
+    assert http_status(s.NOT_FOUND, "NO_SUCH_REASON") == 404
+    assert http_status(s.DATA_LOSS, None) == 500

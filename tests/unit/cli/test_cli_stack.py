@@ -38,6 +38,7 @@ def test_gateway_settings_follow_the_port_offset_and_trust_identity() -> None:
     s = stack.component_settings(_plan(port_offset=100), contract.GATEWAY)
     assert s["grpc_port"] == str(contract.GRPC_PORT + 100)
     assert s["grpc_host"] == "127.0.0.1"
+    assert s["rest_port"] == str(contract.REST_PORT + 100) and s["rest_host"] == "127.0.0.1"
     assert s["http_port"] == str(contract.HTTP_PORTS[contract.GATEWAY] + 100)
     assert s["broker_endpoint"] == "tcp://127.0.0.1:9897"
     assert s["state_sub_endpoint"] == "tcp://127.0.0.1:11101"
@@ -56,23 +57,27 @@ def test_gateway_settings_follow_the_port_offset_and_trust_identity() -> None:
 
 def test_gateway_ports_are_checked_before_start() -> None:
     plan = _plan(port_offset=3)
-    assert contract.GRPC_PORT + 3 in plan.all_ports()
+    assert {contract.GRPC_PORT + 3, contract.REST_PORT + 3} <= set(plan.all_ports())
     assert plan.grpc_address == f"127.0.0.1:{contract.GRPC_PORT + 3}"
+    assert plan.rest_url == f"http://127.0.0.1:{contract.REST_PORT + 3}"
     alone = _plan(components=("broker", "state"))
-    assert contract.GRPC_PORT not in alone.all_ports()
+    assert not {contract.GRPC_PORT, contract.REST_PORT} & set(alone.all_ports())
 
 
 def test_gateway_commands_take_the_stored_token() -> None:
     lines = stack.gateway_commands(_plan(port_offset=1))
     assert lines[0] == "TOKEN=$(plant auth token)"
-    grpc = shlex.split(lines[1])
+    rest = f"http://127.0.0.1:{contract.REST_PORT + 1}/v1/state/scopes/demo"
+    get, watch, grpc = (shlex.split(line) for line in lines[1:])
+    assert get == ["curl", "-H", "authorization: Bearer $TOKEN", f"{rest}/entries/key"]
+    assert watch == ["curl", "-N", "-H", "authorization: Bearer $TOKEN", f"{rest}/entries:watch"]
     assert grpc[:4] == ["grpcurl", "-plaintext", "-H", "authorization: Bearer $TOKEN"]
     assert json.loads(grpc[5]) == {"scope": "demo", "key": "key"}
     assert grpc[6:] == [f"127.0.0.1:{contract.GRPC_PORT + 1}", "plantd.v1.StateService/GetEntry"]
-    assert len(lines) == 2  # nothing for a REST edge this release does not ship
     # Without auth there is no token to fetch or send.
     plain = stack.gateway_commands(_plan(auth="off"))
-    assert plain[0].startswith("grpcurl -plaintext -d ") and "TOKEN" not in " ".join(plain)
+    plain_rest = f"http://127.0.0.1:{contract.REST_PORT}/v1/state/scopes/demo"
+    assert plain[0] == f"curl {plain_rest}/entries/key" and "TOKEN" not in " ".join(plain)
 
 
 def test_gateway_without_state_is_left_out() -> None:
@@ -128,6 +133,7 @@ def test_the_settings_parse_as_the_children_read_them(tmp_path: Path) -> None:
     assert broker.identity_registry and broker.registry == str(tmp_path / "keys/registry.json")
     gateway = GatewaySettings.load(environ=stack.child_env(plan, contract.GATEWAY, {}))
     assert gateway.grpc_port == contract.GRPC_PORT + 7 and gateway.auth == "identity"
+    assert gateway.rest_port == contract.REST_PORT + 7 and gateway.rest
     assert gateway.auth_issuer == ident.issuer and gateway.jwks_file is None
     assert gateway.event_sub_endpoint == state.event_sub_endpoint
     # Every key set is a real gateway setting: a typo would be silently ignored there.

@@ -352,7 +352,7 @@ def gateway_commands(plan: StackPlan) -> list[str]:
     # Double quotes keep $TOKEN expanding; shlex would single-quote it.
     header = '"authorization: Bearer $TOKEN"'
     return [
-        "TOKEN=$(plant auth token)",
+        f"TOKEN=$({_shell([*plant_args(plan), 'auth', 'token'])})",
         f"curl -H {header} {entry}",
         f"curl -N -H {header} {watch}",
         f"grpcurl -plaintext -H {header} -d {body} {grpc_call}",

@@ -7,7 +7,11 @@ CLI logging in as the banner says, the generated plantd.v1 stubs over a real cha
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -31,6 +35,49 @@ def _token(stack: Stack) -> str:
     token = r.stdout.strip()
     assert token.count(".") == 2 and "\n" not in token, token  # one compact JWS, nothing else
     return token
+
+
+def _curl_as_the_banner_says(s: Stack, banner: str) -> None:
+    """The banner's REST lines, run by a shell as a newcomer pastes them: a read of
+    demo/key, then a watch (curl -N) that shows a write made while it runs."""
+    require(shutil.which("curl") is not None, "curl is missing: apt-get install curl")
+    rest = f"http://127.0.0.1:{contract.REST_PORT + s.offset}"
+    assert f"REST gateway       {rest}" in banner, banner
+
+    def command(start: str, contains: str = "") -> str:  # a banner line, from `start` on
+        for line in banner.splitlines():
+            at = line.find(start)
+            if at >= 0 and contains in line:
+                return line[at:].rstrip(" │")
+        raise AssertionError(f"no {start!r} line in the banner:\n{banner}")
+
+    token = command("TOKEN=$(plant ")
+    get = command("curl -H", "/entries/key")
+    watch = command("curl -N")
+    env = {**s.env, "PATH": f"{Path(sys.executable).parent}:{s.env.get('PATH', '')}"}
+    put = s.plant("state", "set", "--service", SCOPE, "key", "via-bus")
+    assert put.returncode == 0, put.stderr
+    got = subprocess.run(["bash", "-c", f"{token} && {get} -sS"], env=env,
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["entry"]["value"] == "via-bus", got.stdout
+    with subprocess.Popen(
+        ["bash", "-c", f"{token} && exec {watch} -sS"],
+        env=env, stdout=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            first = next(line for line in proc.stdout if line.startswith("data: "))
+            assert json.loads(first[6:])["created"], first  # the stream's first event
+            again = s.plant("state", "set", "--service", SCOPE, "watched", "1")
+            assert again.returncode == 0, again.stderr
+            for line in proc.stdout:
+                if line.startswith("data: ") and "watched" in line:
+                    change = json.loads(line[6:])["changes"][0]
+                    assert change["entry"]["value"] == "1"
+                    break
+        finally:
+            proc.terminate()
 
 
 def test_up_serves_state_over_grpc_with_the_login_token(home: Path) -> None:
@@ -67,6 +114,7 @@ def test_up_serves_state_over_grpc_with_the_login_token(home: Path) -> None:
         # The same entry through the bus: the gateway wrote to the stack's own state service.
         via_bus = s.plant("state", "get", "--service", SCOPE, "k")
         assert via_bus.returncode == 0 and via_bus.stdout.strip() == "via-grpc", via_bus.stderr
+        _curl_as_the_banner_says(s, out)
 
         pids = set(s.children().values()) | s.known_pids
         assert s.stop(signal.SIGINT) == 0, s.output()

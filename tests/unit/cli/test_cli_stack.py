@@ -66,7 +66,11 @@ def test_gateway_ports_are_checked_before_start() -> None:
 
 def test_gateway_commands_take_the_stored_token() -> None:
     lines = stack.gateway_commands(_plan(port_offset=1))
-    assert lines[0] == "TOKEN=$(plant auth token)"
+    # The login's profile is for this stack's broker: the same --endpoint fetches its token.
+    assert (
+        lines[0] == "TOKEN=$(plant --endpoint tcp://127.0.0.1:9798 --curve-keys /s/keys auth token)"
+    )
+    assert stack.gateway_commands(_plan())[0].endswith(" auth token)")
     rest = f"http://127.0.0.1:{contract.REST_PORT + 1}/v1/state/scopes/demo"
     get, watch, grpc = (shlex.split(line) for line in lines[1:])
     assert get == ["curl", "-H", "authorization: Bearer $TOKEN", f"{rest}/entries/key"]

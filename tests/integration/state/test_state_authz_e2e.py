@@ -390,16 +390,22 @@ def test_a_registered_module_key_needs_no_token(stack: Stack, tap: BusTap) -> No
         assert module.code("delete", LINE1) == "PERMISSION_DENIED"
         key = load_client(stack.keys, MODULE).public.decode()
 
-        def audited() -> list[dict[str, Any]]:
+        def audited() -> dict[str, dict[str, Any]] | None:
+            # Both denials (the set on line3, the delete on line1) reach the bus; their
+            # order on the audit bus is not the order of the calls, so key them by target.
+            # Repeat both each poll: a denial published before the tap joined is lost.
             module.call("state-set", {"service": "line3", "key": "k", "value": "v"})
-            return [
-                e
+            module.call("delete", LINE1)
+            by_target = {
+                e.get("target"): e
                 for _, e in list(tap.messages)
                 if e.get("source") == key and e.get("actor") == f"key:{MODULE}"
-            ]
+            }
+            return by_target if {"line3", "line1"} <= by_target.keys() else None
 
-        event = wait_for(audited, 10, "the module's denial audited", interval=0.2)[-1]
-        assert event["reason"] == "PERMISSION_DENIED" and event["target"] == "line3"
+        events = wait_for(audited, 10, "the module's two denials audited", interval=0.2)
+        assert events["line3"]["reason"] == "PERMISSION_DENIED", events
+        assert events["line1"]["reason"] == "PERMISSION_DENIED", events
     finally:
         module.close()
 

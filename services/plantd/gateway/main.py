@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 
 import grpc
+import zmq
+import zmq.asyncio
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -30,6 +32,7 @@ from plantd.gateway.auth import Authenticator
 from plantd.gateway.bus_servicer import SERVICE_NAME as BUS_SERVICE_NAME
 from plantd.gateway.bus_servicer import BusServicer
 from plantd.gateway.calls import CallGate, RouteClass, RpcMetrics, StreamSlots
+from plantd.gateway.fanout import Fanout, FanoutCollector
 from plantd.gateway.health import Readiness
 from plantd.gateway.identity_servicer import SERVICE_NAME as IDENTITY_SERVICE_NAME
 from plantd.gateway.identity_servicer import BackendHealth, IdentityServicer
@@ -125,6 +128,10 @@ def rest_edge(
 async def main(ctx: ServiceContext) -> None:
     settings = ctx.settings
     assert isinstance(settings, GatewaySettings)
+    # Each Subscribe stream holds one SUB socket (its own prefix filter): libzmq's default of
+    # 1023 sockets per context would refuse streams long before max_streams. Set before the
+    # first socket of the asyncio context is made (libzmq reads it then).
+    zmq.asyncio.Context.instance().set(zmq.MAX_SOCKETS, settings.max_streams + 1024)
     curve = curve_for(settings)
     loop = asyncio.get_running_loop()
     keeper: KeyKeeper | None = None
@@ -173,10 +180,18 @@ async def main(ctx: ServiceContext) -> None:
         limiter=limiter,
         streams=StreamSlots(settings.max_streams_per_subject, settings.max_streams),
     )
+    # Every watch shares one state-bus SUB socket (fanout.py); a scope's topic is subscribed
+    # while at least one watch follows it.
+    watches = Fanout(
+        AsyncSubscriber(settings.state_sub_endpoint, (), curve=curve),
+        buffer_messages=settings.watch_buffer_messages,
+        buffer_bytes=settings.watch_buffer_bytes,
+    )
+    ctx.registry.register(FanoutCollector(watches))
     servicer = StateServicer(
         bus,
         gate,
-        subscribe=lambda scope: AsyncSubscriber(settings.state_sub_endpoint, (scope,), curve=curve),
+        subscribe=watches.subscribe,
         resync_s=settings.watch_resync_ms / 1000.0,
     )
     state_pb2_grpc.add_StateServiceServicer_to_server(servicer, server)
@@ -279,6 +294,7 @@ async def main(ctx: ServiceContext) -> None:
         await readiness.shutdown()
         await asyncio.gather(server.stop(settings.drain_s), edge.stop() if edge else _nothing())
         await cancel_all(tasks)
+        await watches.close()
         if keeper is not None:
             await keeper.close()
         for publisher in publishers.values():

@@ -156,6 +156,20 @@ class GatewaySettings(ServiceSettings):
         le=1024,
         description="calls of one BatchCall in flight on the bus at once (the rest wait)",
     )
+    watch_buffer_messages: int = Field(
+        1000,
+        ge=10,
+        le=1_000_000,
+        description="state-bus events one watch holds for a slow reader; beyond it (or "
+        "watch_buffer_bytes) new events are dropped and the watch reads them from the history",
+    )
+    watch_buffer_bytes: int = Field(
+        256 * 1024,
+        ge=16 * 1024,
+        le=1024 * MIB,
+        description="bytes one watch holds for a slow reader (all watches share one state-bus "
+        "subscription)",
+    )
     subscribe_buffer_messages: int = Field(
         10_000,
         ge=10,

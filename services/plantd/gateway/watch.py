@@ -1,25 +1,30 @@
 """``WatchEntries``: a scope's changes in revision order, gap-free, over an at-most-once bus.
 
-The state bus can lose events (slow joiners, high-water marks), so the stream never trusts it
-alone. It subscribes to the scope's topic first, then reads where to start (a snapshot, the
-history after ``start_revision``, or the current revision), then takes live events, sending
-one only when its revision is exactly the next. A gap, or silence for ``resync_s``, is filled
+The state bus can lose events (slow joiners, high-water marks, a slow watch's full buffer), so
+the stream never trusts it alone. It subscribes to the scope's topic first, then reads where
+to start (a snapshot, the history after ``start_revision``, or the current revision), then
+takes live events, sending one only when its revision is exactly the next. A gap is filled
 from ``changes-since``; a history that no longer reaches back is answered with ``compacted``
-and a fresh snapshot. Every ``changes-since``/``snapshot`` carries the caller's token, so
-the state service re-checks the read permission at least every ``resync_s``; ``recheck``
-re-verifies the token itself (expiry, revocation) as often.
+and a fresh snapshot. Silence for ``resync_s`` re-verifies the token (``recheck``: expiry,
+revocation) and reads the history once for the scope: on the gateway's shared subscription
+(:mod:`.fanout`) one watch of the scope does it for all, so 5,000 silent watches cost one
+``changes-since`` per ``resync_s``, not 5,000. Every ``changes-since``/``snapshot`` carries
+the caller's token, and the state service authorizes it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from plantd.api.errors import Origin
 from plantd.bus import BusMessage
+from plantd.gateway.fanout import Reader, SourceClosed
 from plantd.gateway.state_map import Json, RpcFailure, change_pb, parse_event, wanted
+from plantd.mdp.errors import ErrorCode as BusCode
 from plantd.v1 import state_pb2 as pb
 
 Call = Callable[[str, Json], Awaitable[Json]]
@@ -53,6 +58,7 @@ class Watch:
             p.seconds + p.nanos / 1e9 if request.HasField("progress_interval") else 0.0
         )
         self.last = 0
+        self.behind = False  # the history holds more than the shared catch-up delivered
         self.sent_at = time.monotonic()
 
     async def _snapshot(self) -> tuple[int, list[pb.Entry]]:
@@ -95,6 +101,17 @@ class Watch:
             if d.get("more") is not True:
                 return
 
+    async def _history_events(self) -> list[BusMessage]:
+        """One page of the history after ``last``, as the scope's bus events (what the shared
+        subscription hands to every watch of the scope); ``behind`` when that is not all."""
+        d = await self.call(
+            "changes-since", {"service": self.scope, "revision": self.last, "limit": self.page}
+        )
+        self.behind = d.get("compacted") is True or d.get("more") is True
+        topic = self.scope.encode()
+        changes = d.get("changes", ())
+        return [BusMessage(topic, json.dumps(c).encode()) for c in changes if isinstance(c, dict)]
+
     async def _start(self) -> AsyncIterator[pb.WatchEntriesResponse]:
         r = self.request
         if r.send_snapshot:
@@ -117,10 +134,24 @@ class Watch:
             try:
                 async with asyncio.timeout(self._wait()):
                     msg = await self.sub.recv()
+            except SourceClosed as exc:
+                raise RpcFailure(
+                    Origin.BUS,
+                    BusCode.SHUTTING_DOWN,
+                    f"{exc}: watch again from revision "
+                    f"{self.last} (start_revision) to resume without a gap",
+                ) from None
             except TimeoutError:
                 self.recheck()  # the token may have expired or been revoked meanwhile
-                async for resp in self._catch_up():  # a lost last event is not missed long
-                    yield resp
+                # A lost last event is not missed long. On the shared subscription one watch
+                # of the scope reads the history for all of them (fanout.py); past one page,
+                # or a compacted history, it reads the rest for itself.
+                self.behind = not isinstance(self.sub, Reader)
+                if isinstance(self.sub, Reader):
+                    await self.sub.shared_catch_up(self._history_events, self.resync_s)
+                if self.behind:
+                    async for resp in self._catch_up():
+                        yield resp
                 if self.progress_s and time.monotonic() - self.sent_at >= self.progress_s:
                     self.sent_at = time.monotonic()
                     yield pb.WatchEntriesResponse(revision=self.last)

@@ -112,6 +112,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--event-sub-endpoint", sub,
             "--state-sub-endpoint", broker.state_sub,
             "--watch-resync-ms", "200",
+            "--watch-buffer-messages", "10",  # a slow watch drops early (and catches up)
             "--health-interval-ms", "100",
             "--max-timeout-ms", str(CAP_MS),
             "--default-timeout-ms", str(CAP_MS),
@@ -383,6 +384,58 @@ async def test_watch_streams_gap_free_changes_and_resumes(
     top = await snap.read()
     snap.cancel()
     assert top.created and {e.key for e in top.snapshot} >= {f"w/{i}" for i in range(20)}
+
+
+async def test_watches_share_one_subscription_and_a_stalled_one_loses_nothing(
+    stack: Stack, stub: state_pb2_grpc.StateServiceAsyncStub
+) -> None:
+    """Two watches of one scope read one shared state-bus subscription. One stops reading
+    (its HTTP/2 window of 64 KiB fills: no BDP probing), so its 10-event buffer overflows;
+    the other still gets every change at once, and the stalled one, read later, gets the
+    same changes from the history: in order, none lost, none twice."""
+    md = auth(stack)
+    request = pb.WatchEntriesRequest(scope=SCOPE, key_prefix="fan/")
+    opts = [("grpc.http2.bdp_probe", 0)]
+    async with grpc.aio.insecure_channel(stack.target, options=opts) as slow_channel:
+        slow_stub = state_pb2_grpc.StateServiceStub(slow_channel)  # type: ignore[misc]
+        stalled = slow_stub.WatchEntries(request, metadata=md)
+        fast = stub.WatchEntries(request, metadata=md)
+        assert (await stalled.read()).created and (await fast.read()).created
+
+        def gauges() -> tuple[float, float]:
+            _, body = http_get(stack.gateway.url + "/metrics")
+            return (
+                metric_value(body, "plantd_gateway_watch_scopes", {}),
+                metric_value(body, "plantd_gateway_watch_readers", {}),
+            )
+
+        scopes, readers = gauges()
+        assert scopes >= 1 and readers >= 2
+        _, before = http_get(stack.gateway.url + "/metrics")
+        dropped_before = metric_value(before, "plantd_gateway_watch_dropped_total", {})
+        value = "v" * 1000  # 300 changes of 1 KB: far past the stalled stream's window
+        revisions: list[int] = []
+        for batch in range(3):
+            writes = [pb.EntryWrite(key=f"fan/{batch}-{i}", value=value) for i in range(100)]
+            reply = await stub.BatchSetEntries(
+                pb.BatchSetEntriesRequest(scope=SCOPE, writes=writes), metadata=md
+            )
+            revisions.extend(range(reply.revision - 99, reply.revision + 1))
+        live: list[pb.Change] = []
+        async with asyncio.timeout(20):
+            while len(live) < 300:
+                live.extend((await fast.read()).changes)
+        assert [c.revision for c in live] == sorted(revisions), "the reading watch was held back"
+        _, after = http_get(stack.gateway.url + "/metrics")
+        assert metric_value(after, "plantd_gateway_watch_dropped_total", {}) > dropped_before
+        late: list[pb.Change] = []
+        async with asyncio.timeout(20):
+            while len(late) < 300:
+                late.extend((await stalled.read()).changes)
+        assert [c.revision for c in late] == sorted(revisions)
+        fast.cancel()
+        stalled.cancel()
+    wait_for(lambda: gauges()[1] < readers, 10, "both watches' readers released")
 
 
 async def test_watch_needs_a_token_and_read_permission(

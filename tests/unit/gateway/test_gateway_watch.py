@@ -145,3 +145,68 @@ async def test_a_truncated_snapshot_is_refused_not_sent_in_part() -> None:
     with pytest.raises(RpcFailure) as err:
         await take(watch, 1)
     assert err.value.code == "REPLY_TOO_LARGE"
+
+
+async def test_an_ended_bus_subscription_ends_the_watch_with_where_to_resume() -> None:
+    from plantd.gateway.fanout import SourceClosed
+    from plantd.gateway.state_map import RpcFailure
+
+    class EndedBus:
+        async def recv(self) -> BusMessage:
+            raise SourceClosed("the gateway is stopping")
+
+    watch = Watch(
+        pb.WatchEntriesRequest(scope="s"),
+        FakeState([change(1), change(2)]),
+        EndedBus(),
+        recheck=lambda: None,
+        resync_s=5.0,
+    )
+    responses = watch.responses()
+    assert (await anext(responses)).created
+    with pytest.raises(RpcFailure) as failure:
+        await anext(responses)
+    assert failure.value.code == "SHUTTING_DOWN"
+    assert "revision 2" in failure.value.message
+
+
+async def test_on_the_shared_subscription_one_watch_reads_the_history_for_all() -> None:
+    """Two silent watches of one scope: one ``changes-since`` per resync, whose change both
+    send (a lost last event), and neither reads the history again within the interval."""
+    from plantd.gateway.fanout import Fanout
+
+    class Source:
+        def subscribe(self, topic: str | bytes) -> None: ...
+
+        def unsubscribe(self, topic: str | bytes) -> None: ...
+
+        async def recv(self) -> BusMessage:
+            await asyncio.Event().wait()  # the bus says nothing: its last event was lost
+            raise AssertionError
+
+        def close(self) -> None: ...
+
+    state = FakeState([change(1), change(2)])  # the start point: revision 2
+    fan = Fanout(Source(), buffer_messages=10, buffer_bytes=64 * 1024)
+    watches = [
+        Watch(
+            pb.WatchEntriesRequest(scope="s"),
+            state,
+            fan.subscribe("s"),
+            recheck=lambda: None,
+            resync_s=0.2,
+        )
+        for _ in range(2)
+    ]
+    streams = [w.responses() for w in watches]
+    for stream in streams:
+        assert (await anext(stream)).created
+    state.history.append(change(3))  # written; its bus event never arrived
+    async with asyncio.timeout(5):
+        got = await asyncio.gather(*(anext(stream) for stream in streams))
+    assert [[c.revision for c in r.changes] for r in got] == [[3], [3]]
+    reads = [op for op, _ in state.calls if op == "changes-since"]
+    assert len(reads) == 1, state.calls
+    for stream in streams:
+        await stream.aclose()
+    await fan.close()

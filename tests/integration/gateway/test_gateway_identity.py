@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 import zmq
@@ -58,6 +59,7 @@ class Stack:
     identity: ServiceProcess
     grpc_port: int
     jwt_dir: Path
+    rest_port: int = 0
 
     @property
     def target(self) -> str:
@@ -94,7 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--login-source-rate", "100",
         ],
     )  # fmt: skip
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, rest_port = free_port(), free_port(), free_port()
     event_sub = broker.bus("event")[1]
     gateway = ServiceProcess(
         "plantd.gateway",
@@ -102,7 +104,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--broker-endpoint", broker.endpoint,
             "--curve-keys", str(keys),
             "--grpc-port", str(grpc_port),
-            "--rest-port", "0",
+            "--rest-port", str(rest_port),
             "--http-port", str(http_port),
             "--event-sub-endpoint", event_sub,  # identity.not_before: logouts revoke here too
             "--state-sub-endpoint", broker.state_sub,
@@ -123,7 +125,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         gateway.start()
         if not gateway.start_or_exit(60, lambda: jwks_loaded(gateway)):
             raise AssertionError(f"gateway exited:\n{gateway.text()}")
-        yield Stack(gateway, identity, grpc_port, jwt_dir)
+        yield Stack(gateway, identity, grpc_port, jwt_dir, rest_port)
     finally:
         gateway.stop()
         identity.stop()
@@ -499,3 +501,27 @@ async def test_health_follows_identity_and_reflection_lists_the_service(stack: S
         ):
             names |= {s.name for s in reply.list_services_response.service}
         assert {IDENTITY_SERVICE, "plantd.v1.StateService", "grpc.health.v1.Health"} <= names
+
+
+async def test_rest_login_then_an_admin_read_with_the_token(stack: Stack) -> None:
+    """The same IdentityService over REST: log in by JSON, use the token on a user route."""
+    base = f"http://127.0.0.1:{stack.rest_port}/v1/identity"
+    async with aiohttp.ClientSession() as http:
+        body = {"identifier": ADMIN, "password": "wrong password for sure"}
+        async with http.post(f"{base}/auth:login", json=body) as r:
+            assert r.status == 401
+            error = (await r.json())["error"]
+            assert error["details"][0]["reason"] == "LOGIN_FAILED", error
+        body = {"identifier": ADMIN, "password": ADMIN_PASSWORD}
+        async with http.post(f"{base}/auth:login", json=body) as r:
+            assert r.status == 200, await r.text()
+            tokens = await r.json()
+        headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+        async with http.get(f"{base}/users", params={"pageSize": "5"}, headers=headers) as r:
+            assert r.status == 200, await r.text()
+            users = (await r.json())["users"]
+        assert ADMIN in [u["username"] for u in users]
+        async with http.get(f"{base}/users") as r:  # no token
+            assert r.status == 401
+        async with http.get(f"http://127.0.0.1:{stack.rest_port}/.well-known/jwks.json") as r:
+            assert r.status == 200 and (await r.json())["keys"], await r.text()

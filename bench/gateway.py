@@ -12,15 +12,19 @@ event loop kind) answering GetEntry with a canned entry, driven by the same clie
 Cells: unary GetEntry gateway vs bare echo (target >= 0.6 x); BatchGetEntries of 10 keys in
 keys/s vs the unary rate (target >= 5 x); one WatchEntries stream's events/s while writers
 batch-set straight on the bus (target >= 50K); the gateway's added p50 latency over a direct MDP
-call for the same read. REST and WebSocket cells run only when ``plantd gateway --help`` lists
-``--rest-port`` (printed note otherwise). Missed targets print MISSED; only errors exit non-zero.
+call for the same read; REST ``GET`` of the entry vs a bare aiohttp handler (own process, uvloop)
+returning the same JSON (target >= 0.5 x); N WebSocket watchers (``--ws-watchers``, default
+5,000) each receiving one update, p99 from the write (target < 100 ms). Missed targets print
+MISSED; only errors exit non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -93,6 +97,29 @@ def role_echo(port: int) -> int:
     return 0
 
 
+def role_rest_echo(port: int) -> int:
+    """A bare aiohttp handler answering the entry route with the same JSON (the REST baseline)."""
+    from aiohttp import web
+
+    body = json.dumps(
+        {"entry": {"scope": SCOPE, "key": "k0", "value": "0", "version": "1"}},
+        separators=(",", ":"),
+    )
+
+    async def entry(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/state/scopes/{scope}/entries/{key:.*}", entry)
+    try:
+        import uvloop
+
+        web.run_app(app, host="127.0.0.1", port=port, print=None, loop=uvloop.new_event_loop())
+    except ImportError:
+        web.run_app(app, host="127.0.0.1", port=port, print=None)
+    return 0
+
+
 # ---- load --------------------------------------------------------------------------------
 
 
@@ -127,7 +154,7 @@ async def closed_loop(
 class Stack:
     """Broker + state (SQLite, auth identity) + gateway, CURVE on; all real processes."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, gateway_args: list[str]) -> None:
         from tests.integration.state.statekit import Broker, StateProc
         from tests.kit import ServiceProcess, make_keys
 
@@ -144,16 +171,20 @@ class Stack:
                    "--event-bus-endpoint", pub, "--event-sub-endpoint", sub,
                    "--log-level", "error"],
         ).start()  # fmt: skip
-        self.grpc_port, http_port = free_port(), free_port()
+        self.grpc_port, http_port, self.rest_port = free_port(), free_port(), free_port()
         self.gateway = ServiceProcess(
             "plantd.gateway",
             [
                 "--broker-endpoint", self.broker.endpoint,
                 "--curve-keys", str(self.keys),
                 "--grpc-port", str(self.grpc_port),
-                "--rest-port", "0",
+                "--rest-port", str(self.rest_port),
                 "--http-port", str(http_port),
                 "--jwks-file", str(self.jwks),
+                # One subject drives every cell: the limits are not what is measured here.
+                "--no-rate-limits",
+                "--max-streams-per-subject", "100000",
+                *gateway_args,
                 "--event-sub-endpoint", sub,
                 "--state-sub-endpoint", self.broker.state_sub,
                 "--log-level", "error",
@@ -170,18 +201,17 @@ class Stack:
         self.broker.stop()
 
 
-def rest_available() -> bool:
-    """Whether this checkout's ``plantd gateway`` has the REST edge (``--rest-port``)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "plantd.gateway", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return "--rest-port" in out.stdout
-
-
-async def measure(stack: Stack, echo_port: int, duration: float, warmup: float, reps: int) -> int:
+async def measure(
+    stack: Stack,
+    echo_port: int,
+    rest_echo_port: int,
+    duration: float,
+    warmup: float,
+    reps: int,
+    watchers: int,
+    ws_updates: int,
+) -> int:
+    import aiohttp
     import grpc
     from tests.integration.state.statekit import client_curve
 
@@ -200,6 +230,7 @@ async def measure(stack: Stack, echo_port: int, duration: float, warmup: float, 
     gw = state_pb2_grpc.StateServiceStub(gw_ch)
     echo = state_pb2_grpc.StateServiceStub(echo_ch)
     rows: list[list[object]] = []
+    sessions: list[aiohttp.ClientSession] = []
     try:
         writes = [pb.EntryWrite(key=f"k{i}", value=str(i)) for i in range(NKEYS)]
         await gw.BatchSetEntries(
@@ -228,8 +259,30 @@ async def measure(stack: Stack, echo_port: int, duration: float, warmup: float, 
                 raise SystemExit(f"direct state-get failed: {reply[0]!r}")
             return reply
 
+        auth = {"Authorization": f"Bearer {stack.token}"}
+        connector = aiohttp.TCPConnector(limit=INFLIGHT)
+        http = aiohttp.ClientSession(connector=connector)
+        sessions.append(http)
+
+        def rest_get(port: int) -> Callable[[int], Awaitable[object]]:
+            base = f"http://127.0.0.1:{port}/v1/state/scopes/{SCOPE}/entries/"
+
+            async def get(i: int) -> object:
+                async with http.get(f"{base}k{i % NKEYS}", headers=auth) as r:
+                    if r.status != 200:
+                        raise SystemExit(f"REST GET {port}: {r.status} {await r.text()}")
+                    return await r.read()
+
+            return get
+
         got: dict[str, list[tuple[float, list[float]]]] = {}
-        cells = [("gateway", via_gw), ("echo", via_echo), ("batch", via_batch)]
+        cells = [
+            ("gateway", via_gw),
+            ("echo", via_echo),
+            ("batch", via_batch),
+            ("rest", rest_get(stack.rest_port)),
+            ("rest_bare", rest_get(rest_echo_port)),
+        ]
         for rep in range(reps):  # interleaved so the shared machine's drift hits all alike
             for name, fn in cells:
                 got.setdefault(name, []).append(await closed_loop(fn, INFLIGHT, duration, warmup))
@@ -253,6 +306,11 @@ async def measure(stack: Stack, echo_port: int, duration: float, warmup: float, 
         rows.append(["  gateway / echo", u_ratio, ">= 0.6", verdict(u_ratio >= 0.6)])
         rows.append(["BatchGetEntries x10 (keys/s)", keys_s, "", ""])
         rows.append(["  batch keys/s / unary calls/s", b_ratio, ">= 5", verdict(b_ratio >= 5)])
+        rest, rest_bare = rate("rest"), rate("rest_bare")
+        r_ratio = ratio(rest, rest_bare)
+        rows.append(["REST GET entry via gateway (req/s)", rest, "", ""])
+        rows.append(["REST GET bare aiohttp, same JSON (req/s)", rest_bare, "", ""])
+        rows.append(["  REST gateway / bare aiohttp", r_ratio, ">= 0.5", verdict(r_ratio >= 0.5)])
         rows.append(["GetEntry p50 via gateway, 1 in flight (ms)", p50("gw1"), "", ""])
         rows.append(["state-get p50 direct MDP, 1 in flight (ms)", p50("mdp1"), "", ""])
         rows.append(["  gateway added p50 (ms)", added, "", ""])
@@ -261,8 +319,18 @@ async def measure(stack: Stack, echo_port: int, duration: float, warmup: float, 
             ["WatchEntries live events/s (one stream)", ev, ">= 50,000", verdict(ev >= 5e4)]
         )
         rows.append(["WatchEntries catch-up events/s", cu, ">= 50,000", verdict(cu >= 5e4)])
+        if watchers:
+            p99, connected_s, rss, lost = await ws_fanout(stack, http, watchers, ws_updates)
+            rows.append([f"WebSocket watchers connected ({watchers})", connected_s, "s", ""])
+            rows.append(
+                [f"  an update to {watchers} watchers, p99 (ms)", p99, "< 100", verdict(p99 < 100)]
+            )
+            rows.append(["  watchers without the update", lost, "0", verdict(lost == 0)])
+            rows.append(["  gateway RSS with them open (MiB)", rss, "", ""])
         rows.append(["gateway RSS after run (MiB)", memory_kb(stack.gateway.pid)[0] / 1024, "", ""])
     finally:
+        for session in sessions:
+            await session.close()
         await gw_ch.close()
         await echo_ch.close()
         await bus.close()
@@ -272,6 +340,89 @@ async def measure(stack: Stack, echo_port: int, duration: float, warmup: float, 
     )
     print(table(["cell", "value", "target", ""], rows))
     return 0
+
+
+async def ws_fanout(
+    stack: Stack, http: Any, watchers: int, rounds: int
+) -> tuple[float, float, float, int]:
+    """``watchers`` WebSockets watching one key of the scope; ``rounds`` writes, each once the
+    last reached every watcher; each watcher's delay from sending a write to its event: (p99 ms
+    over all rounds, seconds to connect them all, gateway RSS MiB with them open, watchers that
+    did not get every event)."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{stack.rest_port}/v1/state/scopes/{SCOPE}/entries:watch?keyPrefix=ws"
+    auth = {"Authorization": f"Bearer {stack.token}"}
+    connector = aiohttp.TCPConnector(limit=0)
+    arrivals: list[list[float]] = [[] for _ in range(rounds)]
+    reached = [asyncio.Event() for _ in range(rounds)]  # every open watcher has update n
+    lost: list[str] = []
+
+    def check(n: int) -> None:
+        if len(arrivals[n]) + len(lost) >= watchers:
+            reached[n].set()
+
+    async def read(ws: Any) -> None:
+        # Read from the moment the socket is open: aiohttp answers the gateway's pings only
+        # while someone reads, and an unanswered ping closes the socket.
+        seen = 0
+        async for frame in ws:
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+            if json.loads(frame.data).get("data", {}).get("changes"):
+                arrivals[seen].append(time.perf_counter())
+                check(seen)
+                seen += 1
+                if seen == rounds:
+                    return
+        lost.append(f"closed before the event ({ws.close_code})")
+        for n in range(rounds):
+            check(n)
+
+    async with aiohttp.ClientSession(connector=connector) as ws_http:
+        t0 = time.perf_counter()
+        sockets: list[Any] = []
+        readers: list[asyncio.Task[None]] = []
+        gate = asyncio.Semaphore(64)  # connect 64 at a time: the handshakes share the cores
+
+        async def connect() -> None:
+            async with gate:
+                ws = await ws_http.ws_connect(url, headers=auth, autoping=True)
+                created = json.loads(await ws.receive_str(timeout=30))
+            if not created.get("data", {}).get("created"):
+                raise SystemExit(f"watcher: unexpected first frame {created}")
+            sockets.append(ws)
+            readers.append(asyncio.create_task(read(ws)))
+
+        await asyncio.gather(*(connect() for _ in range(watchers)))
+        connected_s = time.perf_counter() - t0
+        print(f"  {watchers} watchers connected in {connected_s:.1f} s", flush=True)
+        rss = memory_kb(stack.gateway.pid)[0] / 1024
+        sent: list[float] = []
+        for n in range(rounds):
+            sent.append(time.perf_counter())
+            async with http.put(
+                f"http://127.0.0.1:{stack.rest_port}/v1/state/scopes/{SCOPE}/entries/ws1",
+                json={"value": str(n)},
+                headers=auth,
+            ) as r:
+                if r.status != 200:
+                    raise SystemExit(f"PUT for the fan-out: {r.status} {await r.text()}")
+            with contextlib.suppress(TimeoutError):  # the next once this one reached all
+                await asyncio.wait_for(reached[n].wait(), 30)
+        _, pending = await asyncio.wait(readers, timeout=30)
+        for task in pending:
+            task.cancel()
+            lost.append("no event within 60 s")
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    if lost:
+        print(f"  {len(lost)} watchers without the event: {sorted(set(lost))}", flush=True)
+    per_round = [[(t - sent[n]) * 1000 for t in times] for n, times in enumerate(arrivals)]
+    for n, round_delays in enumerate(per_round):
+        p50, p99 = percentile(round_delays, 50), percentile(round_delays, 99)
+        print(f"  update {n + 1}: p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
+    delays = [d for round_delays in per_round for d in round_delays]
+    return percentile(delays, 99), connected_s, rss, len(lost)
 
 
 def verdict(ok: bool) -> str:
@@ -345,11 +496,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one short repetition per cell")
     ap.add_argument("--reps", type=int, help="repetitions per cell (default 3, quick 1)")
     ap.add_argument("--duration", type=float, help="seconds measured per cell (default 2)")
-    ap.add_argument("--role", choices=("echo",), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--ws-watchers", type=int, default=5000, help="WebSocket watchers for the fan-out cell"
+    )
+    ap.add_argument(
+        "--ws-updates", type=int, help="updates sent to the watchers (default 5, quick 2)"
+    )
+    ap.add_argument(
+        "--gateway-args",
+        default="",
+        help="extra plantd gateway options, e.g. '--watch-resync-ms 600000'",
+    )
+    ap.add_argument("--role", choices=("echo", "rest-echo"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.role == "echo":
         return role_echo(a.port)
+    if a.role == "rest-echo":
+        return role_rest_echo(a.port)
     reps = a.reps or (1 if a.quick else 3)
     duration = a.duration or (1.0 if a.quick else 2.0)
     warmup = 0.3 if a.quick else 0.5
@@ -359,18 +523,28 @@ def main(argv: list[str] | None = None) -> int:
         echo_port = free_port()
         cmd = [sys.executable, "-m", "bench.gateway", "--role", "echo", "--port", str(echo_port)]
         echo = subprocess.Popen(cmd)
-        stack = Stack(Path(tmp))
+        rest_echo_port = free_port()
+        rest_cmd = [*cmd[:3], "--role", "rest-echo", "--port", str(rest_echo_port)]
+        rest_echo = subprocess.Popen(rest_cmd)
+        stack = Stack(Path(tmp), shlex.split(a.gateway_args))
         try:
-            rc = asyncio.run(measure(stack, echo_port, duration, warmup, reps))
+            rc = asyncio.run(
+                measure(
+                    stack,
+                    echo_port,
+                    rest_echo_port,
+                    duration,
+                    warmup,
+                    reps,
+                    a.ws_watchers,
+                    a.ws_updates or (2 if a.quick else 5),
+                )
+            )
         finally:
             stack.close()
-            echo.terminate()
-            echo.wait(10)
-    if not rest_available():
-        print(
-            "REST GET vs bare aiohttp and 5,000 WebSocket watchers: SKIPPED "
-            "(`plantd gateway --help` lists no --rest-port in this checkout)"
-        )
+            for proc in (echo, rest_echo):
+                proc.terminate()
+                proc.wait(10)
     print(f"loadavg after: {Path('/proc/loadavg').read_text().strip()}")
     print(f"({time.monotonic() - t0:.0f} s)")
     return rc

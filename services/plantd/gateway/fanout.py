@@ -15,7 +15,7 @@ A silent scope is checked for a lost last event once per ``resync_s`` by *one* o
 (:meth:`Reader.shared_catch_up`): what that one reads is delivered to every reader of the scope
 like bus events. Measured here (``python -m bench.gateway``, 5,000 WebSocket watchers of one
 scope): with a ``changes-since`` per watch per second the 5,000 took 73 s to connect and one
-update reached them at p99 6.4 s; with one per scope, 5.8 s and 0.53 s.
+update reached them at p99 6.4 s; with one per scope, 5.4 s and 0.99 s (README, benchmarks).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ keys/s vs the unary rate (target >= 5 x); one WatchEntries stream's events/s whi
 batch-set straight on the bus (target >= 50K); the gateway's added p50 latency over a direct MDP
 call for the same read; REST ``GET`` of the entry vs a bare aiohttp handler (own process, uvloop)
 returning the same JSON (target >= 0.5 x); N WebSocket watchers (``--ws-watchers``, default
-5,000) each receiving one update, p99 from the write (target < 100 ms). Missed targets print
-MISSED; only errors exit non-zero.
+5,000) each receiving ``--ws-updates`` updates, p99 from each write (target < 100 ms).
+Missed targets print MISSED; only errors exit non-zero.
 """
 
 from __future__ import annotations

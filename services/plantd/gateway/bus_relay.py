@@ -25,6 +25,11 @@ from plantd.v1 import bus_pb2 as pb
 _OVERHEAD = 64  # bytes counted per buffered message besides its topic and payload
 
 
+def buffered_size(message: BusMessage) -> int:
+    """The bytes one buffered bus message counts against a byte budget (every stream buffer)."""
+    return len(message.topic) + len(message.payload) + _OVERHEAD
+
+
 class Subscription(Protocol):
     malformed: int
 
@@ -62,7 +67,7 @@ class Relay:
     def offer(self, message: BusMessage) -> None:
         """Number one message from the bus and buffer it, or drop it (counted)."""
         self.sequence += 1
-        size = len(message.topic) + len(message.payload) + _OVERHEAD
+        size = buffered_size(message)
         if (
             len(self._buffer) >= self.buffer_messages
             or self.buffered_bytes + size > self.buffer_bytes

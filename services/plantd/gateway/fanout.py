@@ -30,8 +30,7 @@ from typing import Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from plantd.bus import BusMessage
-
-_OVERHEAD = 64  # bytes counted per buffered message besides its topic and payload
+from plantd.gateway.bus_relay import buffered_size
 
 
 class Source(Protocol):
@@ -66,7 +65,7 @@ class Reader:
 
     def offer(self, message: BusMessage) -> bool:
         """Buffer one message, or drop it when the budget is spent; False when dropped."""
-        size = len(message.topic) + len(message.payload) + _OVERHEAD
+        size = buffered_size(message)
         if len(self._buffer) >= self.max_messages or self.buffered_bytes + size > self.max_bytes:
             self.dropped += 1
             return False

@@ -7,6 +7,8 @@
 #   hack/protos/protos.sh diff      only the regenerate-and-diff part of check
 #   hack/protos/protos.sh lint      only buf lint
 #   hack/protos/protos.sh breaking  only buf breaking against $PROTOS_AGAINST (default: main)
+#   hack/protos/protos.sh image OUT write the descriptor image (imports and source info
+#                                   included) the SDK generators read (hack/sdk/*.sh)
 #
 # Python code comes from grpcio-tools' protoc (python, grpc_python) and mypy-protobuf (typed
 # stubs), so it is exactly reproducible from the pins in pyproject.toml. The google/api and
@@ -153,6 +155,11 @@ cmd_breaking() {
 
 case ${1:-} in
 gen) cmd_gen ;;
+image)
+	[[ -n ${2:-} ]] || die "usage: protos.sh image OUT.binpb"
+	out=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+	image "$ROOT" "$out"
+	;;
 diff) cmd_diff ;;
 lint) cmd_lint ;;
 breaking) cmd_breaking ;;

@@ -95,16 +95,6 @@ def check(ctx: ClusterContext, allowed_images: Sequence[str]) -> list[Problem]:
                 blocking=False,
             )
         )
-    if ctx.spec.sidecars.grpc.enabled and not ctx.gateway_available:
-        problems.append(
-            Problem(
-                "GrpcSidecarNotShipped",
-                "sidecars.grpc.enabled is true but this plantd release does not ship the gRPC "
-                "gateway (`plantd gateway`): no sidecar is rendered; set sidecars.grpc.enabled: "
-                "false",
-                blocking=False,
-            )
-        )
     return problems
 
 

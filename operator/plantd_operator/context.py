@@ -40,8 +40,6 @@ class ClusterContext:
     # Public CURVE keys (Z85) of the components, by component name, from the CURVE Secret: the
     # machine registry the broker and state read is built from them; empty until it was read.
     curve_public_keys: dict[str, str] = field(default_factory=dict)
-    # Whether the image ships `plantd gateway` (see plantd_operator.shipped).
-    gateway_available: bool = shipped.GATEWAY_SHIPPED
     issuer: str = contract.DEFAULT_ISSUER
     # Value of the plantd.io/rotate-signing-key annotation ("" = none).
     rotate_signing_key: str = ""
@@ -67,8 +65,16 @@ class ClusterContext:
 
     @property
     def gateway_rendered(self) -> bool:
-        """The gRPC sidecar is rendered only when asked for AND the image ships it."""
-        return self.spec.sidecars.grpc.enabled and self.gateway_available
+        """The gateway sidecar (``plantd gateway``) runs in the state and identity pods."""
+        return self.spec.sidecars.grpc.enabled
+
+    @property
+    def gateway_ports(self) -> list[int]:
+        """The sidecar's client ports (gRPC, and REST when on); none without a sidecar."""
+        if not self.gateway_rendered:
+            return []
+        grpc = self.spec.sidecars.grpc
+        return [grpc.port, grpc.rest_port] if grpc.rest else [grpc.port]
 
     @property
     def image(self) -> str:

@@ -358,20 +358,68 @@ class IdentitySpec(_Model):
     )
 
 
-class GrpcSidecarSpec(_Model):
-    """The gRPC gateway sidecar (plantd gateway) in each service pod."""
+class EdgeServiceSpec(_Model):
+    """A Service for clients outside the cluster, in front of every gateway sidecar."""
 
     enabled: bool = Field(
         False,
-        description="Add the gRPC sidecar to state and identity pods. Needs a plantd release "
-        "that ships `plantd gateway` (this one does not: the cluster reports Degraded, reason "
-        "GrpcSidecarNotShipped, and renders no sidecar).",
+        description="Render the Service NAME-edge (gRPC and REST ports) selecting every pod "
+        "that runs a gateway sidecar, for HMIs, browsers and scripts outside the cluster.",
+    )
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        "ClusterIP",
+        description="Service type: ClusterIP behind your Ingress or Gateway API route, or "
+        "NodePort/LoadBalancer to expose it directly.",
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Annotations of the edge Service (e.g. for a cloud load balancer).",
+    )
+
+
+class GrpcSidecarSpec(_Model):
+    """The gateway sidecar (plantd gateway): plantd.v1 over gRPC, REST/JSON, SSE, WebSocket."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.port != self.restPort",
+                    "sidecars.grpc.port and sidecars.grpc.restPort must differ",
+                ),
+                cel(
+                    f"!(self.port in {sorted(set(contract.HTTP_PORTS.values()))}) && "
+                    f"!(self.restPort in {sorted(set(contract.HTTP_PORTS.values()))})",
+                    "sidecars.grpc.port and restPort must not be a plantd health/metrics port "
+                    f"({', '.join(str(p) for p in sorted(set(contract.HTTP_PORTS.values())))})",
+                ),
+            ]
+        }
+    )
+
+    enabled: bool = Field(
+        True,
+        description="Run `plantd gateway` next to state and identity: each sidecar serves the "
+        "whole plantd.v1 API (bus, state, identity) over gRPC and REST, and reaches the "
+        "services through the broker.",
     )
     port: int = Field(
         contract.GRPC_PORT, ge=1024, le=65535, description="gRPC port of the sidecar."
     )
+    rest: bool = Field(True, description="Serve the REST/JSON, SSE and WebSocket edge on restPort.")
+    rest_port: int = Field(
+        contract.REST_PORT,
+        ge=1024,
+        le=65535,
+        description="REST/JSON, SSE and WebSocket port of the sidecar.",
+    )
     resources: Resources = Field(
         default_factory=_new(Resources), description="Resources of each sidecar container."
+    )
+    edge: EdgeServiceSpec = Field(
+        default_factory=_new(EdgeServiceSpec),
+        description="Optional Service for clients outside the cluster.",
     )
 
 
@@ -588,6 +636,12 @@ class Endpoints(_Model):
     )
     state_grpc: str | None = Field(None, description="gRPC address of the state sidecars.")
     identity_grpc: str | None = Field(None, description="gRPC address of the identity sidecars.")
+    rest: str | None = Field(
+        None, description="REST/JSON, SSE and WebSocket base URL of the state sidecars."
+    )
+    edge: str | None = Field(
+        None, description="In-cluster gRPC address of the edge Service (sidecars.grpc.edge)."
+    )
     redis: str | None = Field(None, description="Redis host:port used by the state service.")
 
 

@@ -11,6 +11,8 @@ PREFIX: Final = "plantd.io"
 LABEL_CLUSTER: Final = f"{PREFIX}/cluster"
 LABEL_COMPONENT: Final = f"{PREFIX}/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+# On pods that run a gateway sidecar: what the edge Service selects.
+LABEL_GATEWAY: Final = f"{PREFIX}/gateway"
 ANNOTATION_CONFIG_HASH: Final = f"{PREFIX}/config-hash"
 ANNOTATION_PAUSED: Final = f"{PREFIX}/paused"
 FINALIZER: Final = f"{PREFIX}/finalizer"
@@ -25,6 +27,7 @@ STATE: Final = contract.STATE
 IDENTITY: Final = contract.IDENTITY
 GATEWAY: Final = contract.GATEWAY
 REDIS: Final = "redis"
+EDGE: Final = "edge"  # the optional Service in front of every gateway sidecar
 WORKLOADS: Final = (BROKER, STATE, IDENTITY, REDIS)
 
 
@@ -43,6 +46,15 @@ def selector_labels(cluster: str, component: str) -> dict[str, str]:
         "app.kubernetes.io/name": "plantd",
         "app.kubernetes.io/instance": cluster,
         "app.kubernetes.io/component": component,
+    }
+
+
+def gateway_selector(cluster: str) -> dict[str, str]:
+    """Every pod of the cluster that runs a gateway sidecar (state and identity)."""
+    return {
+        "app.kubernetes.io/name": "plantd",
+        "app.kubernetes.io/instance": cluster,
+        LABEL_GATEWAY: "true",
     }
 
 

@@ -32,6 +32,7 @@ API_VERSION = f"{contract.API_GROUP}/{contract.API_VERSION}"
 KIND = "PlantdCluster"
 # Kinds that can disappear from the rendered set (a feature switched off): listed and pruned.
 PRUNABLE = [
+    ("v1", "Service", "services"),  # the edge Service (sidecars.grpc.edge)
     ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     ("security.istio.io/v1", "PeerAuthentication", "peerauthentications"),
     ("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies"),
@@ -546,7 +547,8 @@ class Reconciler:
         kind: str,
         plural: str,
     ) -> None:
-        root = f"/apis/{api_version}/namespaces/{ctx.namespace}/{plural}"
+        group_root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        root = f"{group_root}/namespaces/{ctx.namespace}/{plural}"
         try:
             found = await asyncio.to_thread(
                 self.kube.request,

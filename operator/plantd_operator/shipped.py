@@ -13,10 +13,7 @@ from typing import Final
 from plantd.common import contract
 
 # Components the operator renders as containers: each must answer `plantd <c> --help`.
-RENDERED: Final = (contract.BROKER, contract.STATE, contract.IDENTITY)
-# The gRPC gateway sidecar (`plantd gateway`) is not in this release: sidecars.grpc.enabled
-# then only reports GrpcSidecarNotShipped (Degraded) and renders nothing.
-GATEWAY_SHIPPED: Final = False
+RENDERED: Final = (contract.BROKER, contract.STATE, contract.IDENTITY, contract.GATEWAY)
 # With its SQLite store `plantd identity` keeps users and refresh tokens in a file inside the
 # pod: replicas would not share them. More than this is then reported (IdentityReplicasCapped)
 # and not rendered. On Redis (the cluster's state store) identity replicas are stateless.

@@ -274,6 +274,11 @@ def build(ctx: ClusterContext, obs: Observation, old: dict[str, Any], now: str) 
         port = ctx.spec.sidecars.grpc.port
         endpoints["stateGrpc"] = f"{ctx.host(naming.STATE)}:{port}"
         endpoints["identityGrpc"] = f"{ctx.host(naming.IDENTITY)}:{port}"
+        grpc = ctx.spec.sidecars.grpc
+        if grpc.rest:
+            endpoints["rest"] = f"http://{ctx.host(naming.STATE)}:{grpc.rest_port}"
+        if grpc.edge.enabled:
+            endpoints["edge"] = f"{ctx.host(naming.EDGE)}:{port}"
     applied = obs.applied_generation
     if applied is None:
         applied = old.get("observedGeneration")

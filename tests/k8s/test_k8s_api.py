@@ -79,8 +79,10 @@ def test_defaults_are_filled_by_the_api_server(testenv: TestEnv, namespace: str)
     assert spec["security"]["curve"]["enabled"] is True
     assert spec["mesh"]["istio"]["mtlsMode"] == "STRICT"
     assert "external" not in spec["state"]["redis"]
-    # The gRPC gateway does not ship in this release: off unless asked for (then reported).
-    assert spec["sidecars"]["grpc"]["enabled"] is False
+    # The gateway sidecar runs by default; the edge Service only when asked for.
+    grpc = spec["sidecars"]["grpc"]
+    assert (grpc["enabled"], grpc["port"], grpc["restPort"]) == (True, 50051, 8086)
+    assert grpc["edge"] == {"enabled": False, "type": "ClusterIP"}
     # Printer columns and the short name and category work.
     out = testenv.kubectl("get", "pdc", "-n", namespace).stdout
     assert out.split()[:6] == ["NAME", "READY", "PHASE", "BROKER", "VERSION", "AGE"]

@@ -74,7 +74,7 @@ def test_identity_runs_from_its_signing_key_secret_and_rotates(
     assert dep is not None
     pod = dep["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"] == ["plantd", "identity"]
-    assert [c["name"] for c in pod["containers"]] == ["identity"]  # no unshipped gateway
+    assert [c["name"] for c in pod["containers"]] == ["identity", "gateway"]
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["jwt-keys"]["secret"]["secretName"] == "idt-jwt"
     hash_before = config_hash(testenv, ns, "idt-identity")
@@ -251,10 +251,12 @@ def test_the_secured_plant_identity_on_redis_registry_and_state_auth(
     )
     curve = testenv.get("secret", "sec-curve", ns)
     assert curve is not None
-    keys = secrets.curve_public_keys(curve["data"], ["broker", "state", "identity"])
+    keys = secrets.curve_public_keys(curve["data"], ["broker", "state", "identity", "gateway"])
     reg = Registry.from_dict(json.loads(registry["registry.json"]))
     assert {i.name: i.public_key for i in reg.identities()} == keys
     assert reg.may_serve(keys["state"], "org.plantd.State")
+    # The gateway sidecar serves no service; it may publish only users' ext. topics.
+    assert not reg.may_serve(keys["gateway"], "org.plantd.State")
 
     # The JWKS: the signing-key Secret's public keys.
     jwks = wait_for(lambda: data_of(testenv, "configmap", "sec-jwks", ns), "ConfigMap sec-jwks")

@@ -72,6 +72,14 @@ def test_cluster_gets_every_child_and_becomes_ready(
     assert c["command"] == ["plantd", "broker"] and c["image"].endswith(":0.1.0")
     assert {p["name"] for p in c["ports"]} >= {"tcp-zmtp", "tcp-state-pub", "http-metrics"}
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # The gateway sidecar runs next to state and identity, probed over grpc.health.v1.
+    for component in ("state", "identity"):
+        spec = deployment(testenv, ns, f"alpha-{component}")["spec"]["template"]["spec"]
+        assert [x["name"] for x in spec["containers"]] == [component, "gateway"]
+        gw = spec["containers"][1]
+        assert gw["command"] == ["plantd", "gateway"]
+        assert gw["readinessProbe"]["grpc"] == {"port": 50051, "service": "readiness"}
+        assert gw["livenessProbe"]["grpc"] == {"port": 50051, "service": "liveness"}
     pods = testenv.list("pods", ns, "plantd.io/cluster=alpha")
     assert len(pods) == 4 and all(p["status"]["phase"] == "Running" for p in pods)
     # Secrets are real and never in the ConfigMap.
@@ -90,6 +98,8 @@ def test_cluster_gets_every_child_and_becomes_ready(
     for t in ("BrokerReady", "StateReady", "StateStoreReady", "IdentityReady"):
         assert condition(obj, t)["status"] == "True", t  # type: ignore[index]
     assert st["endpoints"]["broker"] == f"tcp://alpha-broker.{ns}.svc:9797"
+    assert st["endpoints"]["stateGrpc"] == f"alpha-state.{ns}.svc:50051"
+    assert st["endpoints"]["rest"] == f"http://alpha-state.{ns}.svc:8086"
     # kubectl wait is meaningful, and transitions became Events.
     testenv.kubectl("wait", "--for=condition=Ready", "pdc/alpha", "-n", ns, "--timeout=5s")
     assert any(e["reason"] == "AllComponentsReady" for e in events(testenv, ns, "alpha"))
@@ -347,6 +357,7 @@ def test_istio_networkpolicy_and_monitoring_objects_accepted_by_real_crds(
         "mesh": {"istio": {"enabled": True}},
         "networkPolicy": {"enabled": True},
         "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "sidecars": {"grpc": {"edge": {"enabled": True, "type": "NodePort"}}},
     }
     testenv.apply(pdc("gamma", spec, namespace=ns))
     obj = ready(testenv, ns, "gamma")
@@ -363,6 +374,18 @@ def test_istio_networkpolicy_and_monitoring_objects_accepted_by_real_crds(
         assert testenv.get(kind, name, ns) is not None, f"{kind}/{name}"
     pod = deployment(testenv, ns, "gamma-broker")["spec"]["template"]["metadata"]
     assert pod["labels"]["sidecar.istio.io/inject"] == "true"
+    # The edge Service selects every pod with a gateway sidecar (state and identity).
+    edge = testenv.get("service", "gamma-edge", ns)
+    assert edge is not None and edge["spec"]["type"] == "NodePort"
+    assert [p["name"] for p in edge["spec"]["ports"]] == ["grpc", "http-rest"]
+    backends = testenv.list(
+        "pods", ns, ",".join(f"{k}={v}" for k, v in edge["spec"]["selector"].items())
+    )
+    assert sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in backends) == [
+        "identity",
+        "state",
+    ]
+    assert obj["status"]["endpoints"]["edge"] == f"gamma-edge.{ns}.svc:50051"
     # Switching a feature off removes its objects.
     testenv.kubectl(
         "patch",
@@ -372,12 +395,14 @@ def test_istio_networkpolicy_and_monitoring_objects_accepted_by_real_crds(
         ns,
         "--type=merge",
         "-p",
-        '{"spec":{"networkPolicy":{"enabled":false}}}',
+        '{"spec":{"networkPolicy":{"enabled":false},"sidecars":{"grpc":{"edge":{"enabled":false}}}}}',
     )
     wait_for(
         lambda: not testenv.list("networkpolicies", ns, "plantd.io/cluster=gamma"),
         "NetworkPolicies pruned",
     )
+    wait_for(lambda: testenv.get("service", "gamma-edge", ns) is None, "edge Service pruned")
+    assert testenv.get("service", "gamma-state", ns) is not None, "only the edge is pruned"
 
 
 def test_deleting_the_cluster_removes_everything(

@@ -37,8 +37,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   resources: ["plantdclusters/status"]
   verbs: ["get", "patch"]
 - apiGroups: [""]
-  resources: ["configmaps", "services"]
+  resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# delete: the edge Service is pruned when sidecars.grpc.edge is turned off (only children
+# the PlantdCluster owns are ever deleted).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts", "secrets"]
   verbs: ["get", "create", "patch"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from plantd.common import contract
@@ -75,7 +76,7 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
             put(naming.BROKER, contract.KEY_IDENTITY_REGISTRY, "true")
 
     if ctx.gateway_rendered:
-        put(naming.GATEWAY, contract.KEY_GRPC_PORT, spec.sidecars.grpc.port)
+        gateway_settings(ctx, put)
     # Identity: the signing keys from the Secret (next + active + retired, so rotation is a
     # rename), its store in Redis (above; its data volume keeps only the setup token, or the
     # SQLite file without Redis), revocations and audit on the event bus, and
@@ -91,6 +92,29 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
         # back to a setup-token admin that would make the Secret useless for good.
         put(naming.IDENTITY, contract.KEY_BOOTSTRAP_FILE, BOOTSTRAP_FILE)
     return out
+
+
+def gateway_settings(ctx: ClusterContext, put: Callable[[str, str, str | int], None]) -> None:
+    """The gateway sidecar: binds on all interfaces, the buses it relays, and offline token
+    checks against the JWKS the operator renders (fetched from identity over the bus when
+    state's auth is off and no JWKS is mounted). Its auth is never off: a gateway without it
+    would open generic bus calls to anyone who can reach the pod."""
+    grpc = ctx.spec.sidecars.grpc
+    gw = naming.GATEWAY
+    put(gw, contract.KEY_GRPC_HOST, contract.CONTAINER_HTTP_HOST)
+    put(gw, contract.KEY_GRPC_PORT, grpc.port)
+    put(gw, contract.KEY_REST, _flag(grpc.rest))
+    put(gw, contract.KEY_REST_HOST, contract.CONTAINER_HTTP_HOST)
+    put(gw, contract.KEY_REST_PORT, grpc.rest_port)
+    put(gw, contract.KEY_STATE_SUB_ENDPOINT, ctx.bus_endpoint("state", "sub"))
+    put(gw, contract.KEY_METRIC_SUB_ENDPOINT, ctx.bus_endpoint("metric", "sub"))
+    put(gw, contract.KEY_EVENT_PUB_ENDPOINT, ctx.bus_endpoint("event", "pub"))
+    put(gw, contract.KEY_METRIC_PUB_ENDPOINT, ctx.bus_endpoint("metric", "pub"))
+    put(gw, contract.KEY_EVENT_SUB_ENDPOINT, ctx.bus_endpoint("event", "sub"))
+    put(gw, contract.KEY_AUTH, "identity")
+    put(gw, contract.KEY_AUTH_ISSUER, ctx.issuer)
+    if trust.jwks_enabled(ctx):
+        put(gw, contract.KEY_JWKS_FILE, trust.JWKS_PATH)
 
 
 def redis_settings(ctx: ClusterContext) -> dict[str, str]:

@@ -60,14 +60,8 @@ def objects(ctx: ClusterContext) -> list[dict[str, Any]]:
             }
         )
 
-    def allow(
-        component: str, principals: list[str], ports: list[int], *, token: bool = False
-    ) -> dict[str, Any]:
+    def allow(component: str, principals: list[str], ports: list[int]) -> dict[str, Any]:
         source: dict[str, Any] = {"principals": sorted(set(principals))}
-        if token:
-            # ANDed with the peer: the calling pod AND a valid token of our issuer (pinned,
-            # not "*"); RequestAuthentication alone lets a request without a token through.
-            source["requestPrincipals"] = [f"{ctx.issuer}/*"]
         return {
             "apiVersion": SECURITY,
             "kind": "AuthorizationPolicy",
@@ -97,13 +91,14 @@ def objects(ctx: ClusterContext) -> list[dict[str, Any]]:
             },
         }
 
-    grpc = [ctx.spec.sidecars.grpc.port] if ctx.gateway_rendered else []
+    gateway = ctx.gateway_ports
     out.append(allow(naming.BROKER, services + clients, broker_ports()))
-    if grpc:
-        # State over gRPC needs a user's token; identity's gRPC is where one logs in to get
-        # one, so it checks tokens itself (per operation) rather than at the mesh.
-        out.append(allow(naming.STATE, services + clients, grpc, token=True))
-        out.append(allow(naming.IDENTITY, services + clients, grpc))
+    if gateway:
+        # Every sidecar serves the whole API, Login included, so the mesh cannot demand a
+        # token on these ports; the gateway verifies each token itself (offline, this JWKS,
+        # the audience of the service it forwards to) and the service verifies it again.
+        out.append(allow(naming.STATE, services + clients, gateway))
+        out.append(allow(naming.IDENTITY, services + clients, gateway))
     out += request_authentications(ctx)
     if ctx.spec.state.redis.mode == "managed":
         out.append(allow(naming.REDIS, [sa(c) for c in redis_clients(ctx)], [contract.REDIS_PORT]))

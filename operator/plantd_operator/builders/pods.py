@@ -15,6 +15,8 @@ CURVE_VOLUME = "curve-keys"
 JWT_VOLUME = "jwt-keys"
 REDIS_TLS_VOLUME = "redis-tls"
 TMP_VOLUME = "tmp"
+# The sidecar's /metrics, /healthz, /readyz port (<= 15 characters, unique in its pod).
+GATEWAY_METRICS_PORT_NAME = "http-metrics-gw"
 
 # Requests when the user sets none: small, so a test cluster or laptop fits many clusters.
 DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
@@ -145,29 +147,53 @@ def plantd_container(
         "resources": resources(component, spec_resources),
         "securityContext": container_security(),
         "volumeMounts": mounts,
-        **http_probes(contract.PORT_NAME_METRICS if component != naming.GATEWAY else "http-gw"),
+        **http_probes(contract.PORT_NAME_METRICS),
     }
     if extra_env:
         container["env"] = extra_env
     return container
 
 
+def grpc_probes(port: int) -> dict[str, Any]:
+    """kubelet's own gRPC probes on grpc.health.v1 (plantd.gateway.health): liveness never
+    depends on the broker (an outage must not restart every gateway); readiness does, so a
+    sidecar that cannot reach the bus takes its pod out of the Services. gRPC probes name
+    the port by number (Kubernetes has no named gRPC probe port)."""
+
+    def probe(service: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "grpc": {"port": port, "service": service},
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": failures,
+        }
+
+    return {
+        "startupProbe": probe(contract.HEALTH_LIVENESS, 2, 30),
+        "livenessProbe": probe(contract.HEALTH_LIVENESS, 10, 3),
+        "readinessProbe": probe(contract.HEALTH_READINESS, 5, 2),
+    }
+
+
 def gateway_sidecar(ctx: ClusterContext) -> dict[str, Any]:
-    """The gRPC gateway (``plantd gateway``) next to a service, talking to it via the broker."""
+    """The gateway (``plantd gateway``) next to a service, talking to the services via the
+    broker. Port names follow Istio's protocol selection (grpc, http-*)."""
     grpc = ctx.spec.sidecars.grpc
-    return plantd_container(
-        ctx,
-        naming.GATEWAY,
-        grpc.resources,
-        ports=[
-            {"name": contract.PORT_NAME_GRPC, "containerPort": grpc.port, "protocol": "TCP"},
-            {
-                "name": "http-gw",
-                "containerPort": contract.HTTP_PORTS[naming.GATEWAY],
-                "protocol": "TCP",
-            },
-        ],
+    ports = [{"name": contract.PORT_NAME_GRPC, "containerPort": grpc.port, "protocol": "TCP"}]
+    if grpc.rest:
+        ports.append(
+            {"name": contract.PORT_NAME_REST, "containerPort": grpc.rest_port, "protocol": "TCP"}
+        )
+    ports.append(
+        {
+            "name": GATEWAY_METRICS_PORT_NAME,
+            "containerPort": contract.HTTP_PORTS[naming.GATEWAY],
+            "protocol": "TCP",
+        }
     )
+    container = plantd_container(ctx, naming.GATEWAY, grpc.resources, ports=ports)
+    container.update(grpc_probes(grpc.port))
+    return container
 
 
 def config_hash(*parts: object) -> str:
@@ -193,6 +219,8 @@ def pod_template(
         **naming.labels(ctx.name, component, ctx.version),
         **naming.selector_labels(ctx.name, component),
     }
+    if component in (naming.STATE, naming.IDENTITY) and ctx.gateway_rendered:
+        pod_labels[naming.LABEL_GATEWAY] = "true"
     if ctx.spec.mesh.istio.enabled:
         pod_labels["sidecar.istio.io/inject"] = "true"
         # ZeroMQ sockets connect at start: hold the app until the proxy is up.

@@ -57,7 +57,7 @@ def network_policies(ctx: ClusterContext) -> list[dict[str, Any]]:
         "podSelector": {"matchLabels": dict(ctx.spec.network_policy.client_selector.match_labels)}
     }
     members = [_pods(ctx, c) for c in (naming.STATE, naming.IDENTITY)]
-    grpc = ctx.spec.sidecars.grpc
+    gateway = ctx.gateway_ports
     cluster_pods = {"matchLabels": {naming.LABEL_CLUSTER: ctx.name}}
     anywhere_metrics: dict[str, Any] = {"from": [{"namespaceSelector": {}}]}
 
@@ -113,8 +113,12 @@ def network_policies(ctx: ClusterContext) -> list[dict[str, Any]]:
             "egress": [to_broker],
             "ingress": [],
         }
-        if ctx.gateway_rendered:
-            spec["ingress"].append({"from": [clients, *members], "ports": _ports(grpc.port)})
+        if gateway and ctx.spec.sidecars.grpc.edge.enabled:
+            # The edge Service is for clients outside the cluster (an ingress controller, a
+            # load balancer): any source; the gateway authenticates every call itself.
+            spec["ingress"].append({"ports": _ports(*gateway)})
+        elif gateway:
+            spec["ingress"].append({"from": [clients, *members], "ports": _ports(*gateway)})
         if c == naming.STATE or (c == naming.IDENTITY and ctx.identity_store == "redis"):
             spec["egress"].append(_to_redis(ctx))
         out.append(policy(c, spec))

@@ -105,12 +105,23 @@ def wiring(
                 "readOnly": True,
             }
         )
-    if jwks_enabled(ctx) and component == naming.STATE:
+    if _pod_reads_jwks(ctx, component):
         volumes.append(_volume(JWKS_VOLUME, jwks_name(ctx), contract.JWKS_FILE_NAME))
-        mounts.append(
-            {"name": JWKS_VOLUME, "mountPath": contract.CONTAINER_JWKS_DIR, "readOnly": True}
-        )
+    if jwks_enabled(ctx) and component == naming.STATE:
+        mounts.append(jwks_mount())
     return volumes, mounts
+
+
+def jwks_mount() -> dict[str, Any]:
+    """The JWKS, read-only, for state and for the gateway sidecars (their pods' volume)."""
+    return {"name": JWKS_VOLUME, "mountPath": contract.CONTAINER_JWKS_DIR, "readOnly": True}
+
+
+def _pod_reads_jwks(ctx: ClusterContext, component: str) -> bool:
+    """State verifies tokens against the JWKS, and so does a gateway sidecar in any pod."""
+    if not jwks_enabled(ctx):
+        return False
+    return component == naming.STATE or (component != naming.BROKER and ctx.gateway_rendered)
 
 
 def digests(ctx: ClusterContext, component: str) -> dict[str, str]:
@@ -119,6 +130,6 @@ def digests(ctx: ClusterContext, component: str) -> dict[str, str]:
     out: dict[str, str] = {}
     if registry_enabled(ctx) and component in (naming.BROKER, naming.STATE):
         out["registry"] = digest(registry_json(ctx))
-    if jwks_enabled(ctx) and component == naming.STATE:
+    if _pod_reads_jwks(ctx, component):
         out["jwks"] = digest(jwks_json(ctx))
     return out

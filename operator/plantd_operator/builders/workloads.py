@@ -149,6 +149,8 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
             gw = pods.curve_volume(ctx, naming.GATEWAY)
             assert gw is not None
             volumes.append({**gw, "name": f"{pods.CURVE_VOLUME}-gw"})
+        if trust.jwks_enabled(ctx):
+            sidecar["volumeMounts"].append(trust.jwks_mount())
         containers.append(sidecar)
     template = pods.pod_template(
         ctx, component, containers, volumes, config_digest=_digest(ctx, component)
@@ -284,20 +286,46 @@ def services(ctx: ClusterContext) -> list[dict[str, Any]]:
     for component in (naming.STATE, naming.IDENTITY):
         ports = [_metrics_port(component)]
         if ctx.gateway_rendered:
-            grpc = ctx.spec.sidecars.grpc.port
-            ports.insert(
-                0,
-                {
-                    "name": contract.PORT_NAME_GRPC,
-                    "port": grpc,
-                    "targetPort": grpc,
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
-            )
-            ports.append(_metrics_port(naming.GATEWAY, "http-metrics-gw"))
+            ports[:0] = gateway_service_ports(ctx)
+            ports.append(_metrics_port(naming.GATEWAY, pods.GATEWAY_METRICS_PORT_NAME))
         out.append(_service(ctx, naming.child(ctx.name, component), component, ports))
+    edge = ctx.spec.sidecars.grpc.edge
+    if ctx.gateway_rendered and edge.enabled:
+        svc = _service(ctx, naming.child(ctx.name, naming.EDGE), naming.GATEWAY, [])
+        svc["spec"]["ports"] = gateway_service_ports(ctx)
+        # Every pod with a gateway sidecar (state and identity) serves the whole API.
+        svc["spec"]["selector"] = naming.gateway_selector(ctx.name)
+        svc["spec"]["type"] = edge.type
+        svc["metadata"]["labels"].pop("plantd.io/metrics", None)
+        if edge.annotations:
+            svc["metadata"]["annotations"] = dict(edge.annotations)
+        out.append(svc)
     return out
+
+
+def gateway_service_ports(ctx: ClusterContext) -> list[dict[str, Any]]:
+    """The sidecar's client ports, named and typed for Istio's protocol selection."""
+    grpc = ctx.spec.sidecars.grpc
+    ports = [
+        {
+            "name": contract.PORT_NAME_GRPC,
+            "port": grpc.port,
+            "targetPort": grpc.port,
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        }
+    ]
+    if grpc.rest:
+        ports.append(
+            {
+                "name": contract.PORT_NAME_REST,
+                "port": grpc.rest_port,
+                "targetPort": grpc.rest_port,
+                "protocol": "TCP",
+                "appProtocol": "http",
+            }
+        )
+    return ports
 
 
 def _service(

@@ -203,6 +203,18 @@ KEY_AUTH_AUDIENCE: Final = "auth_audience"
 KEY_JWKS_FILE: Final = "jwks_file"
 KEY_EVENT_BUS_ENDPOINT: Final = "event_bus_endpoint"  # event bus XSUB (publish)
 KEY_EVENT_SUB_ENDPOINT: Final = "event_sub_endpoint"  # event bus XPUB (subscribe)
+# The gateway sidecar: its binds and the bus ports it publishes to and follows.
+KEY_GRPC_HOST: Final = "grpc_host"
+KEY_REST: Final = "rest"
+KEY_REST_HOST: Final = "rest_host"
+KEY_REST_PORT: Final = "rest_port"
+KEY_STATE_SUB_ENDPOINT: Final = "state_sub_endpoint"  # state bus XPUB (WatchEntries)
+KEY_METRIC_SUB_ENDPOINT: Final = "metric_sub_endpoint"
+KEY_EVENT_PUB_ENDPOINT: Final = "event_pub_endpoint"
+KEY_METRIC_PUB_ENDPOINT: Final = "metric_pub_endpoint"
+# The gateway's gRPC health names the pod probes ask (plantd.gateway.health).
+HEALTH_LIVENESS: Final = "liveness"
+HEALTH_READINESS: Final = "readiness"
 CONTAINER_REGISTRY_DIR: Final = "/etc/plantd/registry"
 CONTAINER_JWKS_DIR: Final = "/etc/plantd/jwks"
 JWKS_FILE_NAME: Final = "jwks.json"

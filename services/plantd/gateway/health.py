@@ -23,7 +23,7 @@ from grpc_health.v1.health import aio as health_aio
 from plantd.common import contract
 from plantd.mdp.errors import MDPError
 
-LIVENESS: Final = ("", "liveness")
+LIVENESS: Final = ("", contract.HEALTH_LIVENESS)
 SERVING: Final = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -58,7 +58,9 @@ class Readiness:
     ) -> None:
         self.servicer = servicer
         self.bus = bus
-        self.names = ("readiness", *services) if backend is not None else tuple(services)
+        self.names = (
+            (contract.HEALTH_READINESS, *services) if backend is not None else tuple(services)
+        )
         self.interval_s = interval_s
         self.backend = backend
         self.ready = False

@@ -81,8 +81,13 @@ def test_port_names_say_the_protocol_and_fit_kubernetes_limits(ctx_factory: Fact
     names = {p["name"] for p in broker["spec"]["ports"]}
     assert {"tcp-zmtp", "tcp-bus-state-pub", "tcp-bus-metric-sub", "http-metrics"} <= names
     state = by_kind(children, "Service")["demo-state"]
-    # No gRPC port while the image does not ship the gateway (plantd_operator.shipped).
-    assert [p["name"] for p in state["spec"]["ports"]] == ["http-metrics"]
+    # The default cluster runs the gateway sidecar: Istio picks the protocol by port name.
+    assert [(p["name"], p.get("appProtocol")) for p in state["spec"]["ports"]] == [
+        ("grpc", "grpc"),
+        ("http-rest", "http"),
+        ("http-metrics", None),
+        ("http-metrics-gw", None),
+    ]
 
 
 def test_image_contract(ctx_factory: Factory) -> None:
@@ -92,7 +97,7 @@ def test_image_contract(ctx_factory: Factory) -> None:
     assert broker["command"] == ["plantd", "broker"]
     assert broker["image"] == "plantd/plantd:1.2.3"
     state = deps["demo-state"]["spec"]["template"]["spec"]["containers"]
-    assert [c["command"] for c in state] == [["plantd", "state"]]
+    assert [c["command"] for c in state] == [["plantd", "state"], ["plantd", "gateway"]]
     data = by_kind(children, "ConfigMap")["demo-config"]["data"]
     assert data["PLANTD_STATE_BROKER_ENDPOINT"] == "tcp://demo-broker.plant.svc:9797"
     assert data["PLANTD_STATE_REDIS_URL"] == "redis://demo-redis.plant.svc:6379/0"
@@ -186,25 +191,23 @@ def test_curve_keys_mounted_least_privilege(ctx_factory: Factory) -> None:
         return {i["path"] for i in src}
 
     assert items("demo-state") == {"state.key_secret", "state.key", "broker.key"}
-    assert items("demo-broker") == {
-        "broker.key_secret",
-        "broker.key",
-        "state.key",
-        "identity.key",
-    }
-    # With a shipped gateway its sidecar has its own pair and the broker accepts it.
-    deps = by_kind(
-        render_children(
-            ctx_factory({"sidecars": {"grpc": {"enabled": True}}}, gateway_available=True)
-        ),
-        "Deployment",
-    )
+    # The gateway sidecar has its own pair (not the service's) and the broker accepts it.
     assert items("demo-state", "curve-keys-gw") == {
         "gateway.key_secret",
         "gateway.key",
         "broker.key",
     }
-    assert "gateway.key" in items("demo-broker")
+    assert items("demo-broker") == {
+        "broker.key_secret",
+        "broker.key",
+        "state.key",
+        "identity.key",
+        "gateway.key",
+    }
+    deps = by_kind(
+        render_children(ctx_factory({"sidecars": {"grpc": {"enabled": False}}})), "Deployment"
+    )
+    assert "gateway.key" not in items("demo-broker")
     off = by_kind(
         render_children(ctx_factory({"security": {"curve": {"enabled": False}}})), "Deployment"
     )
@@ -260,9 +263,7 @@ def test_monitoring_needs_flag_and_crd(ctx_factory: Factory) -> None:
 
 
 def test_sidecar_disabled_removes_gateway(ctx_factory: Factory) -> None:
-    on = render_children(
-        ctx_factory({"sidecars": {"grpc": {"enabled": True}}}, gateway_available=True)
-    )
+    on = render_children(ctx_factory({"sidecars": {"grpc": {"enabled": True}}}))
     state = by_kind(on, "Deployment")["demo-state"]["spec"]["template"]["spec"]
     assert [c["name"] for c in state["containers"]] == ["state", "gateway"]
     assert by_kind(on, "Service")["demo-state"]["spec"]["ports"][0]["name"] == "grpc"

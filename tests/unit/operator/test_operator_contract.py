@@ -9,6 +9,7 @@ state` reads only a password file) fails here.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from plantd.common import contract
+from plantd.gateway import health
 from plantd_operator import shipped
 from plantd_operator.builders import render_children
 from plantd_operator.context import ClusterContext
@@ -40,6 +42,7 @@ FULL = {
     "networkPolicy": {"enabled": True},
     "security": {"curve": {"clientKeysConfigMap": "extra"}},
     "identity": {"bootstrapSecretRef": {"name": "first-admin"}},
+    "sidecars": {"grpc": {"edge": {"enabled": True, "type": "LoadBalancer"}}},
 }
 VERIFIED = {
     "state:password": "p",
@@ -101,14 +104,6 @@ def test_rendered_components_ship(component: str) -> None:
     assert "not available" not in help_text(component).lower(), component
 
 
-def test_the_gateway_is_rendered_only_when_it_ships() -> None:
-    # Rendering needs the command; the command alone (issue 9's first slice: StateService only)
-    # does not turn the sidecar on: GATEWAY_SHIPPED flips when the whole sidecar ships.
-    text = help_text(contract.GATEWAY).lower()
-    if shipped.GATEWAY_SHIPPED:
-        assert "not available" not in text, "the operator renders a gateway this image lacks"
-
-
 def test_every_command_is_a_shipped_component(ctx_factory: Factory) -> None:
     for children in renders(ctx_factory):
         for c in plantd_containers(children):
@@ -134,6 +129,7 @@ def test_every_setting_is_in_the_contract_and_in_the_component_help(ctx_factory:
 
 def test_every_port_is_a_contract_port(ctx_factory: Factory) -> None:
     known = {contract.MDP_PORT, contract.REDIS_PORT, *contract.HTTP_PORTS.values()}
+    known |= {contract.GRPC_PORT, contract.REST_PORT}
     known |= {p for pair in contract.BUS_PORTS.values() for p in pair}
     for children in renders(ctx_factory):
         for obj in children:
@@ -159,3 +155,57 @@ def test_every_rendered_kind_has_an_api_path(ctx_factory: Factory) -> None:
     for children in renders(ctx_factory):
         for obj in children:
             assert kube.path(obj["apiVersion"], obj["kind"], "ns", "n"), obj["kind"]
+
+
+def test_the_sidecar_as_rendered_is_what_plantd_gateway_reads(
+    ctx_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway parses the ConfigMap the operator renders, and the probes, ports and mounts
+    of its container are the ones those settings make it serve and read."""
+    from plantd.gateway.settings import GatewaySettings
+
+    for children in renders(ctx_factory):
+        config = next(c for c in children if c["kind"] == "ConfigMap")["data"]
+        for deployment in ("demo-state", "demo-identity"):
+            pod = next(
+                c
+                for c in children
+                if c["kind"] == "Deployment" and c["metadata"]["name"] == deployment
+            )["spec"]["template"]["spec"]
+            (sidecar,) = [c for c in pod["containers"] if c["name"] == contract.GATEWAY]
+            for key in [k for k in os.environ if k.startswith("PLANTD_")]:
+                monkeypatch.delenv(key)
+            for name, value in config.items():
+                monkeypatch.setenv(name, value)
+            settings = GatewaySettings()
+            ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+            assert ports[contract.PORT_NAME_GRPC] == settings.grpc_port
+            assert ports[contract.PORT_NAME_REST] == settings.rest_port and settings.rest
+            assert ports["http-metrics-gw"] == settings.http_port
+            # Reachable from the other pods: every socket binds all interfaces.
+            assert settings.grpc_host == settings.rest_host == settings.http_host == "0.0.0.0"
+            assert settings.auth == "identity", "a gateway in a cluster never runs open"
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert sidecar[probe]["grpc"]["port"] == settings.grpc_port, probe
+            assert sidecar["livenessProbe"]["grpc"]["service"] in health.LIVENESS
+            assert sidecar["readinessProbe"]["grpc"]["service"] == contract.HEALTH_READINESS
+            mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
+            volumes = {v["name"] for v in pod["volumes"]}
+            assert set(mounts.values()) <= volumes, deployment
+            if settings.jwks_file is not None:
+                assert str(settings.jwks_file.parent) in mounts, "the JWKS it reads is mounted"
+            if settings.curve:
+                assert str(settings.curve_keys) in mounts
+                assert mounts[str(settings.curve_keys)] == "curve-keys-gw", "its own key pair"
+            # The bus ports it follows are the broker's.
+            broker = config[contract.env_key(contract.STATE, contract.KEY_BROKER_ENDPOINT)]
+            assert settings.broker_endpoint == broker
+            host = broker.removeprefix("tcp://").rsplit(":", 1)[0]
+            for endpoint in (
+                settings.state_sub_endpoint,
+                settings.event_sub_endpoint,
+                settings.metric_sub_endpoint,
+                settings.event_pub_endpoint,
+                settings.metric_pub_endpoint,
+            ):
+                assert endpoint.startswith(f"tcp://{host}:"), endpoint

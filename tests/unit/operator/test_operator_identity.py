@@ -189,21 +189,20 @@ def test_request_authentication_has_the_jwks_inline(ctx_factory: Factory) -> Non
     assert not istio.request_authentications(ctx_factory({"mesh": {"istio": {"enabled": True}}}))
 
 
-def test_state_grpc_needs_a_token_of_our_issuer(ctx_factory: Factory) -> None:
-    ctx = ctx_factory(
-        {"mesh": {"istio": {"enabled": True}}, "sidecars": {"grpc": {"enabled": True}}},
-        gateway_available=True,
-        jwks='{"keys":[]}',
-    )
+def test_gateway_ports_admit_peers_and_leave_tokens_to_the_gateway(ctx_factory: Factory) -> None:
+    ctx = ctx_factory({"mesh": {"istio": {"enabled": True}}}, jwks='{"keys":[]}')
     aps = {
         o["metadata"]["name"]: o for o in istio.objects(ctx) if o["kind"] == "AuthorizationPolicy"
     }
-    source = aps["demo-state-allow"]["spec"]["rules"][0]["from"][0]["source"]
-    assert source["requestPrincipals"] == ["plantd-identity/*"]
-    assert source["principals"], "the peer is checked too (ANDed within one source)"
-    assert (
-        "requestPrincipals" not in aps["demo-broker-allow"]["spec"]["rules"][0]["from"][0]["source"]
-    )
+    for component in ("state", "identity"):
+        rule = aps[f"demo-{component}-allow"]["spec"]["rules"][0]
+        assert rule["to"][0]["operation"]["ports"] == ["50051", "8086"], component
+        source = rule["from"][0]["source"]
+        assert source["principals"], "only the cluster's services and listed clients"
+        # Every sidecar serves Login too: a token demanded by the mesh would refuse it.
+        assert "requestPrincipals" not in source, component
+    # Tokens still get checked: RequestAuthentication rejects a forged one at the mesh.
+    assert any(o["kind"] == "RequestAuthentication" for o in istio.objects(ctx))
 
 
 # ----------------------------------------------------------------------------- admission
@@ -252,10 +251,12 @@ def test_external_redis_needs_tls_or_an_explicit_plaintext_opt_in(ctx_factory: F
     assert admission.check(ctx_factory({"state": {"redis": EXTERNAL_TLS}}), ()) == []
 
 
-def test_what_does_not_ship_is_reported_not_rendered(ctx_factory: Factory) -> None:
-    ctx = ctx_factory({"identity": {"replicas": 3}, "sidecars": {"grpc": {"enabled": True}}})
+def test_identity_replicas_on_redis_are_honoured_and_sidecars_can_be_turned_off(
+    ctx_factory: Factory,
+) -> None:
+    ctx = ctx_factory({"identity": {"replicas": 3}, "sidecars": {"grpc": {"enabled": False}}})
     # Identity's store is the cluster's Redis: its replicas are honoured, nothing is capped.
-    assert reasons(admission.check(ctx, ())) == {"GrpcSidecarNotShipped": False}
+    assert reasons(admission.check(ctx, ())) == {}
     children = render_children(ctx)
     identity = next(
         c

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+from typing import Final
 
 import grpc
 import zmq
@@ -44,6 +46,15 @@ from plantd.gateway.settings import GatewaySettings
 from plantd.gateway.state_servicer import SERVICE_NAME, StateServicer
 from plantd.mdp import AsyncClient
 from plantd.v1 import bus_pb2_grpc, identity_pb2_grpc, state_pb2_grpc
+
+# Collect young objects after 100,000 net allocations instead of 700. Each stream's update
+# allocates a few dozen short-lived objects per watcher, so with thousands of watchers the
+# default thresholds ran a collection (and every tenth a scan of the older ones, the sockets
+# and tasks of all open streams) in the middle of each fan-out: bench.gateway, 5,000
+# WebSocket watchers, p99 per update 600 -> 225 ms, and the periodic 300 ms stalls gone. RSS
+# unchanged within noise (256 vs 264 MiB): the cycles freed are few; the
+# reference-counted rest is freed as before.
+GC_THRESHOLDS: Final = (100_000, 50, 100)
 
 
 def curve_for(settings: GatewaySettings) -> CurveClient | None:
@@ -132,6 +143,7 @@ async def main(ctx: ServiceContext) -> None:
     # 1023 sockets per context would refuse streams long before max_streams. Set before the
     # first socket of the asyncio context is made (libzmq reads it then).
     zmq.asyncio.Context.instance().set(zmq.MAX_SOCKETS, settings.max_streams + 1024)
+    gc.set_threshold(*GC_THRESHOLDS)
     curve = curve_for(settings)
     loop = asyncio.get_running_loop()
     keeper: KeyKeeper | None = None

@@ -3,6 +3,8 @@ AIP-193 rendering with the mapped HTTP status and Retry-After; ETag/If-Match; SS
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
@@ -133,3 +135,40 @@ def test_sse_frames_and_close_codes() -> None:
     ]  # fmt: skip
     assert render.ws_message("error", {"code": 1}) == '{"type":"error","error":{"code":1}}'
     assert GatewayCode.UNKNOWN_ROUTE in GatewayCode.ALL
+
+
+# ---- rendered stream frames, shared by the streams of one edge ----
+
+
+def _change(revision: int, value: str) -> pb.WatchEntriesResponse:
+    entry = pb.Entry(scope="s", key="k", value=value, version=revision)
+    return pb.WatchEntriesResponse(
+        changes=[pb.Change(entry=entry, revision=revision)], revision=revision
+    )
+
+
+def test_equal_messages_render_once_and_keep_their_resume_id() -> None:
+    frames = render.EventFrames(size=4)
+    first = frames.ws_event(_change(7, "a"), "revision")
+    # Another watcher's equal message (a different object): the same frame, not re-rendered.
+    assert frames.ws_event(_change(7, "a"), "revision") is first
+    assert json.loads(first) == {
+        "type": "event",
+        "id": "7",
+        "data": render.message_json(_change(7, "a")),
+    }
+    other = frames.ws_event(_change(7, "b"), "revision")
+    assert other != first and json.loads(other)["data"]["changes"][0]["entry"]["value"] == "b"
+    sse = frames.sse_event(_change(7, "a"), "revision")
+    assert sse.startswith(b"id: 7\ndata: {") and sse.endswith(b"\n\n")
+    assert frames.sse_event(_change(7, "a"), "revision") is sse
+
+
+def test_the_frame_table_is_bounded() -> None:
+    frames = render.EventFrames(size=4)
+    oldest = frames.ws_event(_change(1, "x"), "revision")
+    for revision in range(2, 10):
+        frames.ws_event(_change(revision, "x"), "revision")
+    assert len(frames._ws) == 4
+    again = frames.ws_event(_change(1, "x"), "revision")
+    assert again == oldest and again is not oldest, "evicted, then rendered again"

@@ -210,3 +210,19 @@ async def test_on_the_shared_subscription_one_watch_reads_the_history_for_all() 
     for stream in streams:
         await stream.aclose()
     await fan.close()
+
+
+def test_a_payload_every_watch_receives_is_parsed_once() -> None:
+    from plantd.gateway.watch import _RecentEvents
+
+    recent = _RecentEvents(slots=2)
+    payload = b'{"op":"set","key":"k","value":"v","version":3,"revision":3}'
+    first = recent(payload)
+    assert first is not None and first["revision"] == 3
+    assert recent(payload) is first, "the same object for every watch"
+    assert recent(b"not json") is None
+    # An equal payload that is another object is parsed on its own (identity, not equality).
+    twin = bytes(bytearray(payload))
+    assert recent(twin) == first and recent(twin) is not first
+    recent(b'{"revision":9}')
+    assert recent(payload) is not first, "pushed out of the two slots, parsed again"

@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -130,6 +130,58 @@ def sse_frame(data: str, *, event_id: str | None = None, event: str | None = Non
 
 
 SSE_HEARTBEAT: Final = b": keep-alive\n\n"  # a comment: EventSource ignores it, proxies see bytes
+
+
+_F = TypeVar("_F", str, bytes)
+
+
+class EventFrames:
+    """Rendered stream frames by message content, shared by every stream of one edge.
+
+    N watchers of one scope each receive an equal message per change; rendering it to proto3
+    JSON is most of what a frame costs (MessageToDict + dumps: ~40 us of the ~0.1 ms each
+    watcher cost per update, 5,000 watchers in ``bench.gateway``), so it is done once per
+    distinct message. The key is the message's type and wire bytes (equal messages serialize
+    equally in one process); the table keeps the last ``size`` frames, enough for the changes
+    in flight to all watchers at once.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._ws: dict[tuple[str, str, bytes], str] = {}
+        self._sse: dict[tuple[str, str, bytes], bytes] = {}
+
+    def ws_event(self, message: Message, id_field: str) -> str:
+        """The WebSocket ``event`` frame of a stream message (with its resume ``id``)."""
+        key = _frame_key(message, id_field)
+        frame = self._ws.get(key)
+        if frame is None:
+            extra = {"id": str(getattr(message, id_field))} if id_field else {}
+            frame = ws_message("event", message_json(message), **extra)
+            _keep(self._ws, key, frame, self.size)
+        return frame
+
+    def sse_event(self, message: Message, id_field: str) -> bytes:
+        """The SSE event of a stream message (with its resume ``id:``)."""
+        key = _frame_key(message, id_field)
+        frame = self._sse.get(key)
+        if frame is None:
+            event_id = str(getattr(message, id_field)) if id_field else None
+            frame = sse_frame(dumps(message_json(message)), event_id=event_id)
+            _keep(self._sse, key, frame, self.size)
+        return frame
+
+
+def _frame_key(message: Message, id_field: str) -> tuple[str, str, bytes]:
+    return (message.DESCRIPTOR.full_name, id_field, message.SerializeToString())
+
+
+def _keep(
+    table: dict[tuple[str, str, bytes], _F], key: tuple[str, str, bytes], frame: _F, size: int
+) -> None:
+    if len(table) >= size:
+        del table[next(iter(table))]  # the oldest: dicts keep insertion order
+    table[key] = frame
 
 
 def ws_message(kind: str, payload: dict[str, Any], **extra: Any) -> str:

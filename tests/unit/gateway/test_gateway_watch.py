@@ -220,6 +220,9 @@ def test_a_payload_every_watch_receives_is_parsed_once() -> None:
     first = recent(payload)
     assert first is not None and first["revision"] == 3
     assert recent(payload) is first, "the same object for every watch"
+    live = recent.response(payload, "s")
+    assert recent.response(payload, "s") is live, "one response object shared by the watches"
+    assert live.revision == 3 and live.changes[0].entry.value == "v"
     assert recent(b"not json") is None
     # An equal payload that is another object is parsed on its own (identity, not equality).
     twin = bytes(bytearray(payload))

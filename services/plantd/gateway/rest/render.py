@@ -133,6 +133,7 @@ SSE_HEARTBEAT: Final = b": keep-alive\n\n"  # a comment: EventSource ignores it,
 
 
 _F = TypeVar("_F", str, bytes)
+RECENT_BY_IDENTITY: Final = 8  # messages whose frames are found by identity (kept alive here)
 
 
 class EventFrames:
@@ -150,15 +151,23 @@ class EventFrames:
         self.size = size
         self._ws: dict[tuple[str, str, bytes], str] = {}
         self._sse: dict[tuple[str, str, bytes], bytes] = {}
+        self._recent_ws: list[tuple[Message, str, str]] = []
 
     def ws_event(self, message: Message, id_field: str) -> str:
         """The WebSocket ``event`` frame of a stream message (with its resume ``id``)."""
+        # The watches of a scope share one response object per change (plantd.gateway.watch):
+        # found by identity first, without serializing it for the key.
+        for seen, seen_field, seen_frame in self._recent_ws:
+            if seen is message and seen_field == id_field:
+                return seen_frame
         key = _frame_key(message, id_field)
         frame = self._ws.get(key)
         if frame is None:
             extra = {"id": str(getattr(message, id_field))} if id_field else {}
             frame = ws_message("event", message_json(message), **extra)
             _keep(self._ws, key, frame, self.size)
+        self._recent_ws.insert(0, (message, id_field, frame))
+        del self._recent_ws[RECENT_BY_IDENTITY:]
         return frame
 
     def sse_event(self, message: Message, id_field: str) -> bytes:

@@ -95,10 +95,12 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
 
 
 def gateway_settings(ctx: ClusterContext, put: Callable[[str, str, str | int], None]) -> None:
-    """The gateway sidecar: binds on all interfaces, the buses it relays, and offline token
+    """The gateway sidecar: binds on all interfaces, the buses it relays, offline token
     checks against the JWKS the operator renders (fetched from identity over the bus when
-    state's auth is off and no JWKS is mounted). Its auth is never off: a gateway without it
-    would open generic bus calls to anyone who can reach the pod."""
+    state's auth is off and no JWKS is mounted), and rate limits in the cluster's Redis. Its
+    auth is never off: a gateway without it would open generic bus calls to anyone who can
+    reach the pod. Every state.redis mode is Redis, so both pods with a sidecar mount the
+    Redis files (workloads.deployment)."""
     grpc = ctx.spec.sidecars.grpc
     gw = naming.GATEWAY
     put(gw, contract.KEY_GRPC_HOST, contract.CONTAINER_HTTP_HOST)
@@ -115,6 +117,18 @@ def gateway_settings(ctx: ClusterContext, put: Callable[[str, str, str | int], N
     put(gw, contract.KEY_AUTH_ISSUER, ctx.issuer)
     if trust.jwks_enabled(ctx):
         put(gw, contract.KEY_JWKS_FILE, trust.JWKS_PATH)
+    # Rate limits shared by every sidecar through the cluster's Redis (its own key prefix),
+    # with the same password and CA files state reads (mounted into the sidecar too).
+    redis = redis_settings(ctx)
+    put(gw, contract.KEY_RATE_LIMIT_REDIS_URL, redis[contract.KEY_STATE_REDIS_URL])
+    if contract.KEY_STATE_REDIS_PASSWORD_FILE in redis:
+        put(
+            gw,
+            contract.KEY_RATE_LIMIT_REDIS_PASSWORD_FILE,
+            redis[contract.KEY_STATE_REDIS_PASSWORD_FILE],
+        )
+    if contract.KEY_STATE_REDIS_CA_FILE in redis:
+        put(gw, contract.KEY_RATE_LIMIT_REDIS_CA_FILE, redis[contract.KEY_STATE_REDIS_CA_FILE])
 
 
 def redis_settings(ctx: ClusterContext) -> dict[str, str]:

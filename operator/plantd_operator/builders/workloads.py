@@ -125,10 +125,11 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
                 "protocol": "TCP",
             }
         ]
+    redis_mounts: list[dict[str, Any]] = []
     if _uses_redis(ctx, component):
-        vols, more = redis_wiring(ctx)
+        vols, redis_mounts = redis_wiring(ctx)
         volumes += vols
-        mounts += more
+        mounts += redis_mounts
     if component == naming.IDENTITY:
         vols, more = _identity_wiring(ctx)
         volumes += vols
@@ -151,6 +152,8 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
             volumes.append({**gw, "name": f"{pods.CURVE_VOLUME}-gw"})
         if trust.jwks_enabled(ctx):
             sidecar["volumeMounts"].append(trust.jwks_mount())
+        # Its rate limits live in the same Redis as the pod's service (config.gateway_settings).
+        sidecar["volumeMounts"] += redis_mounts
         containers.append(sidecar)
     template = pods.pod_template(
         ctx, component, containers, volumes, config_digest=_digest(ctx, component)

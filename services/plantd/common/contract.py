@@ -212,6 +212,9 @@ KEY_STATE_SUB_ENDPOINT: Final = "state_sub_endpoint"  # state bus XPUB (WatchEnt
 KEY_METRIC_SUB_ENDPOINT: Final = "metric_sub_endpoint"
 KEY_EVENT_PUB_ENDPOINT: Final = "event_pub_endpoint"
 KEY_METRIC_PUB_ENDPOINT: Final = "metric_pub_endpoint"
+KEY_RATE_LIMIT_REDIS_URL: Final = "rate_limit_redis_url"  # buckets shared by the replicas
+KEY_RATE_LIMIT_REDIS_PASSWORD_FILE: Final = "rate_limit_redis_password_file"  # noqa: S105
+KEY_RATE_LIMIT_REDIS_CA_FILE: Final = "rate_limit_redis_ca_file"
 # The gateway's gRPC health names the pod probes ask (plantd.gateway.health).
 HEALTH_LIVENESS: Final = "liveness"
 HEALTH_READINESS: Final = "readiness"

@@ -139,7 +139,10 @@ def service_command(
         callback=callback,
         help=help,
         epilog=epilog,
-        context_settings={"max_content_width": 100, "show_default": False},
+        # A fixed width, not the terminal's (80 when piped): the help names each setting's
+        # environment variable, and a narrower column would break the longest ones in two
+        # (PLANTD_GATEWAY_RATE_LIMIT_REDIS_PASSWORD_FILE), which nobody can then paste.
+        context_settings={"terminal_width": 100, "max_content_width": 100, "show_default": False},
     )
     settings_options(settings_cls)(cmd)
     return cmd

@@ -29,16 +29,18 @@ from plantd.common.config import ServiceSettings
 from plantd.common.curve import CurveClient
 from plantd.common.keys import KeysError, load_client
 from plantd.common.options import service_command
+from plantd.common.redis_conn import RedisSetupError, client_for
 from plantd.common.service import LoopFactory, ServiceContext, ServiceError
 from plantd.gateway.auth import Authenticator
 from plantd.gateway.bus_servicer import SERVICE_NAME as BUS_SERVICE_NAME
 from plantd.gateway.bus_servicer import BusServicer
-from plantd.gateway.calls import CallGate, RouteClass, RpcMetrics, StreamSlots
+from plantd.gateway.calls import CallGate, Limiter, RouteClass, RpcMetrics, StreamSlots
 from plantd.gateway.fanout import Fanout, FanoutCollector
 from plantd.gateway.health import Readiness
 from plantd.gateway.identity_servicer import SERVICE_NAME as IDENTITY_SERVICE_NAME
 from plantd.gateway.identity_servicer import BackendHealth, IdentityServicer
 from plantd.gateway.ratelimit import LocalLimiter, Policies, Policy
+from plantd.gateway.ratelimit_redis import TAKE_ALL, RedisLimiter
 from plantd.gateway.rest.openapi import openapi_document
 from plantd.gateway.rest.routes import routes_for
 from plantd.gateway.rest.server import EdgeOptions, RestEdge
@@ -87,6 +89,27 @@ def local_limiter(settings: GatewaySettings) -> LocalLimiter:
             login=Policy(settings.rate_limit_login_per_s, settings.rate_limit_login_burst),
         ),
         max_buckets=settings.rate_limit_max_buckets,
+    )
+
+
+def rate_limiter(settings: GatewaySettings, ctx: ServiceContext) -> Limiter:
+    """Buckets in this process, or shared through Redis (falling back to these)."""
+    local = local_limiter(settings)
+    target = settings.rate_limit_redis()
+    if target is None:
+        return local
+    try:
+        client = client_for(target)
+    except RedisSetupError as exc:
+        raise ServiceError(f"rate limits: {exc}") from None
+    return RedisLimiter(
+        client.register_script(TAKE_ALL),
+        local.policies,
+        local,
+        prefix=settings.rate_limit_redis_prefix,
+        timeout_s=settings.rate_limit_redis_timeout_ms / 1000.0,
+        registry=ctx.registry,
+        close=client.aclose,
     )
 
 
@@ -183,7 +206,7 @@ async def main(ctx: ServiceContext) -> None:
     server = grpc.aio.server(
         options=server_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs
     )
-    limiter = local_limiter(settings) if settings.rate_limits else None
+    limiter = rate_limiter(settings, ctx) if settings.rate_limits else None
     gate = CallGate(
         Authenticator(verifier),
         RpcMetrics(ctx.registry),
@@ -307,6 +330,8 @@ async def main(ctx: ServiceContext) -> None:
         await asyncio.gather(server.stop(settings.drain_s), edge.stop() if edge else _nothing())
         await cancel_all(tasks)
         await watches.close()
+        if isinstance(limiter, RedisLimiter):
+            await limiter.close()
         if keeper is not None:
             await keeper.close()
         for publisher in publishers.values():

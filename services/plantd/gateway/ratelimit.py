@@ -101,6 +101,32 @@ class Policies:
     login: Policy
 
 
+# Bucket kinds (separate key spaces); a refusal names "sub" or "source" (refused_by).
+BY_SUBJECT = "sub"
+BY_SOURCE = "source"
+BY_LOGIN_SOURCE = "login"
+
+
+def refused_by(kind: str) -> str:
+    """The ``limit`` a refusal by this kind of bucket names (metrics, the error's metadata)."""
+    return BY_SUBJECT if kind == BY_SUBJECT else BY_SOURCE
+
+
+def plan(
+    policies: Policies, subject: str | None, source: str, route: RouteClass
+) -> list[tuple[str, str, Policy]]:
+    """The buckets one call takes a token from, as (kind, key, policy): a login's source
+    bucket; else the subject's and the source's (both or neither), or the source's alone
+    with ``--auth off`` (the source is all we know). The same for every limiter."""
+    src = source_key(source)
+    if route is RouteClass.LOGIN:
+        return [(BY_LOGIN_SOURCE, src, policies.login)]
+    by_source = (BY_SOURCE, src, policies.source[route])
+    if subject is None:
+        return [by_source]
+    return [(BY_SUBJECT, subject, policies.subject[route]), by_source]
+
+
 class LocalLimiter:
     """The gateway's in-process limiter (``plantd.gateway.calls.Limiter``)."""
 
@@ -135,22 +161,16 @@ class LocalLimiter:
     def decide(self, subject: str | None, source: str, route: RouteClass) -> Decision:
         """The same as :meth:`check`, synchronously (the local limiter never waits)."""
         now = self.clock()
-        src = source_key(source)
-        if route is RouteClass.LOGIN:
-            bucket = self._bucket("login", route, src, self.policies.login, now)
-            if bucket.take(now):
+        wanted = plan(self.policies, subject, source, route)
+        buckets = [self._bucket(kind, route, key, policy, now) for kind, key, policy in wanted]
+        if len(buckets) == 1:
+            if buckets[0].take(now):
                 return Decision(True)
-            return Decision(False, bucket.retry_after(now), "source")
-        by_source = self._bucket("source", route, src, self.policies.source[route], now)
-        if subject is None:  # --auth off: the source is all we know
-            if by_source.take(now):
-                return Decision(True)
-            return Decision(False, by_source.retry_after(now), "source")
-        by_subject = self._bucket("sub", route, subject, self.policies.subject[route], now)
-        allowed, retry, which = take_both(by_subject, by_source, now)
+            return Decision(False, buckets[0].retry_after(now), refused_by(wanted[0][0]))
+        allowed, retry, which = take_both(buckets[0], buckets[1], now)
         if allowed:
             return Decision(True)
-        return Decision(False, retry, "sub" if which == 0 else "source")
+        return Decision(False, retry, refused_by(wanted[which][0]))
 
     async def check(self, subject: str | None, source: str, route: RouteClass) -> Decision:
         return self.decide(subject, source, route)

@@ -15,9 +15,13 @@ from plantd.common.config import (
     JwksFile,
     JwksRefreshS,
     NotBeforeSubEndpoint,
+    RedisCaFile,
+    RedisPasswordFile,
+    RedisUrl,
     ServiceSettings,
     check_endpoint,
 )
+from plantd.common.redis_conn import RedisTarget
 
 DEFAULT_STATE_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['state'][1]}"
 DEFAULT_METRIC_SUB = f"tcp://127.0.0.1:{contract.BUS_PORTS['metric'][1]}"
@@ -257,6 +261,23 @@ class GatewaySettings(ServiceSettings):
         description="buckets kept (~0.3 KB each); the least recently used is dropped first and "
         "comes back full",
     )
+    rate_limit_redis_url: RedisUrl = Field(
+        "",
+        description="share the buckets with every gateway replica through this Redis "
+        "(atomic, on Redis's clock); empty: each process limits alone. While it does not "
+        "answer, each replica limits alone (plantd_gateway_rate_limit_fallbacks_total)",
+    )
+    rate_limit_redis_password_file: RedisPasswordFile = None
+    rate_limit_redis_ca_file: RedisCaFile = None
+    rate_limit_redis_prefix: str = Field(
+        "plantd:gateway:", min_length=1, max_length=64, description="key prefix in that Redis"
+    )
+    rate_limit_redis_timeout_ms: int = Field(
+        250,
+        ge=10,
+        le=5000,
+        description="how long a call waits for Redis's answer before this replica decides alone",
+    )
 
     # ---- the REST/JSON, SSE and WebSocket edge (plantd.gateway.rest; docs/api.md "REST") ----
     rest: bool = Field(
@@ -331,7 +352,25 @@ class GatewaySettings(ServiceSettings):
     def _timeouts(self) -> GatewaySettings:
         if self.default_timeout_ms > self.max_timeout_ms:
             raise ValueError("default_timeout_ms must not be above max_timeout_ms")
+        url = self.rate_limit_redis_url
+        if not url and (self.rate_limit_redis_password_file or self.rate_limit_redis_ca_file):
+            raise ValueError("rate_limit_redis_password_file/ca_file need rate_limit_redis_url")
+        if self.rate_limit_redis_ca_file is not None and not url.startswith("rediss://"):
+            raise ValueError("rate_limit_redis_ca_file is for TLS: use a rediss:// URL")
         return self
+
+    def rate_limit_redis(self) -> RedisTarget | None:
+        """Where the shared buckets live, or None (each process limits alone)."""
+        if not self.rate_limit_redis_url:
+            return None
+        timeout = self.rate_limit_redis_timeout_ms / 1000.0
+        return RedisTarget(
+            self.rate_limit_redis_url,
+            password_file=self.rate_limit_redis_password_file,
+            ca_file=self.rate_limit_redis_ca_file,
+            socket_timeout=timeout,
+            connect_timeout=timeout,
+        )
 
     def rest_bind(self) -> str:
         """The REST edge's host for aiohttp (IPv6 literals without brackets)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
@@ -45,6 +46,16 @@ def test_help_everywhere(root: click.Group) -> None:
         if isinstance(cmd, click.Group):
             for sub in cmd.list_commands(click.Context(cmd)):
                 assert sub in result.output, f"{where} --help does not list {sub}"
+
+
+@pytest.mark.parametrize("root", [plant_cli, plantd_cli], ids=["plant", "plantd"])
+def test_environment_variables_are_printed_whole(root: click.Group) -> None:
+    # Piped help is 78 columns wide by default: a long variable name was broken in two.
+    runner = CliRunner()
+    for path in _walk(root, []):
+        out = runner.invoke(root, [*path, "--help"], prog_name=root.name, terminal_width=78).output
+        for match in re.finditer(r"\[env\s+(PLANTD_[A-Z0-9_]+)(.)", out):
+            assert match.group(2) in ";],", f"{' '.join(path)}: {match.group(1)} is broken"
 
 
 def test_expected_commands_present() -> None:

@@ -194,6 +194,15 @@ def test_the_sidecar_as_rendered_is_what_plantd_gateway_reads(
             assert set(mounts.values()) <= volumes, deployment
             if settings.jwks_file is not None:
                 assert str(settings.jwks_file.parent) in mounts, "the JWKS it reads is mounted"
+            # Its rate limits share the state store's Redis, with the files mounted.
+            state_url = config[contract.env_key(contract.STATE, contract.KEY_STATE_REDIS_URL)]
+            assert settings.rate_limit_redis_url == state_url
+            for path in (
+                settings.rate_limit_redis_password_file,
+                settings.rate_limit_redis_ca_file,
+            ):
+                if path is not None:
+                    assert str(path.parent) in mounts, f"{deployment}: {path} not mounted"
             if settings.curve:
                 assert str(settings.curve_keys) in mounts
                 assert mounts[str(settings.curve_keys)] == "curve-keys-gw", "its own key pair"

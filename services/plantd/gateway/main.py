@@ -41,6 +41,7 @@ from plantd.gateway.identity_servicer import SERVICE_NAME as IDENTITY_SERVICE_NA
 from plantd.gateway.identity_servicer import BackendHealth, IdentityServicer
 from plantd.gateway.ratelimit import LocalLimiter, Policies, Policy
 from plantd.gateway.ratelimit_redis import TAKE_ALL, RedisLimiter
+from plantd.gateway.reflection import MethodAwarePool
 from plantd.gateway.rest.openapi import openapi_document
 from plantd.gateway.rest.routes import routes_for
 from plantd.gateway.rest.server import EdgeOptions, RestEdge
@@ -267,6 +268,7 @@ async def main(ctx: ServiceContext) -> None:
             reflection.SERVICE_NAME,
         ),
         server,
+        pool=MethodAwarePool(),
     )
     readiness = Readiness(
         health, bus, (SERVICE_NAME,), interval_s=settings.health_interval_ms / 1000.0

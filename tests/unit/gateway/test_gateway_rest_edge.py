@@ -172,3 +172,19 @@ def test_the_frame_table_is_bounded() -> None:
     assert len(frames._ws) == 4
     again = frames.ws_event(_change(1, "x"), "revision")
     assert again == oldest and again is not oldest, "evicted, then rendered again"
+
+
+# ---- server reflection's pool ----
+
+
+def test_reflection_finds_the_file_of_a_method() -> None:
+    from plantd.gateway.reflection import MethodAwarePool
+
+    pool = MethodAwarePool()
+    found = pool.FindFileContainingSymbol("plantd.v1.StateService.GetEntry")
+    assert found.name == "plantd/v1/state.proto"
+    assert pool.FindFileContainingSymbol("plantd.v1.GetEntryRequest").name == found.name
+    for missing in ("plantd.v1.StateService.NoSuchMethod", "plantd.v1.NoSuchService.GetEntry", "x"):
+        with pytest.raises(KeyError):
+            pool.FindFileContainingSymbol(missing)
+    assert pool.FindFileByName("plantd/v1/state.proto") is found  # the rest is the pool's

@@ -38,6 +38,7 @@ from bench._stats import median, percentile, ratio, table
 
 SCOPE = "bench"
 NKEYS = 100
+WRITERS = 4  # batch-set requests in flight while a watch is measured (one state worker)
 INFLIGHT = 32
 
 
@@ -215,6 +216,7 @@ async def measure(
     import grpc
     from tests.integration.state.statekit import client_curve
 
+    from plantd.bus import AsyncSubscriber
     from plantd.common import contract
     from plantd.mdp import AsyncClient
     from plantd.v1 import state_pb2 as pb
@@ -314,10 +316,18 @@ async def measure(
         rows.append(["GetEntry p50 via gateway, 1 in flight (ms)", p50("gw1"), "", ""])
         rows.append(["state-get p50 direct MDP, 1 in flight (ms)", p50("mdp1"), "", ""])
         rows.append(["  gateway added p50 (ms)", added, "", ""])
-        ev, cu = await watch_rate(gw, bus, stack.token, md, 20 if reps == 1 else 50)
+        sub = AsyncSubscriber(stack.broker.state_sub, (SCOPE,), curve=client_curve(stack.keys))
+        try:
+            ev, bare_ev, cu = await watch_rate(
+                gw, bus, stack.token, md, 20 if reps == 1 else 50, sub
+            )
+        finally:
+            sub.close()
         rows.append(
             ["WatchEntries live events/s (one stream)", ev, ">= 50,000", verdict(ev >= 5e4)]
         )
+        rows.append(["  bare state-bus SUB, same writes (events/s)", bare_ev, "", ""])
+        rows.append(["  watch / bare SUB", ratio(ev, bare_ev), "", ""])
         rows.append(["WatchEntries catch-up events/s", cu, ">= 50,000", verdict(cu >= 5e4)])
         if watchers:
             p99, connected_s, rss, lost = await ws_fanout(stack, http, watchers, ws_updates)
@@ -429,11 +439,15 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-async def watch_rate(gw: Any, bus: Any, token: str, md: Any, batches: int) -> tuple[float, float]:
+async def watch_rate(
+    gw: Any, bus: Any, token: str, md: Any, batches: int, sub: Any
+) -> tuple[float, float, float]:
     """Events/s one WatchEntries stream delivers while batch-set writes of 100 keys go straight
-    on the bus, first to last event received (bounded by the writers' rate too); then the same
-    changes replayed from history by a second stream (start_revision, catch-up pages):
-    (live events/s, catch-up events/s)."""
+    on the bus, first to last event received; the baseline is a bare SUB socket on the state
+    bus (``sub``) counting the same events in the same run, which bounds what any watch can
+    see (the writers' and the state service's rate); then the same changes replayed from
+    history by a second stream (start_revision, catch-up pages):
+    (live events/s, bare SUB events/s, catch-up events/s)."""
     from plantd.common import contract
     from plantd.v1 import state_pb2 as pb
 
@@ -459,13 +473,37 @@ async def watch_rate(gw: Any, bus: Any, token: str, md: Any, batches: int) -> tu
             if seen >= want:
                 return
 
+    async def write(prefix: str) -> None:
+        async def writer(first: int) -> None:  # WRITERS of these, each its batches in turn
+            for b in range(first, batches, WRITERS):
+                items = [{"key": f"{prefix}{b}-{i}", "value": str(i)} for i in range(100)]
+                body = json.dumps({"service": SCOPE, "items": items, "token": token})
+                reply = await bus.request(contract.SERVICE_STATE, "batch-set", body)
+                if not json.loads(reply[0]).get("success"):
+                    raise SystemExit(f"batch-set failed: {reply[0]!r}")
+
+        await asyncio.gather(*(writer(w) for w in range(WRITERS)))
+
+    # The baseline first, on its own (keys "r..."; the watch's prefix is "w"): a bare SUB.
+    raw: list[float] = []
+
+    async def raw_reader() -> None:
+        while len(raw) < want:
+            msg = await sub.recv()
+            if msg.topic == SCOPE.encode():
+                raw.append(time.perf_counter())
+
+    raw_task = asyncio.create_task(raw_reader())
+    await write("r")
+    try:
+        await asyncio.wait_for(raw_task, 30)
+    except TimeoutError:
+        raise SystemExit(f"bare SUB: {len(raw)} of {want} events within 30 s") from None
+    bare = ratio(len(raw) - 1, raw[-1] - raw[0])
+    print(f"  bare SUB: {len(raw)} events in {(raw[-1] - raw[0]) * 1000:.0f} ms", flush=True)
+
     task = asyncio.create_task(reader())
-    for b in range(batches):
-        items = [{"key": f"w{b}-{i}", "value": str(i)} for i in range(100)]
-        body = json.dumps({"service": SCOPE, "items": items, "token": token})
-        reply = await bus.request(contract.SERVICE_STATE, "batch-set", body)
-        if not json.loads(reply[0]).get("success"):
-            raise SystemExit(f"batch-set failed: {reply[0]!r}")
+    await write("w")
     try:
         await asyncio.wait_for(task, 30)
     except TimeoutError:
@@ -487,7 +525,7 @@ async def watch_rate(gw: Any, bus: Any, token: str, md: Any, batches: int) -> tu
         n += len(msg.changes)
     catchup = ratio(n, time.perf_counter() - t0)
     again.cancel()
-    return live, catchup
+    return live, bare, catchup
 
 
 def main(argv: list[str] | None = None) -> int:

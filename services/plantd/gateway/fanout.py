@@ -85,6 +85,14 @@ class Reader:
         self.buffered_bytes -= size
         return message
 
+    def poll(self) -> BusMessage | None:
+        """The next buffered message without waiting, or None."""
+        if not self._buffer:
+            return None
+        message, size = self._buffer.popleft()
+        self.buffered_bytes -= size
+        return message
+
     async def shared_catch_up(
         self, fetch: Callable[[], Awaitable[Sequence[BusMessage]]], interval_s: float
     ) -> bool:

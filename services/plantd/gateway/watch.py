@@ -18,7 +18,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from plantd.api.errors import Origin
 from plantd.bus import BusMessage
@@ -80,6 +80,12 @@ class _RecentEvents:
 _parsed = _RecentEvents()
 
 
+# A live response packs at most this many changes, or this much event payload (the largest
+# response then stays far below the gRPC message limit of 4 MiB, values included).
+PACK_CHANGES: Final = 500
+PACK_BYTES: Final = 1024 * 1024
+
+
 class Subscriber(Protocol):
     async def recv(self) -> BusMessage: ...
 
@@ -109,6 +115,7 @@ class Watch:
         )
         self.last = 0
         self.behind = False  # the history holds more than the shared catch-up delivered
+        self._held: BusMessage | None = None  # read by _pack_ready, not yet handled
         self.sent_at = time.monotonic()
 
     async def _snapshot(self) -> tuple[int, list[pb.Entry]]:
@@ -182,8 +189,11 @@ class Watch:
             yield resp
         while True:
             try:
-                async with asyncio.timeout(self._wait()):
-                    msg = await self.sub.recv()
+                if self._held is not None:
+                    msg, self._held = self._held, None
+                else:
+                    async with asyncio.timeout(self._wait()):
+                        msg = await self.sub.recv()
             except SourceClosed as exc:
                 raise RpcFailure(
                     Origin.BUS,
@@ -216,9 +226,47 @@ class Watch:
                     yield resp
                 continue
             self.last = event["revision"]
-            if wanted(self.prefix, event):
-                self.sent_at = time.monotonic()
+            head = wanted(self.prefix, event)
+            packed = self._pack_ready()
+            if not head and not packed:
+                continue
+            self.sent_at = time.monotonic()
+            if not packed:  # the usual case: one change, the response every watch shares
                 yield _parsed.response(msg.payload, self.scope)
+            else:
+                changes = [change_pb(self.scope, event)] if head else []
+                yield pb.WatchEntriesResponse(changes=changes + packed, revision=self.last)
+
+    def _pack_ready(self) -> list[pb.Change]:
+        """The in-order events already waiting behind the one just read, for one response.
+
+        A watch that fell behind by a burst (a batch write, a slow client) then sends its
+        changes in a few large messages rather than one per change, as catch-up pages do:
+        bounded by PACK_CHANGES and PACK_BYTES of payload. A gap stops the packing; that
+        message is read next (``_held``), and its history then fills the gap.
+        """
+        if not isinstance(self.sub, Reader):
+            return []
+        out: list[pb.Change] = []
+        size = 0
+        topic = self.scope.encode()
+        while len(out) < PACK_CHANGES and size < PACK_BYTES:
+            msg = self.sub.poll()
+            if msg is None:
+                break
+            if msg.topic != topic:
+                continue
+            event = _parsed(msg.payload)
+            if event is None or event["revision"] <= self.last:
+                continue
+            if event["revision"] != self.last + 1:
+                self._held = msg
+                break
+            self.last = event["revision"]
+            size += len(msg.payload)
+            if wanted(self.prefix, event):
+                out.append(change_pb(self.scope, event))
+        return out
 
     def _wait(self) -> float:
         if not self.progress_s:

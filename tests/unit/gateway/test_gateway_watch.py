@@ -229,3 +229,51 @@ def test_a_payload_every_watch_receives_is_parsed_once() -> None:
     assert recent(twin) == first and recent(twin) is not first
     recent(b'{"revision":9}')
     assert recent(payload) is not first, "pushed out of the two slots, parsed again"
+
+
+async def test_a_burst_already_waiting_goes_out_packed_and_a_gap_stops_the_pack() -> None:
+    """Events buffered behind the one read are sent in one response (in order, the prefix
+    applied); at a gap the packing stops, the history fills it, and nothing repeats."""
+    from plantd.gateway.fanout import Fanout
+
+    class Source:
+        def subscribe(self, topic: str | bytes) -> None: ...
+
+        def unsubscribe(self, topic: str | bytes) -> None: ...
+
+        async def recv(self) -> BusMessage:
+            await asyncio.Event().wait()
+            raise AssertionError
+
+        def close(self) -> None: ...
+
+    state = FakeState([change(1)])  # the start point: revision 1
+    fan = Fanout(Source(), buffer_messages=100, buffer_bytes=64 * 1024)
+    reader = fan.subscribe("s")
+    watch = Watch(
+        pb.WatchEntriesRequest(scope="s", key_prefix="k"),
+        state,
+        reader,
+        recheck=lambda: None,
+        resync_s=10,
+    )
+    stream = watch.responses()
+    assert (await anext(stream)).created
+    burst = [change(2), change(3), change(4, key="other"), change(5), change(7), change(8)]
+    state.history += [*burst[:4], change(6, key="k6"), *burst[4:]]  # 6's event was lost
+    for c in burst:
+        assert reader.offer(BusMessage(b"s", json.dumps(c).encode()))
+    async with asyncio.timeout(5):
+        packed = await anext(stream)
+        filled = await anext(stream)
+    # 2..5 in one response (4 is not under the prefix, so not sent, but not a gap either).
+    assert [c.revision for c in packed.changes] == [2, 3, 5] and packed.revision == 5
+    # 7 was a gap: the history sends 6, 7, 8, and the bus's 7 and 8 are then old news.
+    assert [c.revision for c in filled.changes] == [6, 7, 8]
+    state.history.append(change(9))
+    assert reader.offer(BusMessage(b"s", json.dumps(change(9)).encode()))
+    async with asyncio.timeout(5):
+        after = await anext(stream)
+    assert [c.revision for c in after.changes] == [9], "the bus's 8 was not sent again"
+    await stream.aclose()
+    await fan.close()

@@ -116,6 +116,7 @@ class Watch:
         self.last = 0
         self.behind = False  # the history holds more than the shared catch-up delivered
         self._held: BusMessage | None = None  # read by _pack_ready, not yet handled
+        self._dropped_seen = 0  # the reader's drops this watch has read the history for
         self.sent_at = time.monotonic()
 
     async def _snapshot(self) -> tuple[int, list[pb.Entry]]:
@@ -205,10 +206,16 @@ class Watch:
                 self.recheck()  # the token may have expired or been revoked meanwhile
                 # A lost last event is not missed long. On the shared subscription one watch
                 # of the scope reads the history for all of them (fanout.py); past one page,
-                # or a compacted history, it reads the rest for itself.
+                # or a compacted history, it reads the rest for itself. So does a watch whose
+                # own buffer overflowed: the shared read starts where its reader is, which
+                # may be far ahead of this one (a stalled client would then wait forever).
                 self.behind = not isinstance(self.sub, Reader)
                 if isinstance(self.sub, Reader):
-                    await self.sub.shared_catch_up(self._history_events, self.resync_s)
+                    if self.sub.dropped != self._dropped_seen:
+                        self._dropped_seen = self.sub.dropped
+                        self.behind = True
+                    else:
+                        await self.sub.shared_catch_up(self._history_events, self.resync_s)
                 if self.behind:
                     async for resp in self._catch_up():
                         yield resp

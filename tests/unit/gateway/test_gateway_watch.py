@@ -277,3 +277,57 @@ async def test_a_burst_already_waiting_goes_out_packed_and_a_gap_stops_the_pack(
     assert [c.revision for c in after.changes] == [9], "the bus's 8 was not sent again"
     await stream.aclose()
     await fan.close()
+
+
+async def test_a_watch_whose_buffer_overflowed_reads_its_own_history() -> None:
+    """The tail of a burst overflows a stalled watch's buffer while another watch of the
+    scope got everything: on silence the stalled one reads the history from where it is,
+    not the shared read from where the other one is (which finds nothing)."""
+    from plantd.gateway.fanout import Fanout
+
+    class Source:
+        def subscribe(self, topic: str | bytes) -> None: ...
+
+        def unsubscribe(self, topic: str | bytes) -> None: ...
+
+        async def recv(self) -> BusMessage:
+            await asyncio.Event().wait()
+            raise AssertionError
+
+        def close(self) -> None: ...
+
+    state = FakeState([change(1)])
+    fan = Fanout(Source(), buffer_messages=2, buffer_bytes=64 * 1024)
+
+    def watch(resync_s: float) -> Watch:
+        request = pb.WatchEntriesRequest(scope="s")
+        return Watch(request, state, fan.subscribe("s"), recheck=lambda: None, resync_s=resync_s)
+
+    # The fast watch goes silent sooner, so it always leads the shared read.
+    fast, slow = watch(0.05), watch(0.2)
+    fast_stream, slow_stream = fast.responses(), slow.responses()
+    assert (await anext(fast_stream)).created and (await anext(slow_stream)).created
+    events = [change(r) for r in range(2, 7)]
+    state.history += events
+    got: list[int] = []
+    for c in events:  # delivered one at a time: the fast watch takes each at once
+        fan.deliver(BusMessage(b"s", json.dumps(c).encode()))
+        async with asyncio.timeout(5):
+            got += [x.revision for x in (await anext(fast_stream)).changes]
+    assert got == [2, 3, 4, 5, 6]
+    assert slow.sub.dropped == 3  # type: ignore[attr-defined]  # its buffer kept 2 and 3
+
+    async def keep_reading() -> None:
+        async for _ in fast_stream:
+            raise AssertionError("the fast watch has everything already")
+
+    leader = asyncio.create_task(keep_reading())
+    seen: list[int] = []
+    async with asyncio.timeout(5):
+        while len(seen) < 5:
+            seen += [x.revision for x in (await anext(slow_stream)).changes]
+    assert seen == [2, 3, 4, 5, 6]
+    assert sum(op == "changes-since" for op, _ in state.calls) >= 2, "the fast one led reads"
+    leader.cancel()
+    await slow_stream.aclose()
+    await fan.close()

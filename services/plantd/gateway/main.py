@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from collections.abc import Callable
 from typing import Final
 
 import grpc
@@ -140,7 +141,10 @@ def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
 
 
 def rest_edge(
-    settings: GatewaySettings, servicers: dict[str, object], registry: CollectorRegistry | None
+    settings: GatewaySettings,
+    servicers: dict[str, object],
+    registry: CollectorRegistry | None,
+    authenticate: Callable[[str], object] | None = None,
 ) -> RestEdge:
     """The REST edge over the servicers the gRPC server serves (one route table for both the
     routes and /openapi.json)."""
@@ -157,7 +161,7 @@ def rest_edge(
         slow_write_s=settings.rest_slow_write_s,
         drain_s=settings.drain_s,
     )
-    return RestEdge(routes, servicers, document, options, registry)
+    return RestEdge(routes, servicers, document, options, registry, authenticate)
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -303,7 +307,7 @@ async def main(ctx: ServiceContext) -> None:
         BUS_SERVICE_NAME: bus_servicer,
         IDENTITY_SERVICE_NAME: identity_servicer,
     }
-    edge = rest_edge(settings, served, ctx.registry) if settings.rest else None
+    edge = rest_edge(settings, served, ctx.registry, gate.auth.check) if settings.rest else None
     tasks: list[asyncio.Task[None]] = []
     await readiness.start()
     await bus_health.start()

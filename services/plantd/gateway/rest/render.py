@@ -152,6 +152,8 @@ class EventFrames:
         self._ws: dict[tuple[str, str, bytes], str] = {}
         self._sse: dict[tuple[str, str, bytes], bytes] = {}
         self._recent_ws: list[tuple[Message, str, str]] = []
+        self._json: dict[tuple[str, str, bytes], str] = {}
+        self._recent_json: list[tuple[Message, str, str]] = []
 
     def ws_event(self, message: Message, id_field: str) -> str:
         """The WebSocket ``event`` frame of a stream message (with its resume ``id``)."""
@@ -168,6 +170,20 @@ class EventFrames:
             _keep(self._ws, key, frame, self.size)
         self._recent_ws.insert(0, (message, id_field, frame))
         del self._recent_ws[RECENT_BY_IDENTITY:]
+        return frame
+
+    def json(self, message: Message) -> str:
+        """A stream message's proto3 JSON (for frames that wrap it, like ``/v1/ws``)."""
+        for seen, _, seen_frame in self._recent_json:
+            if seen is message:
+                return seen_frame
+        key = _frame_key(message, "")
+        frame = self._json.get(key)
+        if frame is None:
+            frame = dumps(message_json(message))
+            _keep(self._json, key, frame, self.size)
+        self._recent_json.insert(0, (message, "", frame))
+        del self._recent_json[RECENT_BY_IDENTITY:]
         return frame
 
     def sse_event(self, message: Message, id_field: str) -> bytes:

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter
 from plantd.api.errors import GatewayCode, Origin
 from plantd.common.service import ServiceError
 from plantd.gateway.auth import AUTHORIZATION, REQUEST_ID
-from plantd.gateway.rest import render
+from plantd.gateway.rest import multiplex, render
 from plantd.gateway.rest.context import (
     EdgeAbort,
     EdgeContext,
@@ -51,6 +51,7 @@ from plantd.gateway.rest.context import (
 from plantd.gateway.rest.routes import RestInputError, Route, Router, request_dict
 from plantd.gateway.state_map import RpcFailure
 
+MULTIPLEX_PATH: Final = "/v1/ws"  # one WebSocket, many calls and subscriptions
 STREAM_QUEUE: Final = 8  # messages ready for one stream's client (each <= max_message_bytes)
 WS_MAX_INBOUND: Final = 64 * 1024  # client -> server frames are only auth and close
 ALLOWED_HEADERS: Final = "authorization, content-type, if-match, x-request-id, traceparent, " + (
@@ -133,6 +134,7 @@ class RestEdge:
         openapi: Mapping[str, Any],
         options: EdgeOptions,
         registry: CollectorRegistry | None = None,
+        authenticate: Callable[[str], object] | None = None,
     ) -> None:
         missing = {r.service for r in routes} - set(servicers)
         if missing:
@@ -142,6 +144,10 @@ class RestEdge:
         self.servicers = dict(servicers)
         self.openapi_text = json.dumps(openapi, sort_keys=True, separators=(",", ":"))
         self.options = options
+        # Verifies a token once when a /v1/ws socket authenticates (RpcFailure if it does
+        # not); every command is still checked by the servicers as any call is.
+        self.authenticate = authenticate
+        self.methods = multiplex.method_table(self.routes)
         self.frames = render.EventFrames()
         self.stream_ended = Counter(
             "plantd_gateway_rest_streams_ended",
@@ -157,6 +163,7 @@ class RestEdge:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.options.max_body_bytes)
         app.router.add_get("/openapi.json", self._openapi)
+        app.router.add_get(MULTIPLEX_PATH, self._multiplexed)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
@@ -477,6 +484,66 @@ class RestEdge:
             for task in (pump, reader):
                 with contextlib.suppress(BaseException):
                     await task
+
+    async def _multiplexed(self, request: web.Request) -> web.StreamResponse:
+        """``/v1/ws``: calls and subscriptions on one socket (plantd.gateway.rest.multiplex)."""
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            failure = RpcFailure(
+                Origin.GATEWAY,
+                GatewayCode.INVALID_ARGUMENT,
+                f"{MULTIPLEX_PATH} is a WebSocket: connect with an Upgrade: websocket request",
+            )
+            return self._cors(request, self._error(render.from_failure(failure)))
+        if not self._origin_allowed(request):
+            failure = RpcFailure(
+                Origin.GATEWAY,
+                GatewayCode.PERMISSION_DENIED,
+                f"WebSocket from origin {request.headers.get('Origin', '')[:100]!r} is not "
+                "allowed (configure the gateway's rest_cors_origins)",
+            )
+            return self._error(render.from_failure(failure))
+        ws = web.WebSocketResponse(
+            compress=False, heartbeat=self.options.heartbeat_s, max_msg_size=WS_MAX_INBOUND
+        )
+        await ws.prepare(request)
+        token: str | None = None
+        if self.options.auth_required:
+            header = _lower(request.headers).get(AUTHORIZATION, "")
+            if header:
+                token = header.removeprefix("Bearer ").removeprefix("bearer ").strip()
+            else:
+                token = await self._ws_auth(ws)
+                if token is None:
+                    self.stream_ended.labels("auth").inc()
+                    return ws
+            if self.authenticate is not None:
+                try:
+                    self.authenticate(token)
+                except RpcFailure as failure:
+                    self.stream_ended.labels("auth").inc()
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await ws.send_str(
+                            render.dumps({"type": "auth_invalid", "message": failure.message})
+                        )
+                        await ws.close(code=1008, message=b"authentication failed")
+                    return ws
+        try:
+            self._context(request, token)  # the upgrade's headers: a bad timeout fails here
+        except RpcFailure as failure:
+            await self._ws_error(ws, render.from_failure(failure))
+            return ws
+        await ws.send_str(render.dumps({"type": "auth_ok"}))
+        session = multiplex.MultiplexSession(
+            ws,
+            self.methods,
+            self.servicers,
+            lambda: self._context(request, token),
+            slow_write_s=self.options.slow_write_s,
+            frames=self.frames,
+            on_end=lambda reason: self.stream_ended.labels(reason).inc(),
+        )
+        await session.run()
+        return ws
 
     async def _ws_auth(self, ws: web.WebSocketResponse) -> str | None:
         """``auth_required`` -> ``{"type": "auth", "access_token": ...}`` within the timeout:

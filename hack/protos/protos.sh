@@ -78,6 +78,10 @@ generate() {
 		--python_out="$out" --grpc_python_out="$out" \
 		--mypy_out="$out" --mypy_grpc_out="$out" \
 		"${files[@]}") 2> >(grep -v '^Writing mypy to ' >&2)
+	# The proto comments, which the generated modules do not carry (protoc strips source
+	# info): the OpenAPI document's summaries and descriptions (plantd.gateway.rest.openapi).
+	image "$ROOT" "$tmp/comments.binpb"
+	"$PY" -m plantd.gateway.rest.proto_comments "$tmp/comments.binpb" "$out/plantd/v1/comments.json"
 	cat >"$out/plantd/v1/__init__.py" <<'PY'
 """Generated gRPC code for the plantd.v1 protos (protos/plantd/v1). Do not edit.
 

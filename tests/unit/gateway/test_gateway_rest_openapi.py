@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
 from plantd.gateway.identity_map import METHODS as IDENTITY_METHODS
+from plantd.gateway.rest import proto_comments
 from plantd.gateway.rest.openapi import comments_of, openapi_document
 from plantd.gateway.rest.routes import Route, routes_for
 from plantd.v1 import bus_pb2, identity_pb2, state_pb2
@@ -95,8 +97,9 @@ def refs(node: Any) -> Iterator[str]:
 
 
 def prop(message: str, name: str) -> dict[str, Any]:
+    """A property's schema without its description (the proto comment; checked apart)."""
     schema: dict[str, Any] = SCHEMAS[message]["properties"][name]
-    return schema
+    return {k: v for k, v in schema.items() if k != "description"}
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:
@@ -145,7 +148,8 @@ def test_paths_convert_double_star_and_keep_custom_verbs() -> None:
     assert (key["name"], key["in"], key["required"]) == ("key", "path", True)
     assert '"/"' in key["description"]
     scope = DOC["paths"]["/v1/state/scopes/{scope}/entries/{key}"]["get"]["parameters"][0]
-    assert "description" not in scope  # one segment: nothing to say, and nothing made up
+    # One segment: nothing to add to the field's own comment.
+    assert scope["description"] == proto_comments.packaged()["plantd.v1.GetEntryRequest.scope"]
 
 
 def test_path_parameters_match_the_templates_and_shapes_are_unique() -> None:
@@ -214,7 +218,11 @@ def test_streaming_routes_respond_with_server_sent_events() -> None:
             assert "WebSocket" in operation["description"]
         else:
             assert media == "application/json"
-            assert "description" not in operation  # no source info, no prose
+        # Every RPC is commented (buf lint COMMENTS): its first paragraph is the summary.
+        method = f"{route.service}.{route.method}"
+        assert operation["summary"] == proto_comments.packaged()[method].split("\n\n")[0].replace(
+            "\n", " "
+        )
 
 
 def test_errors_are_the_aip_193_json() -> None:
@@ -256,7 +264,7 @@ def test_query_parameters_and_request_bodies() -> None:
     body = operation_of("SetEntry")["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/plantd.v1.SetEntryRequest"}
     body = operation_of("UpdateUser")["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/plantd.v1.User"}
+    assert body["$ref"] == "#/components/schemas/plantd.v1.User"
 
 
 def test_schemas_are_proto3_json() -> None:
@@ -492,3 +500,19 @@ def test_duplicate_operations_are_refused() -> None:
     route = ROUTES[0]
     with pytest.raises(ValueError, match="two"):
         openapi_document([route, route], title="t", version="1")
+
+
+def test_the_shipped_comments_document_the_schemas(tmp_path: Path) -> None:
+    comments = proto_comments.packaged()
+    assert SCHEMAS["plantd.v1.Entry"]["description"] == comments["plantd.v1.Entry"]
+    entry_version = SCHEMAS["plantd.v1.Entry"]["properties"]["version"]
+    assert entry_version["description"] == comments["plantd.v1.Entry.version"]
+    # The runtime's own plantd.v1 descriptors have no source info: refused, not written empty.
+    from plantd.v1 import state_pb2
+
+    runtime = descriptor_pb2.FileDescriptorProto.FromString(state_pb2.DESCRIPTOR.serialized_pb)
+    bare = descriptor_pb2.FileDescriptorSet(file=[runtime])
+    image = tmp_path / "bare.binpb"
+    image.write_bytes(bare.SerializeToString())
+    assert proto_comments.write(image, tmp_path / "out.json") == 1
+    assert not (tmp_path / "out.json").exists()

@@ -6,10 +6,10 @@ base64 strings, enums as their value names, Timestamp/Duration/FieldMask as stri
 Struct/Value/ListValue free-form, maps as objects, repeated fields as arrays; every message is
 one ``components/schemas`` entry under its full name (so recursive messages are ``$ref`` s).
 
-Summaries and descriptions come from the proto comments when the descriptors carry source
-info. The generated ``*_pb2`` modules do not (protoc strips it), and the upb runtime drops it
-from any file it loads, so in this build the document has no prose from the protos: nothing
-is made up in its place.
+Summaries and descriptions come from the proto comments: from the descriptors when they carry
+source info, else (the generated ``*_pb2`` modules never do: protoc strips it) from
+``plantd/v1/comments.json``, which ``make protos`` writes from the same protos
+(:mod:`plantd.gateway.rest.proto_comments`). Nothing is made up where a proto has no comment.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from google.protobuf.descriptor import (
 )
 from google.rpc import code_pb2
 
+from plantd.gateway.rest import proto_comments
 from plantd.gateway.rest.routes import (
     WRAPPERS,
     Route,
@@ -150,7 +151,10 @@ def comments_of(proto: descriptor_pb2.FileDescriptorProto) -> dict[str, str]:
 
 @functools.cache
 def _file_comments(file: FileDescriptor) -> Mapping[str, str]:
-    return comments_of(descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb))
+    own = comments_of(descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb))
+    # The runtime descriptors carry no source info; plantd.v1's comments ship beside the
+    # generated code (make protos writes them).
+    return own or proto_comments.packaged()
 
 
 def _comment(

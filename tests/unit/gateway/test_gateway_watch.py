@@ -50,6 +50,21 @@ class FakeBus:
         return await self.queue.get()
 
 
+class SilentSource:
+    """The shared subscription's source when the bus says nothing (tests hand events to the
+    fan-out or the readers themselves)."""
+
+    def subscribe(self, topic: str | bytes) -> None: ...
+
+    def unsubscribe(self, topic: str | bytes) -> None: ...
+
+    async def recv(self) -> BusMessage:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    def close(self) -> None: ...
+
+
 async def take(watch: Watch, n: int) -> list[pb.WatchEntriesResponse]:
     out: list[pb.WatchEntriesResponse] = []
     async with asyncio.timeout(5):
@@ -175,19 +190,8 @@ async def test_on_the_shared_subscription_one_watch_reads_the_history_for_all() 
     send (a lost last event), and neither reads the history again within the interval."""
     from plantd.gateway.fanout import Fanout
 
-    class Source:
-        def subscribe(self, topic: str | bytes) -> None: ...
-
-        def unsubscribe(self, topic: str | bytes) -> None: ...
-
-        async def recv(self) -> BusMessage:
-            await asyncio.Event().wait()  # the bus says nothing: its last event was lost
-            raise AssertionError
-
-        def close(self) -> None: ...
-
     state = FakeState([change(1), change(2)])  # the start point: revision 2
-    fan = Fanout(Source(), buffer_messages=10, buffer_bytes=64 * 1024)
+    fan = Fanout(SilentSource(), buffer_messages=10, buffer_bytes=64 * 1024)
     watches = [
         Watch(
             pb.WatchEntriesRequest(scope="s"),
@@ -236,19 +240,8 @@ async def test_a_burst_already_waiting_goes_out_packed_and_a_gap_stops_the_pack(
     applied); at a gap the packing stops, the history fills it, and nothing repeats."""
     from plantd.gateway.fanout import Fanout
 
-    class Source:
-        def subscribe(self, topic: str | bytes) -> None: ...
-
-        def unsubscribe(self, topic: str | bytes) -> None: ...
-
-        async def recv(self) -> BusMessage:
-            await asyncio.Event().wait()
-            raise AssertionError
-
-        def close(self) -> None: ...
-
     state = FakeState([change(1)])  # the start point: revision 1
-    fan = Fanout(Source(), buffer_messages=100, buffer_bytes=64 * 1024)
+    fan = Fanout(SilentSource(), buffer_messages=100, buffer_bytes=64 * 1024)
     reader = fan.subscribe("s")
     watch = Watch(
         pb.WatchEntriesRequest(scope="s", key_prefix="k"),
@@ -285,19 +278,8 @@ async def test_a_watch_whose_buffer_overflowed_reads_its_own_history() -> None:
     not the shared read from where the other one is (which finds nothing)."""
     from plantd.gateway.fanout import Fanout
 
-    class Source:
-        def subscribe(self, topic: str | bytes) -> None: ...
-
-        def unsubscribe(self, topic: str | bytes) -> None: ...
-
-        async def recv(self) -> BusMessage:
-            await asyncio.Event().wait()
-            raise AssertionError
-
-        def close(self) -> None: ...
-
     state = FakeState([change(1)])
-    fan = Fanout(Source(), buffer_messages=2, buffer_bytes=64 * 1024)
+    fan = Fanout(SilentSource(), buffer_messages=2, buffer_bytes=64 * 1024)
 
     def watch(resync_s: float) -> Watch:
         request = pb.WatchEntriesRequest(scope="s")

@@ -89,6 +89,7 @@ def test_cluster_gets_every_child_and_becomes_ready(
     assert cm is not None
     # Only the path of the password file (mounted from the Secret), never a password.
     assert sorted(k for k in cm["data"] if "PASSWORD" in k) == [
+        "PLANTD_GATEWAY_RATE_LIMIT_REDIS_PASSWORD_FILE",
         "PLANTD_IDENTITY_REDIS_PASSWORD_FILE",
         "PLANTD_STATE_REDIS_PASSWORD_FILE",
     ]

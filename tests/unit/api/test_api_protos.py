@@ -264,7 +264,7 @@ def test_generated_package_holds_only_generated_files() -> None:
     names = sorted(p.name for p in GENERATED.iterdir() if p.name != "__pycache__")
     stems = {"bus", "state", "identity"}
     expected = sorted(
-        ["__init__.py"]
+        ["__init__.py", "comments.json"]  # the proto comments (plantd.gateway.rest.proto_comments)
         + [f"{s}{suffix}" for s in stems for suffix in ("_pb2.py", "_pb2.pyi")]
         + [f"{s}{suffix}" for s in stems for suffix in ("_pb2_grpc.py", "_pb2_grpc.pyi")]
     )

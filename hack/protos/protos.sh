@@ -7,8 +7,11 @@
 #   hack/protos/protos.sh diff      only the regenerate-and-diff part of check
 #   hack/protos/protos.sh lint      only buf lint
 #   hack/protos/protos.sh breaking  only buf breaking against $PROTOS_AGAINST (default: main)
-#   hack/protos/protos.sh image OUT write the descriptor image (imports and source info
-#                                   included) the SDK generators read (hack/sdk/*.sh)
+#   hack/protos/protos.sh image OUT [EXTRA.proto...]
+#                                   write the descriptor image (imports and source info
+#                                   included) the SDK generators read (hack/sdk/*.sh); EXTRA
+#                                   files from the include path (e.g. google/rpc/error_details.proto,
+#                                   which clients decode but our protos do not import) go in too
 #
 # Python code comes from grpcio-tools' protoc (python, grpc_python) and mypy-protobuf (typed
 # stubs), so it is exactly reproducible from the pins in pyproject.toml. The google/api and
@@ -119,12 +122,14 @@ buf_bin() {
 	fi
 }
 
-# image SRCROOT OUT: compile SRCROOT/protos/plantd into a descriptor image for buf.
+# image SRCROOT OUT [EXTRA...]: compile SRCROOT/protos/plantd (and EXTRA files from the
+# include path) into a descriptor image for buf.
 image() {
-	local files
+	local files root=$1 out=$2
+	shift 2
 	include_dirs
-	mapfile -t files < <(proto_files "$1")
-	(cd "$1/protos" && protoc --include_imports --include_source_info --descriptor_set_out="$2" "${files[@]}")
+	mapfile -t files < <(proto_files "$root")
+	(cd "$root/protos" && protoc --include_imports --include_source_info --descriptor_set_out="$out" "${files[@]}" "$@")
 }
 
 cmd_lint() {
@@ -160,9 +165,9 @@ cmd_breaking() {
 case ${1:-} in
 gen) cmd_gen ;;
 image)
-	[[ -n ${2:-} ]] || die "usage: protos.sh image OUT.binpb"
+	[[ -n ${2:-} ]] || die "usage: protos.sh image OUT.binpb [EXTRA.proto...]"
 	out=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
-	image "$ROOT" "$out"
+	image "$ROOT" "$out" "${@:3}"
 	;;
 diff) cmd_diff ;;
 lint) cmd_lint ;;

@@ -69,7 +69,7 @@ func (c *Client) SetToken(token string) { c.token.set(token) }
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
 
-// Reason is the plantd error code of err (ErrorInfo.reason, e.g. "NOT_FOUND",
+// Reason is the plantd error code of err (ErrorInfo.reason, e.g. "KEY_NOT_FOUND",
 // "PERMISSION_DENIED", "VERSION_CONFLICT"), or "" when err carries none.
 func Reason(err error) string {
 	st, ok := status.FromError(err)

@@ -86,7 +86,7 @@ export class PlantdClient {
 }
 
 /**
- * The plantd error code of `error` (ErrorInfo.reason, e.g. "NOT_FOUND",
+ * The plantd error code of `error` (ErrorInfo.reason, e.g. "KEY_NOT_FOUND",
  * "PERMISSION_DENIED", "VERSION_CONFLICT"), or "" when it carries none.
  */
 export function reason(error: unknown): string {

@@ -88,6 +88,11 @@ class Reader:
         self.buffered_bytes -= size
         return message
 
+    @property
+    def pending(self) -> int:
+        """Messages buffered, not yet read."""
+        return len(self._buffer)
+
     def poll(self) -> BusMessage | None:
         """The next buffered message without waiting, or None."""
         if not self._buffer:

@@ -29,11 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench._procs import free_port, memory_kb
+from bench._procs import cpu_seconds, free_port, memory_kb
 from bench._stats import median, percentile, ratio, table
 
 SCOPE = "bench"
@@ -125,9 +125,17 @@ def role_rest_echo(port: int) -> int:
 
 
 async def closed_loop(
-    call: Callable[[int], Awaitable[object]], inflight: int, duration: float, warmup: float
+    call: Callable[[int], Awaitable[object]],
+    inflight: int,
+    duration: float,
+    warmup: float,
+    cpu: dict[str, float] | None = None,
+    pids: Mapping[str, int] | None = None,
 ) -> tuple[float, list[float]]:
-    """``inflight`` workers calling ``call`` back to back: (calls/s, latencies in ms)."""
+    """``inflight`` workers calling ``call`` back to back: (calls/s, latencies in ms).
+
+    With ``cpu`` and ``pids``, ``cpu`` gets each process's CPU per measured call in µs
+    (``client``: this process, its grpc threads included)."""
     lat: list[float] = []
     done = 0
     measuring = False
@@ -148,7 +156,13 @@ async def closed_loop(
     await asyncio.sleep(warmup)
     measuring = True
     t0 = time.monotonic()
+    before = {n: cpu_seconds(p) for n, p in (pids or {}).items()}
+    client0 = time.process_time()
     await asyncio.gather(*tasks)
+    if cpu is not None and done:
+        cpu["client"] = (time.process_time() - client0) / done * 1e6
+        for name, pid in (pids or {}).items():
+            cpu[name] = (cpu_seconds(pid) - before[name]) / done * 1e6
     return done / (time.monotonic() - t0), lat
 
 
@@ -205,6 +219,7 @@ class Stack:
 async def measure(
     stack: Stack,
     echo_port: int,
+    echo_pid: int,
     rest_echo_port: int,
     duration: float,
     warmup: float,
@@ -278,6 +293,14 @@ async def measure(
             return get
 
         got: dict[str, list[tuple[float, list[float]]]] = {}
+        # Where the CPU of one call goes, per process: the unary cells' explanation.
+        stack_pids = {
+            "gateway": stack.gateway.pid,
+            "state": stack.state.proc.pid,
+            "broker": stack.broker.pid,
+        }
+        cpu_pids: dict[str, Mapping[str, int]] = {"gateway": stack_pids, "echo": {"echo": echo_pid}}
+        cpu_got: dict[str, list[dict[str, float]]] = {}
         cells = [
             ("gateway", via_gw),
             ("echo", via_echo),
@@ -287,7 +310,11 @@ async def measure(
         ]
         for rep in range(reps):  # interleaved so the shared machine's drift hits all alike
             for name, fn in cells:
-                got.setdefault(name, []).append(await closed_loop(fn, INFLIGHT, duration, warmup))
+                cpu: dict[str, float] = {}
+                got.setdefault(name, []).append(
+                    await closed_loop(fn, INFLIGHT, duration, warmup, cpu, cpu_pids.get(name))
+                )
+                cpu_got.setdefault(name, []).append(cpu)
                 print(f"  rep {rep + 1} {name}: {got[name][-1][0]:,.0f}/s", flush=True)
             # Latency cells: one call at a time, so p50 is the path's cost, not queueing.
             for name, fn in (("gw1", via_gw), ("mdp1", via_mdp)):
@@ -306,6 +333,16 @@ async def measure(
         rows.append(["GetEntry via gateway (calls/s)", unary, "", ""])
         rows.append(["GetEntry bare grpc.aio echo (calls/s)", bare, "", ""])
         rows.append(["  gateway / echo", u_ratio, ">= 0.6", verdict(u_ratio >= 0.6)])
+        for name in ("gateway", "echo"):
+            per = {k: median(c[k] for c in cpu_got[name]) for k in cpu_got[name][0]}
+            rows.append(
+                [
+                    f"  CPU per call via {name} (us)",
+                    ", ".join(f"{k} {v:,.0f}" for k, v in per.items()),
+                    "",
+                    "",
+                ]
+            )
         rows.append(["BatchGetEntries x10 (keys/s)", keys_s, "", ""])
         rows.append(["  batch keys/s / unary calls/s", b_ratio, ">= 5", verdict(b_ratio >= 5)])
         rest, rest_bare = rate("rest"), rate("rest_bare")
@@ -570,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure(
                     stack,
                     echo_port,
+                    echo.pid,
                     rest_echo_port,
                     duration,
                     warmup,

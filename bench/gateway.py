@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import shlex
 import subprocess
@@ -392,60 +391,44 @@ async def measure(
 async def ws_fanout(
     stack: Stack, http: Any, watchers: int, rounds: int
 ) -> tuple[float, float, float, int]:
-    """``watchers`` WebSockets watching one key of the scope; ``rounds`` writes, each once the
-    last reached every watcher; each watcher's delay from sending a write to its event: (p99 ms
-    over all rounds, seconds to connect them all, gateway RSS MiB with them open, watchers that
-    did not get every event)."""
-    import aiohttp
-
+    """``watchers`` WebSockets watching one key of the scope, held by a process of their own
+    (bench/_ws_watchers.py); ``rounds`` writes, each once the last reached every watcher; each
+    watcher's delay from sending a write to its event: (p99 ms over all rounds, seconds to
+    connect them all, gateway RSS MiB with them open, watchers that did not get every event)."""
     url = f"http://127.0.0.1:{stack.rest_port}/v1/state/scopes/{SCOPE}/entries:watch?keyPrefix=ws"
     auth = {"Authorization": f"Bearer {stack.token}"}
-    connector = aiohttp.TCPConnector(limit=0)
-    arrivals: list[list[float]] = [[] for _ in range(rounds)]
-    reached = [asyncio.Event() for _ in range(rounds)]  # every open watcher has update n
-    lost: list[str] = []
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench._ws_watchers",
+        url,
+        str(watchers),
+        str(rounds),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        limit=64 * 1024 * 1024,  # the result line: every arrival time of every round
+    )
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(f"{stack.token}\n".encode())
+    await child.stdin.drain()
+    child.stdin.close()
 
-    def check(n: int) -> None:
-        if len(arrivals[n]) + len(lost) >= watchers:
-            reached[n].set()
+    async def line(prefix: str) -> str:
+        async with asyncio.timeout(120):
+            while True:
+                text = (await child.stdout.readline()).decode()
+                if not text:
+                    raise SystemExit(f"the watchers' process ended (rc {await child.wait()})")
+                if text.startswith(prefix):
+                    return text[len(prefix) :].strip()
 
-    async def read(ws: Any) -> None:
-        # Read from the moment the socket is open: aiohttp answers the gateway's pings only
-        # while someone reads, and an unanswered ping closes the socket.
-        seen = 0
-        async for frame in ws:
-            if frame.type != aiohttp.WSMsgType.TEXT:
-                break
-            if json.loads(frame.data).get("data", {}).get("changes"):
-                arrivals[seen].append(time.perf_counter())
-                check(seen)
-                seen += 1
-                if seen == rounds:
-                    return
-        lost.append(f"closed before the event ({ws.close_code})")
-        for n in range(rounds):
-            check(n)
-
-    async with aiohttp.ClientSession(connector=connector) as ws_http:
-        t0 = time.perf_counter()
-        sockets: list[Any] = []
-        readers: list[asyncio.Task[None]] = []
-        gate = asyncio.Semaphore(64)  # connect 64 at a time: the handshakes share the cores
-
-        async def connect() -> None:
-            async with gate:
-                ws = await ws_http.ws_connect(url, headers=auth, autoping=True)
-                created = json.loads(await ws.receive_str(timeout=30))
-            if not created.get("data", {}).get("created"):
-                raise SystemExit(f"watcher: unexpected first frame {created}")
-            sockets.append(ws)
-            readers.append(asyncio.create_task(read(ws)))
-
-        await asyncio.gather(*(connect() for _ in range(watchers)))
-        connected_s = time.perf_counter() - t0
+    try:
+        connected_s = float(await line("connected "))
         print(f"  {watchers} watchers connected in {connected_s:.1f} s", flush=True)
         rss = memory_kb(stack.gateway.pid)[0] / 1024
         sent: list[float] = []
+        pids = (stack.gateway.pid, child.pid)
+        cpu_before = [cpu_seconds(pid) for pid in pids]
         for n in range(rounds):
             sent.append(time.perf_counter())
             async with http.put(
@@ -455,21 +438,35 @@ async def ws_fanout(
             ) as r:
                 if r.status != 200:
                     raise SystemExit(f"PUT for the fan-out: {r.status} {await r.text()}")
-            with contextlib.suppress(TimeoutError):  # the next once this one reached all
-                await asyncio.wait_for(reached[n].wait(), 30)
-        _, pending = await asyncio.wait(readers, timeout=30)
-        for task in pending:
-            task.cancel()
-            lost.append("no event within 60 s")
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+            if await line("round ") != str(n + 1):  # the next once this one reached all
+                break
+        # CPU per watcher per update, gateway and watchers: which side bounds the p99.
+        gateway_us, client_us = (
+            (cpu_seconds(pid) - before) / (rounds * watchers) * 1e6
+            for pid, before in zip(pids, cpu_before, strict=True)
+        )
+        print(
+            f"  CPU per watcher per update: gateway {gateway_us:.0f} us, "
+            f"watchers {client_us:.0f} us",
+            flush=True,
+        )
+        result = json.loads(await line("result "))
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
+    lost: list[str] = result["lost"]
     if lost:
-        print(f"  {len(lost)} watchers without the event: {sorted(set(lost))}", flush=True)
+        print(f"  watchers without every event: {lost}", flush=True)
+    arrivals: list[list[float]] = result["arrivals"]
+    missing = max((watchers - len(times) for times in arrivals), default=watchers)
     per_round = [[(t - sent[n]) * 1000 for t in times] for n, times in enumerate(arrivals)]
     for n, round_delays in enumerate(per_round):
-        p50, p99 = percentile(round_delays, 50), percentile(round_delays, 99)
-        print(f"  update {n + 1}: p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
+        if round_delays:
+            p50, p99 = percentile(round_delays, 50), percentile(round_delays, 99)
+            print(f"  update {n + 1}: p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
     delays = [d for round_delays in per_round for d in round_delays]
-    return percentile(delays, 99), connected_s, rss, len(lost)
+    return percentile(delays, 99) if delays else float("inf"), connected_s, rss, missing
 
 
 def verdict(ok: bool) -> str:

@@ -171,7 +171,12 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
                 def recheck() -> None:
                     self.gate.auth.check(caller.token, self.service)
 
-                watch = Watch(request, call, sub, recheck=recheck, resync_s=self.resync_s)
+                # The REST edge's WebSocket offers a synchronous sink for live events (watch.py
+                # Watch._direct); gRPC's context has none.
+                sink = getattr(context, "stream_sink", None)
+                watch = Watch(
+                    request, call, sub, recheck=recheck, resync_s=self.resync_s, sink=sink
+                )
                 async for response in watch.responses():
                     yield response
             finally:

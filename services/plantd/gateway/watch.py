@@ -100,6 +100,7 @@ class Watch:
         recheck: Callable[[], None],
         resync_s: float,
         page: int = 1000,
+        sink: Callable[[pb.WatchEntriesResponse], bool] | None = None,
     ) -> None:
         self.scope = request.scope
         self.prefix = request.key_prefix
@@ -118,6 +119,35 @@ class Watch:
         self._held: BusMessage | None = None  # read by _pack_ready, not yet handled
         self._dropped_seen = 0  # the reader's drops this watch has read the history for
         self.sent_at = time.monotonic()
+        self.sink = sink
+        if sink is not None and isinstance(subscriber, Reader):
+            subscriber.direct = self._direct
+
+    def _direct(self, msg: BusMessage) -> bool:
+        """The next live event, handled synchronously when it needs nothing but sending: True
+        when done (sent, or skipped as ``responses`` would skip it), False to leave it to
+        ``responses`` (a gap, a burst to pack, a sink that cannot take it at once).
+
+        A stream consumer's sink (the REST edge's WebSocket) writes the shared frame straight
+        to its socket: no task wakes per watcher per update. Measured in ``bench.gateway``,
+        5,000 WebSocket watchers of one key: 36 -> 18 us of gateway CPU per watcher per
+        update (a socket write alone is ~8 us here), p99 206 -> 90 ms."""
+        if self._held is not None or self.sub.dropped != self._dropped_seen:  # type: ignore[attr-defined]
+            return False
+        if msg.topic != self.scope.encode():
+            return True
+        event = _parsed(msg.payload)
+        if event is None or event["revision"] <= self.last:
+            return True
+        if event["revision"] != self.last + 1:
+            return False
+        if wanted(self.prefix, event):
+            assert self.sink is not None
+            if not self.sink(_parsed.response(msg.payload, self.scope)):
+                return False
+            self.sent_at = time.monotonic()
+        self.last = event["revision"]
+        return True
 
     async def _snapshot(self) -> tuple[int, list[pb.Entry]]:
         d = await self.call("snapshot", {"service": self.scope})
@@ -200,6 +230,8 @@ class Watch:
                     async for resp in self._catch_up():
                         yield resp
                     continue
+                elif isinstance(self.sub, Reader):
+                    msg = await self.sub.recv(self._wait())  # a cheaper bound (fanout.py)
                 else:
                     async with asyncio.timeout(self._wait()):
                         msg = await self.sub.recv()

@@ -155,3 +155,55 @@ async def test_a_silent_scope_is_read_once_per_interval_for_all_its_readers() ->
     assert fetches == ["a", "other", "b"]
     assert (await recv(other)).payload == b"from other"
     await fan.close()
+
+
+async def test_recv_times_out_after_its_bound_measured_from_the_last_wait() -> None:
+    loop = asyncio.get_running_loop()
+    fan = Fanout(FakeSource(), buffer_messages=10, buffer_bytes=64 * 1024)
+    reader = fan.subscribe("s")
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await reader.recv(0.1)
+    assert 0.1 <= loop.time() - started < 1.0
+    # A message before the bound: recv returns it; the next wait's bound runs from then on,
+    # although the one timer was armed by the earlier wait and fires first.
+    loop.call_later(0.15, fan.deliver, msg("s", "late"))
+    assert (await reader.recv(0.3)).payload == b"late"
+    again = loop.time()
+    with pytest.raises(TimeoutError):
+        await reader.recv(0.3)
+    assert loop.time() - again >= 0.3
+    # A buffered message is returned at once, whatever the bound; no bound, no timer.
+    fan.deliver(msg("s", "ready"))
+    assert (await reader.recv(0.0)).payload == b"ready"
+    waiting = asyncio.create_task(reader.recv())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    fan.deliver(msg("s", "unbounded"))
+    assert (await recv_task(waiting)).payload == b"unbounded"
+    await fan.close()
+
+
+async def test_a_shorter_bound_rearms_the_timer_and_close_cancels_it() -> None:
+    loop = asyncio.get_running_loop()
+    fan = Fanout(FakeSource(), buffer_messages=10, buffer_bytes=64 * 1024)
+    reader = fan.subscribe("s")
+    long_wait = asyncio.create_task(reader.recv(30.0))
+    await asyncio.sleep(0)
+    fan.deliver(msg("s", "x"))
+    await recv_task(long_wait)
+    started = loop.time()
+    with pytest.raises(TimeoutError):  # not after the 30 s the armed timer waits for
+        await reader.recv(0.05)
+    assert loop.time() - started < 1.0
+    pending = asyncio.create_task(reader.recv(30.0))
+    await asyncio.sleep(0)
+    reader.close()
+    pending.cancel()
+    assert reader._timer is None  # nothing of a closed reader stays scheduled
+    await fan.close()
+
+
+async def recv_task(task: asyncio.Task[BusMessage]) -> BusMessage:
+    async with asyncio.timeout(1.0):
+        return await task

@@ -3,6 +3,7 @@ AIP-193 rendering with the mapped HTTP status and Retry-After; ETag/If-Match; SS
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
@@ -22,7 +23,13 @@ from plantd.gateway.rest.context import (
     request_timeout,
 )
 from plantd.gateway.rest.routes import RestInputError
-from plantd.gateway.rest.server import etag_of, if_match_version, ws_close_code
+from plantd.gateway.rest.server import (
+    DirectFrames,
+    etag_of,
+    if_match_version,
+    sent_at_once,
+    ws_close_code,
+)
 from plantd.gateway.state_map import RpcFailure
 from plantd.v1 import state_pb2 as pb
 
@@ -188,3 +195,66 @@ def test_reflection_finds_the_file_of_a_method() -> None:
         with pytest.raises(KeyError):
             pool.FindFileContainingSymbol(missing)
     assert pool.FindFileByName("plantd/v1/state.proto") is found  # the rest is the pool's
+
+
+class _Transport:
+    """What an asyncio transport tells about whether a write waits, and what was written."""
+
+    def __init__(self, buffered: int = 0) -> None:
+        self.buffered = buffered
+        self.closing = False
+        self.written: list[bytes] = []
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (16 * 1024, 64 * 1024)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_a_frame_is_sent_at_once_only_into_an_empty_buffer_and_under_the_mark() -> None:
+    def at_once(buffered: int, size: int) -> bool:
+        return sent_at_once(_Transport(buffered), size, 64 * 1024)  # type: ignore[arg-type]
+
+    assert at_once(0, 100)
+    assert not at_once(1, 100)  # a client behind: the send may wait, under the slow timer
+    assert not at_once(0, 64 * 1024)  # this frame alone would pause the transport
+    assert not sent_at_once(None, 100, 64 * 1024)  # the connection is gone
+
+
+def test_a_text_frame_header_carries_each_length_encoding() -> None:
+    assert render.ws_text_frame(b"x" * 125)[:2] == b"\x81\x7d"
+    assert render.ws_text_frame(b"x" * 126)[:4] == b"\x81\x7e\x00\x7e"
+    big = render.ws_text_frame(b"x" * 70000)
+    assert big[:10] == b"\x81\x7f" + (70000).to_bytes(8, "big") and len(big) == 70010
+
+
+class _Ws:
+    closed = False
+
+
+async def test_a_direct_frame_is_written_only_when_nothing_waits_before_it() -> None:
+    transport, ws, queue = _Transport(), _Ws(), asyncio.Queue[object]()
+    frames = render.EventFrames()
+    sink = DirectFrames(frames, ws, transport, queue, "revision")  # type: ignore[arg-type]
+    message = _change(3, "v")
+    assert not sink(message)  # the stream's task is busy: it sends in its turn
+    sink.idle = True
+    assert sink(message) and sink(message)
+    assert transport.written == [frames.ws_wire(message, "revision")] * 2
+    assert transport.written[0] is transport.written[1]  # one frame built for all sockets
+    queue.put_nowait(object())
+    assert not sink(message)  # a queued message goes first
+    queue.get_nowait()
+    transport.buffered = 10
+    assert not sink(message)  # the client is behind: the task's send, under the slow timer
+    transport.buffered = 0
+    ws.closed = True
+    assert not sink(message)
+    assert len(transport.written) == 2

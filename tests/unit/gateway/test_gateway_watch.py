@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from plantd.bus import BusMessage
+from plantd.gateway.fanout import Fanout
 from plantd.gateway.watch import Watch
 from plantd.v1 import state_pb2 as pb
 
@@ -188,7 +189,6 @@ async def test_an_ended_bus_subscription_ends_the_watch_with_where_to_resume() -
 async def test_on_the_shared_subscription_one_watch_reads_the_history_for_all() -> None:
     """Two silent watches of one scope: one ``changes-since`` per resync, whose change both
     send (a lost last event), and neither reads the history again within the interval."""
-    from plantd.gateway.fanout import Fanout
 
     state = FakeState([change(1), change(2)])  # the start point: revision 2
     fan = Fanout(SilentSource(), buffer_messages=10, buffer_bytes=64 * 1024)
@@ -238,7 +238,6 @@ def test_a_payload_every_watch_receives_is_parsed_once() -> None:
 async def test_a_burst_already_waiting_goes_out_packed_and_a_gap_stops_the_pack() -> None:
     """Events buffered behind the one read are sent in one response (in order, the prefix
     applied); at a gap the packing stops, the history fills it, and nothing repeats."""
-    from plantd.gateway.fanout import Fanout
 
     state = FakeState([change(1)])  # the start point: revision 1
     fan = Fanout(SilentSource(), buffer_messages=100, buffer_bytes=64 * 1024)
@@ -276,7 +275,6 @@ async def test_a_watch_whose_buffer_overflowed_reads_its_own_history() -> None:
     """The tail of a burst overflows a stalled watch's buffer while another watch of the
     scope got everything: the stalled one reads the history from where it is, not the
     shared read from where the other one is (which finds nothing)."""
-    from plantd.gateway.fanout import Fanout
 
     state = FakeState([change(1)])
     fan = Fanout(SilentSource(), buffer_messages=2, buffer_bytes=64 * 1024)
@@ -319,7 +317,6 @@ async def test_a_watch_whose_buffer_overflowed_reads_its_own_history() -> None:
 async def test_a_dropped_tail_is_read_as_soon_as_the_buffer_drains() -> None:
     """A burst overflows a watch's buffer and nothing follows it: once the buffer is read,
     the dropped tail comes from the history at once, not after resync_s of silence."""
-    from plantd.gateway.fanout import Fanout
 
     state = FakeState([change(1)])
     fan = Fanout(SilentSource(), buffer_messages=2, buffer_bytes=64 * 1024)
@@ -338,4 +335,77 @@ async def test_a_dropped_tail_is_read_as_soon_as_the_buffer_drains() -> None:
             seen += [x.revision for x in (await anext(stream)).changes]
     assert seen == [2, 3, 4, 5, 6]
     await stream.aclose()
+    await fan.close()
+
+
+def event(rev: int, key: str = "k") -> BusMessage:
+    return BusMessage(b"s", json.dumps(change(rev, key)).encode())
+
+
+async def test_live_events_go_to_the_sink_without_the_task_in_order_and_nothing_twice() -> None:
+    state = FakeState([change(1)])
+    fan = Fanout(SilentSource(), buffer_messages=100, buffer_bytes=64 * 1024)
+    reader = fan.subscribe("s")
+    sunk: list[pb.WatchEntriesResponse] = []
+    accept = [True]
+
+    def sink(response: pb.WatchEntriesResponse) -> bool:
+        if accept[0]:
+            sunk.append(response)
+        return accept[0]
+
+    watch = Watch(
+        pb.WatchEntriesRequest(scope="s", key_prefix="k"),
+        state,
+        reader,
+        recheck=lambda: None,
+        resync_s=10,
+        sink=sink,
+    )
+    stream = watch.responses()
+    assert (await anext(stream)).created  # revision 1
+    # Before the watch waits in recv nothing goes direct: the message is buffered for it.
+    assert fan.deliver(event(2)) == 1 and reader.pending == 1 and not sunk
+    assert [c.revision for c in (await anext(stream)).changes] == [2]
+    waiting = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0)  # the watch now waits in recv
+    fan.deliver(event(3))
+    fan.deliver(event(3))  # a duplicate: skipped, as the task would
+    fan.deliver(event(4, key="other"))  # outside the prefix: skipped, but counted as seen
+    fan.deliver(event(5))
+    assert [r.changes[0].revision for r in sunk] == [3, 5] and watch.last == 5
+    assert reader.pending == 0 and not waiting.done()
+    # A gap goes to the task, which reads the history (6 was lost, 7 arrives).
+    state.history += [change(r) for r in range(2, 8)]
+    fan.deliver(event(7))
+    async with asyncio.timeout(5):
+        filled = await waiting
+    assert [c.revision for c in filled.changes] == [6, 7] and watch.last == 7
+    # A sink that cannot take it now leaves it to the task; the watch's position stays.
+    waiting = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0)
+    accept[0] = False
+    fan.deliver(event(8))
+    async with asyncio.timeout(5):
+        assert [c.revision for c in (await waiting).changes] == [8]
+    assert [r.changes[0].revision for r in sunk] == [3, 5]
+    await stream.aclose()
+    await fan.close()
+
+
+async def test_a_failing_direct_consumer_is_dropped_and_its_message_buffered() -> None:
+    fan = Fanout(SilentSource(), buffer_messages=10, buffer_bytes=64 * 1024)
+    reader = fan.subscribe("s")
+
+    def broken(message: BusMessage) -> bool:
+        raise RuntimeError("bug")
+
+    reader.direct = broken
+    waiting = asyncio.create_task(reader.recv())
+    await asyncio.sleep(0)
+    other = fan.subscribe("s")
+    assert fan.deliver(event(1)) == 2  # the other reader got it too
+    async with asyncio.timeout(5):
+        assert (await waiting).payload == event(1).payload
+    assert reader.direct is None and other.pending == 1
     await fan.close()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, NoReturn
 
 import grpc
+from google.protobuf.message import Message
 
 from plantd.gateway.auth import AUTHORIZATION, REQUEST_ID, TRACEPARENT
 
@@ -137,6 +138,9 @@ class EdgeContext:
         self._clock = clock
         self._deadline = None if timeout_s is None else clock() + timeout_s
         self.trailers: tuple[tuple[str, str | bytes], ...] = ()
+        # Set by a WebSocket stream: takes a stream message synchronously when it can be
+        # written at once (True), for a servicer that can hand messages over without its task.
+        self.stream_sink: Callable[[Message], bool] | None = None
 
     def invocation_metadata(self) -> grpc.aio.Metadata | None:
         return grpc.aio.Metadata(*self._metadata)

@@ -149,14 +149,16 @@ class EventFrames:
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
-        self._ws: dict[tuple[str, str, bytes], str] = {}
+        self._ws: dict[tuple[str, str, bytes], bytes] = {}
         self._sse: dict[tuple[str, str, bytes], bytes] = {}
-        self._recent_ws: list[tuple[Message, str, str]] = []
+        self._recent_ws: list[tuple[Message, str, bytes]] = []
+        self._recent_wire: list[tuple[bytes, bytes]] = []
         self._json: dict[tuple[str, str, bytes], str] = {}
         self._recent_json: list[tuple[Message, str, str]] = []
 
-    def ws_event(self, message: Message, id_field: str) -> str:
-        """The WebSocket ``event`` frame of a stream message (with its resume ``id``)."""
+    def ws_event(self, message: Message, id_field: str) -> bytes:
+        """The WebSocket ``event`` text frame of a stream message (with its resume ``id``),
+        UTF-8 encoded once for every socket it goes to."""
         # The watches of a scope share one response object per change (plantd.gateway.watch):
         # found by identity first, without serializing it for the key.
         for seen, seen_field, seen_frame in self._recent_ws:
@@ -166,7 +168,7 @@ class EventFrames:
         frame = self._ws.get(key)
         if frame is None:
             extra = {"id": str(getattr(message, id_field))} if id_field else {}
-            frame = ws_message("event", message_json(message), **extra)
+            frame = ws_message("event", message_json(message), **extra).encode()
             _keep(self._ws, key, frame, self.size)
         self._recent_ws.insert(0, (message, id_field, frame))
         del self._recent_ws[RECENT_BY_IDENTITY:]
@@ -185,6 +187,18 @@ class EventFrames:
         self._recent_json.insert(0, (message, "", frame))
         del self._recent_json[RECENT_BY_IDENTITY:]
         return frame
+
+    def ws_wire(self, message: Message, id_field: str) -> bytes:
+        """The same event as a whole WebSocket frame on the wire (header and payload), built
+        once for every socket that gets it: a server's frames are not masked."""
+        payload = self.ws_event(message, id_field)
+        for seen, wire in self._recent_wire:
+            if seen is payload:
+                return wire
+        wire = ws_text_frame(payload)
+        self._recent_wire.insert(0, (payload, wire))
+        del self._recent_wire[RECENT_BY_IDENTITY:]
+        return wire
 
     def sse_event(self, message: Message, id_field: str) -> bytes:
         """The SSE event of a stream message (with its resume ``id:``)."""
@@ -214,6 +228,18 @@ def ws_message(kind: str, payload: dict[str, Any], **extra: Any) -> str:
     frame: dict[str, Any] = {"type": kind, **extra}
     frame["error" if kind == "error" else "data"] = payload
     return dumps(frame)
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """One final, unmasked WebSocket text frame (RFC 6455 §5.2): what a server sends."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return header + payload
 
 
 def allow_header(verbs: Sequence[str]) -> str:

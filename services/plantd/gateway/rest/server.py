@@ -54,6 +54,7 @@ from plantd.gateway.state_map import RpcFailure
 MULTIPLEX_PATH: Final = "/v1/ws"  # one WebSocket, many calls and subscriptions
 STREAM_QUEUE: Final = 8  # messages ready for one stream's client (each <= max_message_bytes)
 WS_MAX_INBOUND: Final = 64 * 1024  # client -> server frames are only auth and close
+WS_FRAME_HEADER: Final = 10  # the longest header of an unmasked (server) WebSocket frame
 ALLOWED_HEADERS: Final = "authorization, content-type, if-match, x-request-id, traceparent, " + (
     "grpc-timeout, last-event-id"
 )
@@ -75,6 +76,69 @@ def _offer(queue: asyncio.Queue[object], item: object) -> None:
 
 
 _log = logging.getLogger(__name__)
+
+
+def _high_water(transport: asyncio.Transport | None) -> int:
+    # Duck-typed: uvloop's transports are not registered as asyncio.WriteTransport.
+    return 0 if transport is None else transport.get_write_buffer_limits()[1]
+
+
+def sent_at_once(transport: asyncio.Transport | None, size: int, high_water: int) -> bool:
+    """Whether a frame of ``size`` bytes goes out without the write waiting for the client.
+
+    An uncompressed WebSocket send suspends only while the transport is paused (its buffer
+    went over the high-water mark and has not drained to the low one). An empty buffer is
+    not paused, and a frame that fits under the mark does not pause it: such a send needs no
+    slow-consumer timer, which costs ~5 us a frame under uvloop (a call_at and a cancel;
+    5,000 watchers of one update in ``bench.gateway``)."""
+    return (
+        transport is not None
+        and transport.get_write_buffer_size() == 0
+        and size + WS_FRAME_HEADER < high_water
+    )
+
+
+class DirectFrames:
+    """A WebSocket stream's synchronous sink (:attr:`EdgeContext.stream_sink`): a stream
+    message written straight to the socket when nothing is queued before it and the write
+    cannot wait; False leaves it to the stream's task (queue, slow-consumer timer).
+
+    With it a live watch event reaches 5,000 sockets in one pass of the fan-out, without a
+    task per socket (plantd.gateway.watch.Watch._direct); the frame is built once for all
+    (render.EventFrames.ws_wire) and written under aiohttp's writer, which only ever writes
+    whole frames, so the two never interleave inside one."""
+
+    def __init__(
+        self,
+        frames: render.EventFrames,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        queue: asyncio.Queue[object],
+        id_field: str,
+    ) -> None:
+        self.frames = frames
+        self.ws = ws
+        self.transport = transport
+        self.queue = queue
+        self.id_field = id_field
+        self.high_water = _high_water(transport)
+        self.idle = False  # the stream's task waits for its next queued message
+
+    def __call__(self, message: Message) -> bool:
+        transport = self.transport
+        if (
+            not self.idle
+            or not self.queue.empty()
+            or self.ws.closed
+            or transport is None
+            or transport.is_closing()
+        ):
+            return False
+        frame = self.frames.ws_wire(message, self.id_field)
+        if not sent_at_once(transport, len(frame), self.high_water):
+            return False
+        transport.write(frame)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,16 +498,20 @@ class RestEdge:
             await self._ws_error(ws, render.from_failure(failure))
             return ws
         queue: asyncio.Queue[object] = asyncio.Queue(STREAM_QUEUE)
+        id_field = RESUME.get((route.service, route.method), ("", ""))[0]
+        sink = DirectFrames(self.frames, ws, request.transport, queue, id_field)
+        context.stream_sink = sink
         pump = asyncio.create_task(self._pump(handler(message, context), queue))
         reader = asyncio.create_task(self._ws_drain(ws))
         # The client's close wakes the loop through the queue: one plain get per message, not
         # a future and a wait() over two tasks (half the loop's cost with 5,000 watchers).
         # A full queue needs no wake-up: its next get returns at once and sees `reader` done.
         reader.add_done_callback(lambda _: _offer(queue, _GONE))
-        id_field = RESUME.get((route.service, route.method), ("", ""))[0]
         try:
             while True:
+                sink.idle = True
                 item = await queue.get()
+                sink.idle = False
                 if item is _GONE or reader.done():  # the client closed
                     self.stream_ended.labels("client_gone").inc()
                     break
@@ -458,9 +526,11 @@ class RestEdge:
                 assert isinstance(item, Message)
                 frame = self.frames.ws_event(item, id_field)
                 try:
-                    # A timeout scope, not wait_for: no task per frame (Python 3.11).
-                    async with asyncio.timeout(self.options.slow_write_s):
-                        await ws.send_str(frame)
+                    if sent_at_once(request.transport, len(frame), sink.high_water):
+                        await ws.send_frame(frame, WSMsgType.TEXT)
+                    else:  # A timeout scope, not wait_for: no task per frame (Python 3.11).
+                        async with asyncio.timeout(self.options.slow_write_s):
+                            await ws.send_frame(frame, WSMsgType.TEXT)
                 except TimeoutError:
                     self.stream_ended.labels("slow_consumer").inc()
                     await self._ws_error(

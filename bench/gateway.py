@@ -220,6 +220,7 @@ async def measure(
     echo_port: int,
     echo_pid: int,
     rest_echo_port: int,
+    rest_echo_pid: int,
     duration: float,
     warmup: float,
     reps: int,
@@ -298,7 +299,12 @@ async def measure(
             "state": stack.state.proc.pid,
             "broker": stack.broker.pid,
         }
-        cpu_pids: dict[str, Mapping[str, int]] = {"gateway": stack_pids, "echo": {"echo": echo_pid}}
+        cpu_pids: dict[str, Mapping[str, int]] = {
+            "gateway": stack_pids,
+            "echo": {"echo": echo_pid},
+            "rest": stack_pids,
+            "rest_bare": {"aiohttp": rest_echo_pid},
+        }
         cpu_got: dict[str, list[dict[str, float]]] = {}
         cells = [
             ("gateway", via_gw),
@@ -332,16 +338,14 @@ async def measure(
         rows.append(["GetEntry via gateway (calls/s)", unary, "", ""])
         rows.append(["GetEntry bare grpc.aio echo (calls/s)", bare, "", ""])
         rows.append(["  gateway / echo", u_ratio, ">= 0.6", verdict(u_ratio >= 0.6)])
-        for name in ("gateway", "echo"):
+
+        def cpu_row(name: str, label: str) -> None:
             per = {k: median(c[k] for c in cpu_got[name]) for k in cpu_got[name][0]}
-            rows.append(
-                [
-                    f"  CPU per call via {name} (us)",
-                    ", ".join(f"{k} {v:,.0f}" for k, v in per.items()),
-                    "",
-                    "",
-                ]
-            )
+            text = ", ".join(f"{k} {v:,.0f}" for k, v in per.items())
+            rows.append([f"  CPU per call {label} (us)", text, "", ""])
+
+        cpu_row("gateway", "via gateway")
+        cpu_row("echo", "via echo")
         rows.append(["BatchGetEntries x10 (keys/s)", keys_s, "", ""])
         rows.append(["  batch keys/s / unary calls/s", b_ratio, ">= 5", verdict(b_ratio >= 5)])
         rest, rest_bare = rate("rest"), rate("rest_bare")
@@ -349,6 +353,8 @@ async def measure(
         rows.append(["REST GET entry via gateway (req/s)", rest, "", ""])
         rows.append(["REST GET bare aiohttp, same JSON (req/s)", rest_bare, "", ""])
         rows.append(["  REST gateway / bare aiohttp", r_ratio, ">= 0.5", verdict(r_ratio >= 0.5)])
+        cpu_row("rest", "REST via gateway")
+        cpu_row("rest_bare", "REST bare aiohttp")
         rows.append(["GetEntry p50 via gateway, 1 in flight (ms)", p50("gw1"), "", ""])
         rows.append(["state-get p50 direct MDP, 1 in flight (ms)", p50("mdp1"), "", ""])
         rows.append(["  gateway added p50 (ms)", added, "", ""])
@@ -606,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
                     echo_port,
                     echo.pid,
                     rest_echo_port,
+                    rest_echo.pid,
                     duration,
                     warmup,
                     reps,

@@ -291,6 +291,7 @@ def login_req(r: pb.LoginRequest) -> Call:
             identifier=r.identifier,
             password=r.password,
             audience=list(r.audiences) or None,
+            totp=r.totp or None,
         ),
     )
 
@@ -353,6 +354,7 @@ def change_password_req(r: pb.ChangePasswordRequest) -> Call:
             identifier=r.identifier or None,
             current_password=r.current_password,
             new_password=r.new_password,
+            totp=r.totp or None,
         ),
     )
 
@@ -367,6 +369,55 @@ def jwks_req(r: pb.GetJwksRequest) -> Call:
 
 def jwks_resp(r: pb.GetJwksRequest, d: Json) -> pb.GetJwksResponse:
     return pb.GetJwksResponse(keys=[jwk_pb(k) for k in _dicts(d.get("keys"))])
+
+
+def issue_token_req(r: pb.IssueTokenRequest) -> Call:
+    return (
+        "auth",
+        "token",
+        _clean(
+            client_id=r.client_id,
+            client_secret=r.client_secret,
+            audience=list(r.audiences) or None,
+        ),
+    )
+
+
+def issue_token_resp(r: pb.IssueTokenRequest, d: Json) -> pb.IssueTokenResponse:
+    return pb.IssueTokenResponse(
+        access_token=_str(d.get("access_token")),
+        expire_time=stamp_unix(d.get("expires_at")),
+        token_type=_str(d.get("token_type")) or "Bearer",
+    )
+
+
+# TOTP: identity acts on the token's own user (the forwarded ``token``), never on a named one.
+
+
+def enroll_totp_req(r: pb.EnrollTotpRequest) -> Call:
+    return "auth", "totp_enroll", {}
+
+
+def enroll_totp_resp(r: pb.EnrollTotpRequest, d: Json) -> pb.EnrollTotpResponse:
+    return pb.EnrollTotpResponse(
+        secret=_str(d.get("secret")), otpauth_uri=_str(d.get("otpauth_uri"))
+    )
+
+
+def confirm_totp_req(r: pb.ConfirmTotpRequest) -> Call:
+    return "auth", "totp_confirm", {"code": r.code}
+
+
+def confirm_totp_resp(r: pb.ConfirmTotpRequest, d: Json) -> pb.ConfirmTotpResponse:
+    return pb.ConfirmTotpResponse(totp_enabled=d.get("totp_enabled") is True)
+
+
+def disable_totp_req(r: pb.DisableTotpRequest) -> Call:
+    return "auth", "totp_disable", {"code": r.code}
+
+
+def disable_totp_resp(r: pb.DisableTotpRequest, d: Json) -> pb.DisableTotpResponse:
+    return pb.DisableTotpResponse()
 
 
 # ---- users ---------------------------------------------------------------------------------------
@@ -475,6 +526,22 @@ def unassign_role_req(r: pb.UnassignRoleRequest) -> Call:
     )
 
 
+def unlock_req(r: pb.UnlockUserRequest) -> Call:
+    return "user", "unlock", _clean(user_id=_id(r.user_id))
+
+
+def unlock_resp(r: pb.UnlockUserRequest, d: Json) -> pb.UnlockUserResponse:
+    return pb.UnlockUserResponse()
+
+
+def assign_org_req(r: pb.AssignOrganizationRequest) -> Call:
+    return "user", "assign_organization", _clean(user_id=_id(r.user_id), org_id=_id(r.org_id))
+
+
+def unassign_org_req(r: pb.UnassignOrganizationRequest) -> Call:
+    return "user", "unassign_organization", _clean(user_id=_id(r.user_id), org_id=_id(r.org_id))
+
+
 _USER_RESPONSES: Final[Mapping[type, type]] = {
     pb.CreateUserRequest: pb.CreateUserResponse,
     pb.GetUserRequest: pb.GetUserResponse,
@@ -483,7 +550,45 @@ _USER_RESPONSES: Final[Mapping[type, type]] = {
     pb.DeactivateUserRequest: pb.DeactivateUserResponse,
     pb.AssignRoleRequest: pb.AssignRoleResponse,
     pb.UnassignRoleRequest: pb.UnassignRoleResponse,
+    pb.AssignOrganizationRequest: pb.AssignOrganizationResponse,
+    pb.UnassignOrganizationRequest: pb.UnassignOrganizationResponse,
 }
+
+
+# ---- service accounts ----------------------------------------------------------------------------
+
+
+def create_sa_req(r: pb.CreateServiceAccountRequest) -> Call:
+    return (
+        "service_account",
+        "create",
+        _clean(name=r.name, description=r.description or None, roles=list(r.roles) or None),
+    )
+
+
+def create_sa_resp(r: pb.CreateServiceAccountRequest, d: Json) -> pb.CreateServiceAccountResponse:
+    return pb.CreateServiceAccountResponse(
+        service_account=user_pb(_obj(d.get("service_account"))),
+        client_id=_str(d.get("client_id")),
+        client_secret=_str(d.get("client_secret")),
+    )
+
+
+def list_sa_req(r: pb.ListServiceAccountsRequest) -> Call:
+    return "service_account", "list", {}
+
+
+def list_sa_resp(r: pb.ListServiceAccountsRequest, d: Json) -> pb.ListServiceAccountsResponse:
+    accounts = [user_pb(u) for u in _dicts(d.get("service_accounts"))]
+    return pb.ListServiceAccountsResponse(service_accounts=accounts)
+
+
+def delete_sa_req(r: pb.DeleteServiceAccountRequest) -> Call:
+    return "service_account", "delete", _clean(user_id=_id(r.user_id))
+
+
+def delete_sa_resp(r: pb.DeleteServiceAccountRequest, d: Json) -> pb.DeleteServiceAccountResponse:
+    return pb.DeleteServiceAccountResponse()
 
 
 # ---- roles ---------------------------------------------------------------------------------------
@@ -804,6 +909,18 @@ METHODS: Final[Mapping[str, Method]] = {
             names=("identifier", "user_id"),
         ),
         Method("GetJwks", jwks_req, jwks_resp, _R, token_required=False, forward_token=False),
+        Method(
+            "IssueToken",
+            issue_token_req,
+            issue_token_resp,
+            _L,
+            token_required=False,
+            forward_token=False,
+        ),
+        # One-time codes: the caller's own, so the caller's token.
+        Method("EnrollTotp", enroll_totp_req, enroll_totp_resp, _W),
+        Method("ConfirmTotp", confirm_totp_req, confirm_totp_resp, _W),
+        Method("DisableTotp", disable_totp_req, disable_totp_resp, _W),
         # Users.
         Method("CreateUser", create_user_req, user_resp, _W),
         Method("GetUser", get_user_req, user_resp, _R),
@@ -814,6 +931,15 @@ METHODS: Final[Mapping[str, Method]] = {
         Method("DeactivateUser", deactivate_req, changed_user_resp, _W, then=read_user_then),
         Method("AssignRole", assign_role_req, changed_user_resp, _W, then=read_user_then),
         Method("UnassignRole", unassign_role_req, changed_user_resp, _W, then=read_user_then),
+        Method("UnlockUser", unlock_req, unlock_resp, _W),
+        Method("AssignOrganization", assign_org_req, changed_user_resp, _W, then=read_user_then),
+        Method(
+            "UnassignOrganization", unassign_org_req, changed_user_resp, _W, then=read_user_then
+        ),
+        # Service accounts.
+        Method("CreateServiceAccount", create_sa_req, create_sa_resp, _W),
+        Method("ListServiceAccounts", list_sa_req, list_sa_resp, _R),
+        Method("DeleteServiceAccount", delete_sa_req, delete_sa_resp, _W),
         # Roles.
         Method("CreateRole", create_role_req, role_resp, _W),
         Method("GetRole", get_role_req, role_resp, _R),

@@ -155,6 +155,76 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         r: pb.AssignRoleResponse = await self._unary(_M["AssignRole"], request, context)
         return r
 
+    async def IssueToken(
+        self, request: pb.IssueTokenRequest, context: Context
+    ) -> pb.IssueTokenResponse:
+        r: pb.IssueTokenResponse = await self._unary(_M["IssueToken"], request, context)
+        return r
+
+    async def EnrollTotp(
+        self, request: pb.EnrollTotpRequest, context: Context
+    ) -> pb.EnrollTotpResponse:
+        r: pb.EnrollTotpResponse = await self._unary(_M["EnrollTotp"], request, context)
+        return r
+
+    async def ConfirmTotp(
+        self, request: pb.ConfirmTotpRequest, context: Context
+    ) -> pb.ConfirmTotpResponse:
+        r: pb.ConfirmTotpResponse = await self._unary(_M["ConfirmTotp"], request, context)
+        return r
+
+    async def DisableTotp(
+        self, request: pb.DisableTotpRequest, context: Context
+    ) -> pb.DisableTotpResponse:
+        r: pb.DisableTotpResponse = await self._unary(_M["DisableTotp"], request, context)
+        return r
+
+    async def UnlockUser(
+        self, request: pb.UnlockUserRequest, context: Context
+    ) -> pb.UnlockUserResponse:
+        r: pb.UnlockUserResponse = await self._unary(_M["UnlockUser"], request, context)
+        return r
+
+    async def AssignOrganization(
+        self, request: pb.AssignOrganizationRequest, context: Context
+    ) -> pb.AssignOrganizationResponse:
+        r: pb.AssignOrganizationResponse = await self._unary(
+            _M["AssignOrganization"], request, context
+        )
+        return r
+
+    async def UnassignOrganization(
+        self, request: pb.UnassignOrganizationRequest, context: Context
+    ) -> pb.UnassignOrganizationResponse:
+        r: pb.UnassignOrganizationResponse = await self._unary(
+            _M["UnassignOrganization"], request, context
+        )
+        return r
+
+    async def CreateServiceAccount(
+        self, request: pb.CreateServiceAccountRequest, context: Context
+    ) -> pb.CreateServiceAccountResponse:
+        r: pb.CreateServiceAccountResponse = await self._unary(
+            _M["CreateServiceAccount"], request, context
+        )
+        return r
+
+    async def ListServiceAccounts(
+        self, request: pb.ListServiceAccountsRequest, context: Context
+    ) -> pb.ListServiceAccountsResponse:
+        r: pb.ListServiceAccountsResponse = await self._unary(
+            _M["ListServiceAccounts"], request, context
+        )
+        return r
+
+    async def DeleteServiceAccount(
+        self, request: pb.DeleteServiceAccountRequest, context: Context
+    ) -> pb.DeleteServiceAccountResponse:
+        r: pb.DeleteServiceAccountResponse = await self._unary(
+            _M["DeleteServiceAccount"], request, context
+        )
+        return r
+
     async def UnassignRole(
         self, request: pb.UnassignRoleRequest, context: Context
     ) -> pb.UnassignRoleResponse:

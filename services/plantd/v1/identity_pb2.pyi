@@ -374,10 +374,13 @@ class LoginRequest(_message.Message):
     IDENTIFIER_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     AUDIENCES_FIELD_NUMBER: _builtins.int
+    TOTP_FIELD_NUMBER: _builtins.int
     identifier: _builtins.str
     """The username or email address."""
     password: _builtins.str
     """The password (never logged)."""
+    totp: _builtins.str
+    """The current one-time code, for a user who turned them on (ConfirmTotp)."""
     @_builtins.property
     def audiences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The audiences the access token should name; empty: the default ones."""
@@ -388,10 +391,11 @@ class LoginRequest(_message.Message):
         identifier: _builtins.str = ...,
         password: _builtins.str = ...,
         audiences: _abc.Iterable[_builtins.str] | None = ...,
+        totp: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audiences", b"audiences", "identifier", b"identifier", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audiences", b"audiences", "identifier", b"identifier", "password", b"password", "totp", b"totp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -619,22 +623,26 @@ class ChangePasswordRequest(_message.Message):
     IDENTIFIER_FIELD_NUMBER: _builtins.int
     CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
     NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    TOTP_FIELD_NUMBER: _builtins.int
     identifier: _builtins.str
     """The username or email address; empty: the caller (from metadata)."""
     current_password: _builtins.str
     """The current password."""
     new_password: _builtins.str
     """The new password (at least 15 characters, not on the blocklist)."""
+    totp: _builtins.str
+    """The current one-time code, for a user who turned them on (ConfirmTotp)."""
     def __init__(
         self,
         *,
         identifier: _builtins.str = ...,
         current_password: _builtins.str = ...,
         new_password: _builtins.str = ...,
+        totp: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password", "identifier", b"identifier", "new_password", b"new_password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password", "identifier", b"identifier", "new_password", b"new_password", "totp", b"totp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1951,3 +1959,476 @@ class RevokeModuleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeModuleResponse: _TypeAlias = RevokeModuleResponse  # noqa: Y015
+
+@_typing.final
+class IssueTokenRequest(_message.Message):
+    """IssueTokenRequest carries a service account's credentials."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    AUDIENCES_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    """The service account's name (CreateServiceAccount's client_id)."""
+    client_secret: _builtins.str
+    """Its secret (shown once, at creation)."""
+    @_builtins.property
+    def audiences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The audiences the access token should name; empty: the default ones."""
+
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+        audiences: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audiences", b"audiences", "client_id", b"client_id", "client_secret", b"client_secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueTokenRequest: _TypeAlias = IssueTokenRequest  # noqa: Y015
+
+@_typing.final
+class IssueTokenResponse(_message.Message):
+    """IssueTokenResponse carries the access token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    """The access token."""
+    token_type: _builtins.str
+    """Always `Bearer`."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it expires."""
+
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        token_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "expire_time", b"expire_time", "token_type", b"token_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueTokenResponse: _TypeAlias = IssueTokenResponse  # noqa: Y015
+
+@_typing.final
+class EnrollTotpRequest(_message.Message):
+    """EnrollTotpRequest takes no fields: the caller enrols (from metadata)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollTotpRequest: _TypeAlias = EnrollTotpRequest  # noqa: Y015
+
+@_typing.final
+class EnrollTotpResponse(_message.Message):
+    """EnrollTotpResponse carries the new secret, for an authenticator app."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    OTPAUTH_URI_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The base32 secret (RFC 6238)."""
+    otpauth_uri: _builtins.str
+    """The same as an otpauth:// URI (for a QR code)."""
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+        otpauth_uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["otpauth_uri", b"otpauth_uri", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollTotpResponse: _TypeAlias = EnrollTotpResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmTotpRequest(_message.Message):
+    """ConfirmTotpRequest carries a code from the enrolled secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The current one-time code."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmTotpRequest: _TypeAlias = ConfirmTotpRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmTotpResponse(_message.Message):
+    """ConfirmTotpResponse confirms that logins now ask for a code."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTP_ENABLED_FIELD_NUMBER: _builtins.int
+    totp_enabled: _builtins.bool
+    """Always true."""
+    def __init__(
+        self,
+        *,
+        totp_enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["totp_enabled", b"totp_enabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmTotpResponse: _TypeAlias = ConfirmTotpResponse  # noqa: Y015
+
+@_typing.final
+class DisableTotpRequest(_message.Message):
+    """DisableTotpRequest carries a current code."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The current one-time code."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableTotpRequest: _TypeAlias = DisableTotpRequest  # noqa: Y015
+
+@_typing.final
+class DisableTotpResponse(_message.Message):
+    """DisableTotpResponse confirms that logins no longer ask for a code."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableTotpResponse: _TypeAlias = DisableTotpResponse  # noqa: Y015
+
+@_typing.final
+class UnlockUserRequest(_message.Message):
+    """UnlockUserRequest names the user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """The user id."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnlockUserRequest: _TypeAlias = UnlockUserRequest  # noqa: Y015
+
+@_typing.final
+class UnlockUserResponse(_message.Message):
+    """UnlockUserResponse confirms the unlock."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnlockUserResponse: _TypeAlias = UnlockUserResponse  # noqa: Y015
+
+@_typing.final
+class AssignOrganizationRequest(_message.Message):
+    """AssignOrganizationRequest names the user and the organization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """The user id."""
+    org_id: _builtins.int
+    """The organization id."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        org_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_id", b"org_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignOrganizationRequest: _TypeAlias = AssignOrganizationRequest  # noqa: Y015
+
+@_typing.final
+class AssignOrganizationResponse(_message.Message):
+    """AssignOrganizationResponse is the user after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def user(self) -> Global___User:
+        """The user."""
+
+    def __init__(
+        self,
+        *,
+        user: Global___User | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignOrganizationResponse: _TypeAlias = AssignOrganizationResponse  # noqa: Y015
+
+@_typing.final
+class UnassignOrganizationRequest(_message.Message):
+    """UnassignOrganizationRequest names the user and the organization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """The user id."""
+    org_id: _builtins.int
+    """The organization id."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        org_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_id", b"org_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnassignOrganizationRequest: _TypeAlias = UnassignOrganizationRequest  # noqa: Y015
+
+@_typing.final
+class UnassignOrganizationResponse(_message.Message):
+    """UnassignOrganizationResponse is the user after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def user(self) -> Global___User:
+        """The user."""
+
+    def __init__(
+        self,
+        *,
+        user: Global___User | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnassignOrganizationResponse: _TypeAlias = UnassignOrganizationResponse  # noqa: Y015
+
+@_typing.final
+class CreateServiceAccountRequest(_message.Message):
+    """CreateServiceAccountRequest describes the new service account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Its name, 3-50 characters; the client_id it authenticates with."""
+    description: _builtins.str
+    """What it is for."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The names of the roles it holds."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateServiceAccountRequest: _TypeAlias = CreateServiceAccountRequest  # noqa: Y015
+
+@_typing.final
+class CreateServiceAccountResponse(_message.Message):
+    """CreateServiceAccountResponse carries the account and its secret, shown this once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ACCOUNT_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    """The name to authenticate with (IssueToken)."""
+    client_secret: _builtins.str
+    """The secret; only its hash is stored."""
+    @_builtins.property
+    def service_account(self) -> Global___User:
+        """The account."""
+
+    def __init__(
+        self,
+        *,
+        service_account: Global___User | None = ...,
+        client_id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["service_account", b"service_account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret", "service_account", b"service_account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateServiceAccountResponse: _TypeAlias = CreateServiceAccountResponse  # noqa: Y015
+
+@_typing.final
+class ListServiceAccountsRequest(_message.Message):
+    """ListServiceAccountsRequest takes no fields."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListServiceAccountsRequest: _TypeAlias = ListServiceAccountsRequest  # noqa: Y015
+
+@_typing.final
+class ListServiceAccountsResponse(_message.Message):
+    """ListServiceAccountsResponse lists the service accounts (at most 100)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ACCOUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def service_accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___User]:
+        """The accounts."""
+
+    def __init__(
+        self,
+        *,
+        service_accounts: _abc.Iterable[Global___User] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_accounts", b"service_accounts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListServiceAccountsResponse: _TypeAlias = ListServiceAccountsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteServiceAccountRequest(_message.Message):
+    """DeleteServiceAccountRequest names the account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """The account's user id."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteServiceAccountRequest: _TypeAlias = DeleteServiceAccountRequest  # noqa: Y015
+
+@_typing.final
+class DeleteServiceAccountResponse(_message.Message):
+    """DeleteServiceAccountResponse confirms the deletion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteServiceAccountResponse: _TypeAlias = DeleteServiceAccountResponse  # noqa: Y015

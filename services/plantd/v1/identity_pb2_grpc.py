@@ -190,6 +190,56 @@ class IdentityServiceStub:
                 request_serializer=plantd_dot_v1_dot_identity__pb2.RevokeModuleRequest.SerializeToString,
                 response_deserializer=plantd_dot_v1_dot_identity__pb2.RevokeModuleResponse.FromString,
                 _registered_method=True)
+        self.IssueToken = channel.unary_unary(
+                '/plantd.v1.IdentityService/IssueToken',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.IssueTokenRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.IssueTokenResponse.FromString,
+                _registered_method=True)
+        self.EnrollTotp = channel.unary_unary(
+                '/plantd.v1.IdentityService/EnrollTotp',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.EnrollTotpRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.EnrollTotpResponse.FromString,
+                _registered_method=True)
+        self.ConfirmTotp = channel.unary_unary(
+                '/plantd.v1.IdentityService/ConfirmTotp',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.ConfirmTotpRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.ConfirmTotpResponse.FromString,
+                _registered_method=True)
+        self.DisableTotp = channel.unary_unary(
+                '/plantd.v1.IdentityService/DisableTotp',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.DisableTotpRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.DisableTotpResponse.FromString,
+                _registered_method=True)
+        self.UnlockUser = channel.unary_unary(
+                '/plantd.v1.IdentityService/UnlockUser',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.UnlockUserRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.UnlockUserResponse.FromString,
+                _registered_method=True)
+        self.AssignOrganization = channel.unary_unary(
+                '/plantd.v1.IdentityService/AssignOrganization',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.AssignOrganizationRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.AssignOrganizationResponse.FromString,
+                _registered_method=True)
+        self.UnassignOrganization = channel.unary_unary(
+                '/plantd.v1.IdentityService/UnassignOrganization',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.UnassignOrganizationRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.UnassignOrganizationResponse.FromString,
+                _registered_method=True)
+        self.CreateServiceAccount = channel.unary_unary(
+                '/plantd.v1.IdentityService/CreateServiceAccount',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.CreateServiceAccountRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.CreateServiceAccountResponse.FromString,
+                _registered_method=True)
+        self.ListServiceAccounts = channel.unary_unary(
+                '/plantd.v1.IdentityService/ListServiceAccounts',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.ListServiceAccountsRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.ListServiceAccountsResponse.FromString,
+                _registered_method=True)
+        self.DeleteServiceAccount = channel.unary_unary(
+                '/plantd.v1.IdentityService/DeleteServiceAccount',
+                request_serializer=plantd_dot_v1_dot_identity__pb2.DeleteServiceAccountRequest.SerializeToString,
+                response_deserializer=plantd_dot_v1_dot_identity__pb2.DeleteServiceAccountResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -422,6 +472,86 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueToken(self, request, context):
+        """IssueToken exchanges a service account's client id and secret for an access token (OAuth 2
+        client credentials, `auth/token`); there is no refresh token: ask again. Bad credentials:
+        UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnrollTotp(self, request, context):
+        """EnrollTotp starts the caller's enrolment in one-time codes (`auth/totp_enroll`): a new
+        secret, to be confirmed with a code before logins ask for one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmTotp(self, request, context):
+        """ConfirmTotp turns one-time codes on for the caller, given a current code
+        (`auth/totp_confirm`); from then on Login and ChangePassword need `totp`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableTotp(self, request, context):
+        """DisableTotp turns one-time codes off for the caller, given a current code
+        (`auth/totp_disable`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlockUser(self, request, context):
+        """UnlockUser clears the failed logins that locked a user out (`user/unlock`; needs
+        `user:activate`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignOrganization(self, request, context):
+        """AssignOrganization makes a user a member of an organization (`user/assign_organization`;
+        needs `organization:member:add`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnassignOrganization(self, request, context):
+        """UnassignOrganization ends a user's membership of an organization
+        (`user/unassign_organization`; needs `organization:member:remove`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateServiceAccount(self, request, context):
+        """CreateServiceAccount creates a machine user whose secret is shown once
+        (`service_account/create`; needs `user:create` and every permission of its roles).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServiceAccounts(self, request, context):
+        """ListServiceAccounts lists the service accounts (`service_account/list`; needs `user:list`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteServiceAccount(self, request, context):
+        """DeleteServiceAccount deletes a service account and ends its tokens
+        (`service_account/delete`; needs `user:delete`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -579,6 +709,56 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RevokeModule,
                     request_deserializer=plantd_dot_v1_dot_identity__pb2.RevokeModuleRequest.FromString,
                     response_serializer=plantd_dot_v1_dot_identity__pb2.RevokeModuleResponse.SerializeToString,
+            ),
+            'IssueToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueToken,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.IssueTokenRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.IssueTokenResponse.SerializeToString,
+            ),
+            'EnrollTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollTotp,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.EnrollTotpRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.EnrollTotpResponse.SerializeToString,
+            ),
+            'ConfirmTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmTotp,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.ConfirmTotpRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.ConfirmTotpResponse.SerializeToString,
+            ),
+            'DisableTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableTotp,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.DisableTotpRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.DisableTotpResponse.SerializeToString,
+            ),
+            'UnlockUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlockUser,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.UnlockUserRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.UnlockUserResponse.SerializeToString,
+            ),
+            'AssignOrganization': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignOrganization,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.AssignOrganizationRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.AssignOrganizationResponse.SerializeToString,
+            ),
+            'UnassignOrganization': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnassignOrganization,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.UnassignOrganizationRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.UnassignOrganizationResponse.SerializeToString,
+            ),
+            'CreateServiceAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateServiceAccount,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.CreateServiceAccountRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.CreateServiceAccountResponse.SerializeToString,
+            ),
+            'ListServiceAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServiceAccounts,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.ListServiceAccountsRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.ListServiceAccountsResponse.SerializeToString,
+            ),
+            'DeleteServiceAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteServiceAccount,
+                    request_deserializer=plantd_dot_v1_dot_identity__pb2.DeleteServiceAccountRequest.FromString,
+                    response_serializer=plantd_dot_v1_dot_identity__pb2.DeleteServiceAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1419,6 +1599,276 @@ class IdentityService:
             '/plantd.v1.IdentityService/RevokeModule',
             plantd_dot_v1_dot_identity__pb2.RevokeModuleRequest.SerializeToString,
             plantd_dot_v1_dot_identity__pb2.RevokeModuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/IssueToken',
+            plantd_dot_v1_dot_identity__pb2.IssueTokenRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.IssueTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/EnrollTotp',
+            plantd_dot_v1_dot_identity__pb2.EnrollTotpRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.EnrollTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/ConfirmTotp',
+            plantd_dot_v1_dot_identity__pb2.ConfirmTotpRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.ConfirmTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/DisableTotp',
+            plantd_dot_v1_dot_identity__pb2.DisableTotpRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.DisableTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlockUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/UnlockUser',
+            plantd_dot_v1_dot_identity__pb2.UnlockUserRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.UnlockUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignOrganization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/AssignOrganization',
+            plantd_dot_v1_dot_identity__pb2.AssignOrganizationRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.AssignOrganizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnassignOrganization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/UnassignOrganization',
+            plantd_dot_v1_dot_identity__pb2.UnassignOrganizationRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.UnassignOrganizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateServiceAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/CreateServiceAccount',
+            plantd_dot_v1_dot_identity__pb2.CreateServiceAccountRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.CreateServiceAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServiceAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/ListServiceAccounts',
+            plantd_dot_v1_dot_identity__pb2.ListServiceAccountsRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.ListServiceAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteServiceAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantd.v1.IdentityService/DeleteServiceAccount',
+            plantd_dot_v1_dot_identity__pb2.DeleteServiceAccountRequest.SerializeToString,
+            plantd_dot_v1_dot_identity__pb2.DeleteServiceAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

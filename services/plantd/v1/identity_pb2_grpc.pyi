@@ -119,6 +119,45 @@ class IdentityServiceStub:
     """RevokeModule removes a machine identity; the broker refuses its key from then on
     (`modules/revoke`).
     """
+    IssueToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.IssueTokenRequest, _identity_pb2.IssueTokenResponse]
+    """IssueToken exchanges a service account's client id and secret for an access token (OAuth 2
+    client credentials, `auth/token`); there is no refresh token: ask again. Bad credentials:
+    UNAUTHENTICATED.
+    """
+    EnrollTotp: _grpc.UnaryUnaryMultiCallable[_identity_pb2.EnrollTotpRequest, _identity_pb2.EnrollTotpResponse]
+    """EnrollTotp starts the caller's enrolment in one-time codes (`auth/totp_enroll`): a new
+    secret, to be confirmed with a code before logins ask for one.
+    """
+    ConfirmTotp: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ConfirmTotpRequest, _identity_pb2.ConfirmTotpResponse]
+    """ConfirmTotp turns one-time codes on for the caller, given a current code
+    (`auth/totp_confirm`); from then on Login and ChangePassword need `totp`.
+    """
+    DisableTotp: _grpc.UnaryUnaryMultiCallable[_identity_pb2.DisableTotpRequest, _identity_pb2.DisableTotpResponse]
+    """DisableTotp turns one-time codes off for the caller, given a current code
+    (`auth/totp_disable`).
+    """
+    UnlockUser: _grpc.UnaryUnaryMultiCallable[_identity_pb2.UnlockUserRequest, _identity_pb2.UnlockUserResponse]
+    """UnlockUser clears the failed logins that locked a user out (`user/unlock`; needs
+    `user:activate`).
+    """
+    AssignOrganization: _grpc.UnaryUnaryMultiCallable[_identity_pb2.AssignOrganizationRequest, _identity_pb2.AssignOrganizationResponse]
+    """AssignOrganization makes a user a member of an organization (`user/assign_organization`;
+    needs `organization:member:add`).
+    """
+    UnassignOrganization: _grpc.UnaryUnaryMultiCallable[_identity_pb2.UnassignOrganizationRequest, _identity_pb2.UnassignOrganizationResponse]
+    """UnassignOrganization ends a user's membership of an organization
+    (`user/unassign_organization`; needs `organization:member:remove`).
+    """
+    CreateServiceAccount: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CreateServiceAccountRequest, _identity_pb2.CreateServiceAccountResponse]
+    """CreateServiceAccount creates a machine user whose secret is shown once
+    (`service_account/create`; needs `user:create` and every permission of its roles).
+    """
+    ListServiceAccounts: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListServiceAccountsRequest, _identity_pb2.ListServiceAccountsResponse]
+    """ListServiceAccounts lists the service accounts (`service_account/list`; needs `user:list`)."""
+    DeleteServiceAccount: _grpc.UnaryUnaryMultiCallable[_identity_pb2.DeleteServiceAccountRequest, _identity_pb2.DeleteServiceAccountResponse]
+    """DeleteServiceAccount deletes a service account and ends its tokens
+    (`service_account/delete`; needs `user:delete`).
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -204,6 +243,45 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     RevokeModule: _aio.UnaryUnaryMultiCallable[_identity_pb2.RevokeModuleRequest, _identity_pb2.RevokeModuleResponse]  # type: ignore[assignment]
     """RevokeModule removes a machine identity; the broker refuses its key from then on
     (`modules/revoke`).
+    """
+    IssueToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.IssueTokenRequest, _identity_pb2.IssueTokenResponse]  # type: ignore[assignment]
+    """IssueToken exchanges a service account's client id and secret for an access token (OAuth 2
+    client credentials, `auth/token`); there is no refresh token: ask again. Bad credentials:
+    UNAUTHENTICATED.
+    """
+    EnrollTotp: _aio.UnaryUnaryMultiCallable[_identity_pb2.EnrollTotpRequest, _identity_pb2.EnrollTotpResponse]  # type: ignore[assignment]
+    """EnrollTotp starts the caller's enrolment in one-time codes (`auth/totp_enroll`): a new
+    secret, to be confirmed with a code before logins ask for one.
+    """
+    ConfirmTotp: _aio.UnaryUnaryMultiCallable[_identity_pb2.ConfirmTotpRequest, _identity_pb2.ConfirmTotpResponse]  # type: ignore[assignment]
+    """ConfirmTotp turns one-time codes on for the caller, given a current code
+    (`auth/totp_confirm`); from then on Login and ChangePassword need `totp`.
+    """
+    DisableTotp: _aio.UnaryUnaryMultiCallable[_identity_pb2.DisableTotpRequest, _identity_pb2.DisableTotpResponse]  # type: ignore[assignment]
+    """DisableTotp turns one-time codes off for the caller, given a current code
+    (`auth/totp_disable`).
+    """
+    UnlockUser: _aio.UnaryUnaryMultiCallable[_identity_pb2.UnlockUserRequest, _identity_pb2.UnlockUserResponse]  # type: ignore[assignment]
+    """UnlockUser clears the failed logins that locked a user out (`user/unlock`; needs
+    `user:activate`).
+    """
+    AssignOrganization: _aio.UnaryUnaryMultiCallable[_identity_pb2.AssignOrganizationRequest, _identity_pb2.AssignOrganizationResponse]  # type: ignore[assignment]
+    """AssignOrganization makes a user a member of an organization (`user/assign_organization`;
+    needs `organization:member:add`).
+    """
+    UnassignOrganization: _aio.UnaryUnaryMultiCallable[_identity_pb2.UnassignOrganizationRequest, _identity_pb2.UnassignOrganizationResponse]  # type: ignore[assignment]
+    """UnassignOrganization ends a user's membership of an organization
+    (`user/unassign_organization`; needs `organization:member:remove`).
+    """
+    CreateServiceAccount: _aio.UnaryUnaryMultiCallable[_identity_pb2.CreateServiceAccountRequest, _identity_pb2.CreateServiceAccountResponse]  # type: ignore[assignment]
+    """CreateServiceAccount creates a machine user whose secret is shown once
+    (`service_account/create`; needs `user:create` and every permission of its roles).
+    """
+    ListServiceAccounts: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListServiceAccountsRequest, _identity_pb2.ListServiceAccountsResponse]  # type: ignore[assignment]
+    """ListServiceAccounts lists the service accounts (`service_account/list`; needs `user:list`)."""
+    DeleteServiceAccount: _aio.UnaryUnaryMultiCallable[_identity_pb2.DeleteServiceAccountRequest, _identity_pb2.DeleteServiceAccountResponse]  # type: ignore[assignment]
+    """DeleteServiceAccount deletes a service account and ends its tokens
+    (`service_account/delete`; needs `user:delete`).
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -473,6 +551,105 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_pb2.RevokeModuleResponse, _abc.Awaitable[_identity_pb2.RevokeModuleResponse]]:
         """RevokeModule removes a machine identity; the broker refuses its key from then on
         (`modules/revoke`).
+        """
+
+    @_abc_1.abstractmethod
+    def IssueToken(
+        self,
+        request: _identity_pb2.IssueTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.IssueTokenResponse, _abc.Awaitable[_identity_pb2.IssueTokenResponse]]:
+        """IssueToken exchanges a service account's client id and secret for an access token (OAuth 2
+        client credentials, `auth/token`); there is no refresh token: ask again. Bad credentials:
+        UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def EnrollTotp(
+        self,
+        request: _identity_pb2.EnrollTotpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.EnrollTotpResponse, _abc.Awaitable[_identity_pb2.EnrollTotpResponse]]:
+        """EnrollTotp starts the caller's enrolment in one-time codes (`auth/totp_enroll`): a new
+        secret, to be confirmed with a code before logins ask for one.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmTotp(
+        self,
+        request: _identity_pb2.ConfirmTotpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ConfirmTotpResponse, _abc.Awaitable[_identity_pb2.ConfirmTotpResponse]]:
+        """ConfirmTotp turns one-time codes on for the caller, given a current code
+        (`auth/totp_confirm`); from then on Login and ChangePassword need `totp`.
+        """
+
+    @_abc_1.abstractmethod
+    def DisableTotp(
+        self,
+        request: _identity_pb2.DisableTotpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.DisableTotpResponse, _abc.Awaitable[_identity_pb2.DisableTotpResponse]]:
+        """DisableTotp turns one-time codes off for the caller, given a current code
+        (`auth/totp_disable`).
+        """
+
+    @_abc_1.abstractmethod
+    def UnlockUser(
+        self,
+        request: _identity_pb2.UnlockUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.UnlockUserResponse, _abc.Awaitable[_identity_pb2.UnlockUserResponse]]:
+        """UnlockUser clears the failed logins that locked a user out (`user/unlock`; needs
+        `user:activate`).
+        """
+
+    @_abc_1.abstractmethod
+    def AssignOrganization(
+        self,
+        request: _identity_pb2.AssignOrganizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.AssignOrganizationResponse, _abc.Awaitable[_identity_pb2.AssignOrganizationResponse]]:
+        """AssignOrganization makes a user a member of an organization (`user/assign_organization`;
+        needs `organization:member:add`).
+        """
+
+    @_abc_1.abstractmethod
+    def UnassignOrganization(
+        self,
+        request: _identity_pb2.UnassignOrganizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.UnassignOrganizationResponse, _abc.Awaitable[_identity_pb2.UnassignOrganizationResponse]]:
+        """UnassignOrganization ends a user's membership of an organization
+        (`user/unassign_organization`; needs `organization:member:remove`).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateServiceAccount(
+        self,
+        request: _identity_pb2.CreateServiceAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.CreateServiceAccountResponse, _abc.Awaitable[_identity_pb2.CreateServiceAccountResponse]]:
+        """CreateServiceAccount creates a machine user whose secret is shown once
+        (`service_account/create`; needs `user:create` and every permission of its roles).
+        """
+
+    @_abc_1.abstractmethod
+    def ListServiceAccounts(
+        self,
+        request: _identity_pb2.ListServiceAccountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ListServiceAccountsResponse, _abc.Awaitable[_identity_pb2.ListServiceAccountsResponse]]:
+        """ListServiceAccounts lists the service accounts (`service_account/list`; needs `user:list`)."""
+
+    @_abc_1.abstractmethod
+    def DeleteServiceAccount(
+        self,
+        request: _identity_pb2.DeleteServiceAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.DeleteServiceAccountResponse, _abc.Awaitable[_identity_pb2.DeleteServiceAccountResponse]]:
+        """DeleteServiceAccount deletes a service account and ends its tokens
+        (`service_account/delete`; needs `user:delete`).
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

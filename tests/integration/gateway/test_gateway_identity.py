@@ -525,3 +525,101 @@ async def test_rest_login_then_an_admin_read_with_the_token(stack: Stack) -> Non
             assert r.status == 401
         async with http.get(f"http://127.0.0.1:{stack.rest_port}/.well-known/jwks.json") as r:
             assert r.status == 200 and (await r.json())["keys"], await r.text()
+
+
+def totp_code(secret: str, offset: int = 0) -> str:
+    from plantd.identity import totp
+
+    return totp.code_at(secret, int(time.time() // 30) + offset)
+
+
+async def test_one_time_codes_for_the_caller_from_enrolment_to_login_and_off(
+    stub: identity_pb2_grpc.IdentityServiceAsyncStub,
+) -> None:
+    admin = bearer((await login(stub)).access_token)
+    user = await new_user(stub, admin)
+    mine = bearer((await login(stub, user.username, PASSWORD)).access_token)
+    enrolled = await stub.EnrollTotp(pb.EnrollTotpRequest(), metadata=mine)
+    assert enrolled.secret and enrolled.otpauth_uri.startswith("otpauth://totp/")
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await stub.ConfirmTotp(pb.ConfirmTotpRequest(code="000000"), metadata=mine)
+    assert wrong.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT)
+    # Each step is accepted once (replay protection): confirm, log in, disable on rising steps.
+    confirmed = await stub.ConfirmTotp(
+        pb.ConfirmTotpRequest(code=totp_code(enrolled.secret, -1)), metadata=mine
+    )
+    assert confirmed.totp_enabled
+    with pytest.raises(grpc.aio.AioRpcError) as without:
+        await login(stub, user.username, PASSWORD)  # the password alone no longer does
+    assert without.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    second = await stub.Login(
+        pb.LoginRequest(
+            identifier=user.username, password=PASSWORD, totp=totp_code(enrolled.secret)
+        )
+    )
+    assert second.access_token
+    await stub.DisableTotp(
+        pb.DisableTotpRequest(code=totp_code(enrolled.secret, 1)),
+        metadata=bearer(second.access_token),
+    )
+    assert (await login(stub, user.username, PASSWORD)).access_token
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await stub.EnrollTotp(pb.EnrollTotpRequest())  # whose? a token is required
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_service_accounts_issue_tokens_until_deleted(
+    stub: identity_pb2_grpc.IdentityServiceAsyncStub,
+) -> None:
+    admin = bearer((await login(stub)).access_token)
+    name = unique("svc")
+    created = await stub.CreateServiceAccount(
+        pb.CreateServiceAccountRequest(name=name, description="historian"), metadata=admin
+    )
+    assert created.client_id == name and created.client_secret
+    assert created.service_account.kind == "service"
+    listed = await stub.ListServiceAccounts(pb.ListServiceAccountsRequest(), metadata=admin)
+    assert name in {a.username for a in listed.service_accounts}
+    issued = await stub.IssueToken(
+        pb.IssueTokenRequest(client_id=name, client_secret=created.client_secret)
+    )
+    assert issued.token_type == "Bearer" and issued.expire_time.seconds > time.time()
+    checked = await stub.ValidateToken(pb.ValidateTokenRequest(token=issued.access_token))
+    assert checked.valid
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.IssueToken(pb.IssueTokenRequest(client_id=name, client_secret="wrong"))
+    assert bad.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    await stub.DeleteServiceAccount(
+        pb.DeleteServiceAccountRequest(user_id=created.service_account.id), metadata=admin
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.IssueToken(
+            pb.IssueTokenRequest(client_id=name, client_secret=created.client_secret)
+        )
+    assert gone.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_memberships_and_unlock_through_the_gateway(
+    stub: identity_pb2_grpc.IdentityServiceAsyncStub,
+) -> None:
+    admin = bearer((await login(stub)).access_token)
+    user = await new_user(stub, admin)
+    org = (
+        await stub.CreateOrganization(
+            pb.CreateOrganizationRequest(organization=pb.Organization(name=unique("Site"))),
+            metadata=admin,
+        )
+    ).organization
+    joined = await stub.AssignOrganization(
+        pb.AssignOrganizationRequest(user_id=user.id, org_id=org.id), metadata=admin
+    )
+    assert org.id in {o.id for o in joined.user.organizations}
+    left = await stub.UnassignOrganization(
+        pb.UnassignOrganizationRequest(user_id=user.id, org_id=org.id), metadata=admin
+    )
+    assert org.id not in {o.id for o in left.user.organizations}
+    await stub.UnlockUser(pb.UnlockUserRequest(user_id=user.id), metadata=admin)
+    plain = bearer((await login(stub, user.username, PASSWORD)).access_token)
+    with pytest.raises(grpc.aio.AioRpcError) as denied:  # unlocking is an admin's
+        await stub.UnlockUser(pb.UnlockUserRequest(user_id=user.id), metadata=plain)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -100,7 +100,7 @@ def default_request(name: str) -> Any:
 
 def test_every_rpc_of_the_proto_has_a_method_and_a_handler() -> None:
     names = {m.name for m in SERVICE.methods}
-    assert len(names) == 31
+    assert len(names) == 41
     assert set(im.METHODS) == names
     for name in names:
         assert name in vars(IdentityServicer), name  # overridden: not the generated UNIMPLEMENTED
@@ -132,18 +132,26 @@ def test_credential_rpcs_need_no_token_and_the_rest_do() -> None:
         "ValidateToken",
         "ChangePassword",
         "GetJwks",
+        "IssueToken",  # a service account's client id and secret
         "EnrollModule",  # an admin token or a join token: identity decides
     }
     kept = {n for n, m in im.METHODS.items() if not m.forward_token}
     # ValidateToken above all: the caller's token must not replace the one to check.
-    assert kept == {"Login", "RefreshToken", "ValidateToken", "ChangePassword", "GetJwks"}
+    assert kept == {
+        "Login",
+        "RefreshToken",
+        "ValidateToken",
+        "ChangePassword",
+        "GetJwks",
+        "IssueToken",
+    }
 
 
 def test_route_classes() -> None:
     by_route: dict[RouteClass, set[str]] = {}
     for name, method in im.METHODS.items():
         by_route.setdefault(method.route, set()).add(name)
-    assert by_route[RouteClass.LOGIN] == {"Login", "RefreshToken", "ChangePassword"}
+    assert by_route[RouteClass.LOGIN] == {"Login", "RefreshToken", "ChangePassword", "IssueToken"}
     assert by_route[RouteClass.READ] == {
         n
         for n in im.METHODS

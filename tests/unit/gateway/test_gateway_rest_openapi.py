@@ -37,7 +37,7 @@ ROUTES = routes_for(*SERVICES)
 DOC: dict[str, Any] = openapi_document(
     ROUTES, title="plantd", version="1.2.3", server_url="https://plantd.example"
 )
-PUBLIC = {"Login", "RefreshToken", "ValidateToken", "GetJwks"}
+PUBLIC = {"Login", "RefreshToken", "ValidateToken", "GetJwks", "IssueToken"}
 SCHEMAS: dict[str, Any] = DOC["components"]["schemas"]
 
 

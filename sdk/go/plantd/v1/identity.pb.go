@@ -666,7 +666,9 @@ type LoginRequest struct {
 	// The password (never logged).
 	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
 	// The audiences the access token should name; empty: the default ones.
-	Audiences     []string `protobuf:"bytes,3,rep,name=audiences,proto3" json:"audiences,omitempty"`
+	Audiences []string `protobuf:"bytes,3,rep,name=audiences,proto3" json:"audiences,omitempty"`
+	// The current one-time code, for a user who turned them on (ConfirmTotp).
+	Totp          string `protobuf:"bytes,4,opt,name=totp,proto3" json:"totp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -720,6 +722,13 @@ func (x *LoginRequest) GetAudiences() []string {
 		return x.Audiences
 	}
 	return nil
+}
+
+func (x *LoginRequest) GetTotp() string {
+	if x != nil {
+		return x.Totp
+	}
+	return ""
 }
 
 // LoginResponse carries the new tokens.
@@ -1160,7 +1169,9 @@ type ChangePasswordRequest struct {
 	// The current password.
 	CurrentPassword string `protobuf:"bytes,2,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
 	// The new password (at least 15 characters, not on the blocklist).
-	NewPassword   string `protobuf:"bytes,3,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	NewPassword string `protobuf:"bytes,3,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	// The current one-time code, for a user who turned them on (ConfirmTotp).
+	Totp          string `protobuf:"bytes,4,opt,name=totp,proto3" json:"totp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1212,6 +1223,13 @@ func (x *ChangePasswordRequest) GetCurrentPassword() string {
 func (x *ChangePasswordRequest) GetNewPassword() string {
 	if x != nil {
 		return x.NewPassword
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetTotp() string {
+	if x != nil {
+		return x.Totp
 	}
 	return ""
 }
@@ -3828,6 +3846,980 @@ func (*RevokeModuleResponse) Descriptor() ([]byte, []int) {
 	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{67}
 }
 
+// IssueTokenRequest carries a service account's credentials.
+type IssueTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service account's name (CreateServiceAccount's client_id).
+	ClientId string `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// Its secret (shown once, at creation).
+	ClientSecret string `protobuf:"bytes,2,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	// The audiences the access token should name; empty: the default ones.
+	Audiences     []string `protobuf:"bytes,3,rep,name=audiences,proto3" json:"audiences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueTokenRequest) Reset() {
+	*x = IssueTokenRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueTokenRequest) ProtoMessage() {}
+
+func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueTokenRequest.ProtoReflect.Descriptor instead.
+func (*IssueTokenRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *IssueTokenRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *IssueTokenRequest) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+func (x *IssueTokenRequest) GetAudiences() []string {
+	if x != nil {
+		return x.Audiences
+	}
+	return nil
+}
+
+// IssueTokenResponse carries the access token.
+type IssueTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The access token.
+	AccessToken string `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	// When it expires.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Always `Bearer`.
+	TokenType     string `protobuf:"bytes,3,opt,name=token_type,json=tokenType,proto3" json:"token_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueTokenResponse) Reset() {
+	*x = IssueTokenResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueTokenResponse) ProtoMessage() {}
+
+func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueTokenResponse.ProtoReflect.Descriptor instead.
+func (*IssueTokenResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *IssueTokenResponse) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
+}
+
+func (x *IssueTokenResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *IssueTokenResponse) GetTokenType() string {
+	if x != nil {
+		return x.TokenType
+	}
+	return ""
+}
+
+// EnrollTotpRequest takes no fields: the caller enrols (from metadata).
+type EnrollTotpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollTotpRequest) Reset() {
+	*x = EnrollTotpRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollTotpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollTotpRequest) ProtoMessage() {}
+
+func (x *EnrollTotpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollTotpRequest.ProtoReflect.Descriptor instead.
+func (*EnrollTotpRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{70}
+}
+
+// EnrollTotpResponse carries the new secret, for an authenticator app.
+type EnrollTotpResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The base32 secret (RFC 6238).
+	Secret string `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	// The same as an otpauth:// URI (for a QR code).
+	OtpauthUri    string `protobuf:"bytes,2,opt,name=otpauth_uri,json=otpauthUri,proto3" json:"otpauth_uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollTotpResponse) Reset() {
+	*x = EnrollTotpResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollTotpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollTotpResponse) ProtoMessage() {}
+
+func (x *EnrollTotpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollTotpResponse.ProtoReflect.Descriptor instead.
+func (*EnrollTotpResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *EnrollTotpResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *EnrollTotpResponse) GetOtpauthUri() string {
+	if x != nil {
+		return x.OtpauthUri
+	}
+	return ""
+}
+
+// ConfirmTotpRequest carries a code from the enrolled secret.
+type ConfirmTotpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The current one-time code.
+	Code          string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmTotpRequest) Reset() {
+	*x = ConfirmTotpRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmTotpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmTotpRequest) ProtoMessage() {}
+
+func (x *ConfirmTotpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmTotpRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmTotpRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *ConfirmTotpRequest) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// ConfirmTotpResponse confirms that logins now ask for a code.
+type ConfirmTotpResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Always true.
+	TotpEnabled   bool `protobuf:"varint,1,opt,name=totp_enabled,json=totpEnabled,proto3" json:"totp_enabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmTotpResponse) Reset() {
+	*x = ConfirmTotpResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmTotpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmTotpResponse) ProtoMessage() {}
+
+func (x *ConfirmTotpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmTotpResponse.ProtoReflect.Descriptor instead.
+func (*ConfirmTotpResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *ConfirmTotpResponse) GetTotpEnabled() bool {
+	if x != nil {
+		return x.TotpEnabled
+	}
+	return false
+}
+
+// DisableTotpRequest carries a current code.
+type DisableTotpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The current one-time code.
+	Code          string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableTotpRequest) Reset() {
+	*x = DisableTotpRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableTotpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableTotpRequest) ProtoMessage() {}
+
+func (x *DisableTotpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableTotpRequest.ProtoReflect.Descriptor instead.
+func (*DisableTotpRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *DisableTotpRequest) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// DisableTotpResponse confirms that logins no longer ask for a code.
+type DisableTotpResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableTotpResponse) Reset() {
+	*x = DisableTotpResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableTotpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableTotpResponse) ProtoMessage() {}
+
+func (x *DisableTotpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableTotpResponse.ProtoReflect.Descriptor instead.
+func (*DisableTotpResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{75}
+}
+
+// UnlockUserRequest names the user.
+type UnlockUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user id.
+	UserId        uint64 `protobuf:"varint,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockUserRequest) Reset() {
+	*x = UnlockUserRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockUserRequest) ProtoMessage() {}
+
+func (x *UnlockUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockUserRequest.ProtoReflect.Descriptor instead.
+func (*UnlockUserRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *UnlockUserRequest) GetUserId() uint64 {
+	if x != nil {
+		return x.UserId
+	}
+	return 0
+}
+
+// UnlockUserResponse confirms the unlock.
+type UnlockUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockUserResponse) Reset() {
+	*x = UnlockUserResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockUserResponse) ProtoMessage() {}
+
+func (x *UnlockUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockUserResponse.ProtoReflect.Descriptor instead.
+func (*UnlockUserResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{77}
+}
+
+// AssignOrganizationRequest names the user and the organization.
+type AssignOrganizationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user id.
+	UserId uint64 `protobuf:"varint,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The organization id.
+	OrgId         uint64 `protobuf:"varint,2,opt,name=org_id,json=orgId,proto3" json:"org_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AssignOrganizationRequest) Reset() {
+	*x = AssignOrganizationRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AssignOrganizationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AssignOrganizationRequest) ProtoMessage() {}
+
+func (x *AssignOrganizationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AssignOrganizationRequest.ProtoReflect.Descriptor instead.
+func (*AssignOrganizationRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *AssignOrganizationRequest) GetUserId() uint64 {
+	if x != nil {
+		return x.UserId
+	}
+	return 0
+}
+
+func (x *AssignOrganizationRequest) GetOrgId() uint64 {
+	if x != nil {
+		return x.OrgId
+	}
+	return 0
+}
+
+// AssignOrganizationResponse is the user after the change.
+type AssignOrganizationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user.
+	User          *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AssignOrganizationResponse) Reset() {
+	*x = AssignOrganizationResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AssignOrganizationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AssignOrganizationResponse) ProtoMessage() {}
+
+func (x *AssignOrganizationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AssignOrganizationResponse.ProtoReflect.Descriptor instead.
+func (*AssignOrganizationResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *AssignOrganizationResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+// UnassignOrganizationRequest names the user and the organization.
+type UnassignOrganizationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user id.
+	UserId uint64 `protobuf:"varint,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The organization id.
+	OrgId         uint64 `protobuf:"varint,2,opt,name=org_id,json=orgId,proto3" json:"org_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnassignOrganizationRequest) Reset() {
+	*x = UnassignOrganizationRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnassignOrganizationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnassignOrganizationRequest) ProtoMessage() {}
+
+func (x *UnassignOrganizationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnassignOrganizationRequest.ProtoReflect.Descriptor instead.
+func (*UnassignOrganizationRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *UnassignOrganizationRequest) GetUserId() uint64 {
+	if x != nil {
+		return x.UserId
+	}
+	return 0
+}
+
+func (x *UnassignOrganizationRequest) GetOrgId() uint64 {
+	if x != nil {
+		return x.OrgId
+	}
+	return 0
+}
+
+// UnassignOrganizationResponse is the user after the change.
+type UnassignOrganizationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user.
+	User          *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnassignOrganizationResponse) Reset() {
+	*x = UnassignOrganizationResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnassignOrganizationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnassignOrganizationResponse) ProtoMessage() {}
+
+func (x *UnassignOrganizationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnassignOrganizationResponse.ProtoReflect.Descriptor instead.
+func (*UnassignOrganizationResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *UnassignOrganizationResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+// CreateServiceAccountRequest describes the new service account.
+type CreateServiceAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its name, 3-50 characters; the client_id it authenticates with.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// What it is for.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// The names of the roles it holds.
+	Roles         []string `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateServiceAccountRequest) Reset() {
+	*x = CreateServiceAccountRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateServiceAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateServiceAccountRequest) ProtoMessage() {}
+
+func (x *CreateServiceAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateServiceAccountRequest.ProtoReflect.Descriptor instead.
+func (*CreateServiceAccountRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *CreateServiceAccountRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateServiceAccountRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateServiceAccountRequest) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+// CreateServiceAccountResponse carries the account and its secret, shown this once.
+type CreateServiceAccountResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account.
+	ServiceAccount *User `protobuf:"bytes,1,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
+	// The name to authenticate with (IssueToken).
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The secret; only its hash is stored.
+	ClientSecret  string `protobuf:"bytes,3,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateServiceAccountResponse) Reset() {
+	*x = CreateServiceAccountResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateServiceAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateServiceAccountResponse) ProtoMessage() {}
+
+func (x *CreateServiceAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateServiceAccountResponse.ProtoReflect.Descriptor instead.
+func (*CreateServiceAccountResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *CreateServiceAccountResponse) GetServiceAccount() *User {
+	if x != nil {
+		return x.ServiceAccount
+	}
+	return nil
+}
+
+func (x *CreateServiceAccountResponse) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *CreateServiceAccountResponse) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+// ListServiceAccountsRequest takes no fields.
+type ListServiceAccountsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServiceAccountsRequest) Reset() {
+	*x = ListServiceAccountsRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceAccountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceAccountsRequest) ProtoMessage() {}
+
+func (x *ListServiceAccountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceAccountsRequest.ProtoReflect.Descriptor instead.
+func (*ListServiceAccountsRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{84}
+}
+
+// ListServiceAccountsResponse lists the service accounts (at most 100).
+type ListServiceAccountsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The accounts.
+	ServiceAccounts []*User `protobuf:"bytes,1,rep,name=service_accounts,json=serviceAccounts,proto3" json:"service_accounts,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ListServiceAccountsResponse) Reset() {
+	*x = ListServiceAccountsResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceAccountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceAccountsResponse) ProtoMessage() {}
+
+func (x *ListServiceAccountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceAccountsResponse.ProtoReflect.Descriptor instead.
+func (*ListServiceAccountsResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *ListServiceAccountsResponse) GetServiceAccounts() []*User {
+	if x != nil {
+		return x.ServiceAccounts
+	}
+	return nil
+}
+
+// DeleteServiceAccountRequest names the account.
+type DeleteServiceAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account's user id.
+	UserId        uint64 `protobuf:"varint,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServiceAccountRequest) Reset() {
+	*x = DeleteServiceAccountRequest{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServiceAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServiceAccountRequest) ProtoMessage() {}
+
+func (x *DeleteServiceAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServiceAccountRequest.ProtoReflect.Descriptor instead.
+func (*DeleteServiceAccountRequest) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *DeleteServiceAccountRequest) GetUserId() uint64 {
+	if x != nil {
+		return x.UserId
+	}
+	return 0
+}
+
+// DeleteServiceAccountResponse confirms the deletion.
+type DeleteServiceAccountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServiceAccountResponse) Reset() {
+	*x = DeleteServiceAccountResponse{}
+	mi := &file_plantd_v1_identity_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServiceAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServiceAccountResponse) ProtoMessage() {}
+
+func (x *DeleteServiceAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plantd_v1_identity_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServiceAccountResponse.ProtoReflect.Descriptor instead.
+func (*DeleteServiceAccountResponse) Descriptor() ([]byte, []int) {
+	return file_plantd_v1_identity_proto_rawDescGZIP(), []int{87}
+}
+
 var File_plantd_v1_identity_proto protoreflect.FileDescriptor
 
 const file_plantd_v1_identity_proto_rawDesc = "" +
@@ -3897,13 +4889,14 @@ const file_plantd_v1_identity_proto_rawDesc = "" +
 	"\x01y\x18\x04 \x01(\tR\x01y\x12\x10\n" +
 	"\x03kid\x18\x05 \x01(\tR\x03kid\x12\x10\n" +
 	"\x03alg\x18\x06 \x01(\tR\x03alg\x12\x10\n" +
-	"\x03use\x18\a \x01(\tR\x03use\"u\n" +
+	"\x03use\x18\a \x01(\tR\x03use\"\x8f\x01\n" +
 	"\fLoginRequest\x12$\n" +
 	"\n" +
 	"identifier\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\n" +
 	"identifier\x12!\n" +
 	"\bpassword\x18\x02 \x01(\tB\x05\xe2A\x02\x02\x04R\bpassword\x12\x1c\n" +
-	"\taudiences\x18\x03 \x03(\tR\taudiences\"\xd8\x01\n" +
+	"\taudiences\x18\x03 \x03(\tR\taudiences\x12\x18\n" +
+	"\x04totp\x18\x04 \x01(\tB\x04\xe2A\x01\x04R\x04totp\"\xd8\x01\n" +
 	"\rLoginResponse\x12!\n" +
 	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12#\n" +
 	"\rrefresh_token\x18\x02 \x01(\tR\frefreshToken\x12;\n" +
@@ -3934,13 +4927,14 @@ const file_plantd_v1_identity_proto_rawDesc = "" +
 	"\x05roles\x18\x05 \x03(\tR\x05roles\x12 \n" +
 	"\vpermissions\x18\x06 \x03(\tR\vpermissions\x12;\n" +
 	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\x93\x01\n" +
+	"expireTime\"\xad\x01\n" +
 	"\x15ChangePasswordRequest\x12\x1e\n" +
 	"\n" +
 	"identifier\x18\x01 \x01(\tR\n" +
 	"identifier\x120\n" +
 	"\x10current_password\x18\x02 \x01(\tB\x05\xe2A\x02\x02\x04R\x0fcurrentPassword\x12(\n" +
-	"\fnew_password\x18\x03 \x01(\tB\x05\xe2A\x02\x02\x04R\vnewPassword\"\x18\n" +
+	"\fnew_password\x18\x03 \x01(\tB\x05\xe2A\x02\x02\x04R\vnewPassword\x12\x18\n" +
+	"\x04totp\x18\x04 \x01(\tB\x04\xe2A\x01\x04R\x04totp\"\x18\n" +
 	"\x16ChangePasswordResponse\"\x10\n" +
 	"\x0eGetJwksRequest\"5\n" +
 	"\x0fGetJwksResponse\x12\"\n" +
@@ -4085,7 +5079,56 @@ const file_plantd_v1_identity_proto_rawDesc = "" +
 	"\x06module\x18\x01 \x01(\v2\x11.plantd.v1.ModuleR\x06module\"/\n" +
 	"\x13RevokeModuleRequest\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\"\x16\n" +
-	"\x14RevokeModuleResponse2\xbe\x1d\n" +
+	"\x14RevokeModuleResponse\"\x80\x01\n" +
+	"\x11IssueTokenRequest\x12!\n" +
+	"\tclient_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\bclientId\x12*\n" +
+	"\rclient_secret\x18\x02 \x01(\tB\x05\xe2A\x02\x02\x04R\fclientSecret\x12\x1c\n" +
+	"\taudiences\x18\x03 \x03(\tR\taudiences\"\x93\x01\n" +
+	"\x12IssueTokenResponse\x12!\n" +
+	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x1d\n" +
+	"\n" +
+	"token_type\x18\x03 \x01(\tR\ttokenType\"\x13\n" +
+	"\x11EnrollTotpRequest\"M\n" +
+	"\x12EnrollTotpResponse\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x1f\n" +
+	"\votpauth_uri\x18\x02 \x01(\tR\n" +
+	"otpauthUri\"/\n" +
+	"\x12ConfirmTotpRequest\x12\x19\n" +
+	"\x04code\x18\x01 \x01(\tB\x05\xe2A\x02\x02\x04R\x04code\"8\n" +
+	"\x13ConfirmTotpResponse\x12!\n" +
+	"\ftotp_enabled\x18\x01 \x01(\bR\vtotpEnabled\"/\n" +
+	"\x12DisableTotpRequest\x12\x19\n" +
+	"\x04code\x18\x01 \x01(\tB\x05\xe2A\x02\x02\x04R\x04code\"\x15\n" +
+	"\x13DisableTotpResponse\"2\n" +
+	"\x11UnlockUserRequest\x12\x1d\n" +
+	"\auser_id\x18\x01 \x01(\x04B\x04\xe2A\x01\x02R\x06userId\"\x14\n" +
+	"\x12UnlockUserResponse\"W\n" +
+	"\x19AssignOrganizationRequest\x12\x1d\n" +
+	"\auser_id\x18\x01 \x01(\x04B\x04\xe2A\x01\x02R\x06userId\x12\x1b\n" +
+	"\x06org_id\x18\x02 \x01(\x04B\x04\xe2A\x01\x02R\x05orgId\"A\n" +
+	"\x1aAssignOrganizationResponse\x12#\n" +
+	"\x04user\x18\x01 \x01(\v2\x0f.plantd.v1.UserR\x04user\"Y\n" +
+	"\x1bUnassignOrganizationRequest\x12\x1d\n" +
+	"\auser_id\x18\x01 \x01(\x04B\x04\xe2A\x01\x02R\x06userId\x12\x1b\n" +
+	"\x06org_id\x18\x02 \x01(\x04B\x04\xe2A\x01\x02R\x05orgId\"C\n" +
+	"\x1cUnassignOrganizationResponse\x12#\n" +
+	"\x04user\x18\x01 \x01(\v2\x0f.plantd.v1.UserR\x04user\"o\n" +
+	"\x1bCreateServiceAccountRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x14\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\"\x9a\x01\n" +
+	"\x1cCreateServiceAccountResponse\x128\n" +
+	"\x0fservice_account\x18\x01 \x01(\v2\x0f.plantd.v1.UserR\x0eserviceAccount\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12#\n" +
+	"\rclient_secret\x18\x03 \x01(\tR\fclientSecret\"\x1c\n" +
+	"\x1aListServiceAccountsRequest\"Y\n" +
+	"\x1bListServiceAccountsResponse\x12:\n" +
+	"\x10service_accounts\x18\x01 \x03(\v2\x0f.plantd.v1.UserR\x0fserviceAccounts\"<\n" +
+	"\x1bDeleteServiceAccountRequest\x12\x1d\n" +
+	"\auser_id\x18\x01 \x01(\x04B\x04\xe2A\x01\x02R\x06userId\"\x1e\n" +
+	"\x1cDeleteServiceAccountResponse2\x8e(\n" +
 	"\x0fIdentityService\x12^\n" +
 	"\x05Login\x12\x17.plantd.v1.LoginRequest\x1a\x18.plantd.v1.LoginResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/identity/auth:login\x12u\n" +
 	"\fRefreshToken\x12\x1e.plantd.v1.RefreshTokenRequest\x1a\x1f.plantd.v1.RefreshTokenResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/identity/auth:refresh\x12b\n" +
@@ -4124,7 +5167,20 @@ const file_plantd_v1_identity_proto_rawDesc = "" +
 	"\x0fCreateJoinToken\x12!.plantd.v1.CreateJoinTokenRequest\x1a\".plantd.v1.CreateJoinTokenResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/identity/modules:joinToken\x12j\n" +
 	"\vListModules\x12\x1d.plantd.v1.ListModulesRequest\x1a\x1e.plantd.v1.ListModulesResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/identity/modules\x12k\n" +
 	"\tGetModule\x12\x1b.plantd.v1.GetModuleRequest\x1a\x1c.plantd.v1.GetModuleResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/identity/modules/{name}\x12~\n" +
-	"\fRevokeModule\x12\x1e.plantd.v1.RevokeModuleRequest\x1a\x1f.plantd.v1.RevokeModuleResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/v1/identity/modules/{name}:revokeb\x06proto3"
+	"\fRevokeModule\x12\x1e.plantd.v1.RevokeModuleRequest\x1a\x1f.plantd.v1.RevokeModuleResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/v1/identity/modules/{name}:revoke\x12m\n" +
+	"\n" +
+	"IssueToken\x12\x1c.plantd.v1.IssueTokenRequest\x1a\x1d.plantd.v1.IssueTokenResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/identity/auth:token\x12r\n" +
+	"\n" +
+	"EnrollTotp\x12\x1c.plantd.v1.EnrollTotpRequest\x1a\x1d.plantd.v1.EnrollTotpResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/identity/auth:enrollTotp\x12v\n" +
+	"\vConfirmTotp\x12\x1d.plantd.v1.ConfirmTotpRequest\x1a\x1e.plantd.v1.ConfirmTotpResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/identity/auth:confirmTotp\x12v\n" +
+	"\vDisableTotp\x12\x1d.plantd.v1.DisableTotpRequest\x1a\x1e.plantd.v1.DisableTotpResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/identity/auth:disableTotp\x12y\n" +
+	"\n" +
+	"UnlockUser\x12\x1c.plantd.v1.UnlockUserRequest\x1a\x1d.plantd.v1.UnlockUserResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/identity/users/{user_id}:unlock\x12\x9d\x01\n" +
+	"\x12AssignOrganization\x12$.plantd.v1.AssignOrganizationRequest\x1a%.plantd.v1.AssignOrganizationResponse\":\x82\xd3\xe4\x93\x024:\x01*\"//v1/identity/users/{user_id}:assignOrganization\x12\xa5\x01\n" +
+	"\x14UnassignOrganization\x12&.plantd.v1.UnassignOrganizationRequest\x1a'.plantd.v1.UnassignOrganizationResponse\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/identity/users/{user_id}:unassignOrganization\x12\x90\x01\n" +
+	"\x14CreateServiceAccount\x12&.plantd.v1.CreateServiceAccountRequest\x1a'.plantd.v1.CreateServiceAccountResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/identity/serviceAccounts\x12\x8a\x01\n" +
+	"\x13ListServiceAccounts\x12%.plantd.v1.ListServiceAccountsRequest\x1a&.plantd.v1.ListServiceAccountsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/identity/serviceAccounts\x12\x97\x01\n" +
+	"\x14DeleteServiceAccount\x12&.plantd.v1.DeleteServiceAccountRequest\x1a'.plantd.v1.DeleteServiceAccountResponse\".\x82\xd3\xe4\x93\x02(*&/v1/identity/serviceAccounts/{user_id}b\x06proto3"
 
 var (
 	file_plantd_v1_identity_proto_rawDescOnce sync.Once
@@ -4138,102 +5194,122 @@ func file_plantd_v1_identity_proto_rawDescGZIP() []byte {
 	return file_plantd_v1_identity_proto_rawDescData
 }
 
-var file_plantd_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_plantd_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
 var file_plantd_v1_identity_proto_goTypes = []any{
-	(*User)(nil),                       // 0: plantd.v1.User
-	(*Role)(nil),                       // 1: plantd.v1.Role
-	(*Organization)(nil),               // 2: plantd.v1.Organization
-	(*TopicPrefixes)(nil),              // 3: plantd.v1.TopicPrefixes
-	(*Module)(nil),                     // 4: plantd.v1.Module
-	(*Jwk)(nil),                        // 5: plantd.v1.Jwk
-	(*LoginRequest)(nil),               // 6: plantd.v1.LoginRequest
-	(*LoginResponse)(nil),              // 7: plantd.v1.LoginResponse
-	(*RefreshTokenRequest)(nil),        // 8: plantd.v1.RefreshTokenRequest
-	(*RefreshTokenResponse)(nil),       // 9: plantd.v1.RefreshTokenResponse
-	(*LogoutRequest)(nil),              // 10: plantd.v1.LogoutRequest
-	(*LogoutResponse)(nil),             // 11: plantd.v1.LogoutResponse
-	(*ValidateTokenRequest)(nil),       // 12: plantd.v1.ValidateTokenRequest
-	(*ValidateTokenResponse)(nil),      // 13: plantd.v1.ValidateTokenResponse
-	(*ChangePasswordRequest)(nil),      // 14: plantd.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),     // 15: plantd.v1.ChangePasswordResponse
-	(*GetJwksRequest)(nil),             // 16: plantd.v1.GetJwksRequest
-	(*GetJwksResponse)(nil),            // 17: plantd.v1.GetJwksResponse
-	(*CreateUserRequest)(nil),          // 18: plantd.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),         // 19: plantd.v1.CreateUserResponse
-	(*GetUserRequest)(nil),             // 20: plantd.v1.GetUserRequest
-	(*GetUserResponse)(nil),            // 21: plantd.v1.GetUserResponse
-	(*UpdateUserRequest)(nil),          // 22: plantd.v1.UpdateUserRequest
-	(*UpdateUserResponse)(nil),         // 23: plantd.v1.UpdateUserResponse
-	(*DeleteUserRequest)(nil),          // 24: plantd.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),         // 25: plantd.v1.DeleteUserResponse
-	(*ListUsersRequest)(nil),           // 26: plantd.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),          // 27: plantd.v1.ListUsersResponse
-	(*ActivateUserRequest)(nil),        // 28: plantd.v1.ActivateUserRequest
-	(*ActivateUserResponse)(nil),       // 29: plantd.v1.ActivateUserResponse
-	(*DeactivateUserRequest)(nil),      // 30: plantd.v1.DeactivateUserRequest
-	(*DeactivateUserResponse)(nil),     // 31: plantd.v1.DeactivateUserResponse
-	(*AssignRoleRequest)(nil),          // 32: plantd.v1.AssignRoleRequest
-	(*AssignRoleResponse)(nil),         // 33: plantd.v1.AssignRoleResponse
-	(*UnassignRoleRequest)(nil),        // 34: plantd.v1.UnassignRoleRequest
-	(*UnassignRoleResponse)(nil),       // 35: plantd.v1.UnassignRoleResponse
-	(*CreateRoleRequest)(nil),          // 36: plantd.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),         // 37: plantd.v1.CreateRoleResponse
-	(*GetRoleRequest)(nil),             // 38: plantd.v1.GetRoleRequest
-	(*GetRoleResponse)(nil),            // 39: plantd.v1.GetRoleResponse
-	(*UpdateRoleRequest)(nil),          // 40: plantd.v1.UpdateRoleRequest
-	(*UpdateRoleResponse)(nil),         // 41: plantd.v1.UpdateRoleResponse
-	(*DeleteRoleRequest)(nil),          // 42: plantd.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),         // 43: plantd.v1.DeleteRoleResponse
-	(*ListRolesRequest)(nil),           // 44: plantd.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),          // 45: plantd.v1.ListRolesResponse
-	(*CheckPermissionRequest)(nil),     // 46: plantd.v1.CheckPermissionRequest
-	(*CheckPermissionResponse)(nil),    // 47: plantd.v1.CheckPermissionResponse
-	(*CreateOrganizationRequest)(nil),  // 48: plantd.v1.CreateOrganizationRequest
-	(*CreateOrganizationResponse)(nil), // 49: plantd.v1.CreateOrganizationResponse
-	(*GetOrganizationRequest)(nil),     // 50: plantd.v1.GetOrganizationRequest
-	(*GetOrganizationResponse)(nil),    // 51: plantd.v1.GetOrganizationResponse
-	(*UpdateOrganizationRequest)(nil),  // 52: plantd.v1.UpdateOrganizationRequest
-	(*UpdateOrganizationResponse)(nil), // 53: plantd.v1.UpdateOrganizationResponse
-	(*DeleteOrganizationRequest)(nil),  // 54: plantd.v1.DeleteOrganizationRequest
-	(*DeleteOrganizationResponse)(nil), // 55: plantd.v1.DeleteOrganizationResponse
-	(*ListOrganizationsRequest)(nil),   // 56: plantd.v1.ListOrganizationsRequest
-	(*ListOrganizationsResponse)(nil),  // 57: plantd.v1.ListOrganizationsResponse
-	(*EnrollModuleRequest)(nil),        // 58: plantd.v1.EnrollModuleRequest
-	(*EnrollModuleResponse)(nil),       // 59: plantd.v1.EnrollModuleResponse
-	(*CreateJoinTokenRequest)(nil),     // 60: plantd.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 61: plantd.v1.CreateJoinTokenResponse
-	(*ListModulesRequest)(nil),         // 62: plantd.v1.ListModulesRequest
-	(*ListModulesResponse)(nil),        // 63: plantd.v1.ListModulesResponse
-	(*GetModuleRequest)(nil),           // 64: plantd.v1.GetModuleRequest
-	(*GetModuleResponse)(nil),          // 65: plantd.v1.GetModuleResponse
-	(*RevokeModuleRequest)(nil),        // 66: plantd.v1.RevokeModuleRequest
-	(*RevokeModuleResponse)(nil),       // 67: plantd.v1.RevokeModuleResponse
-	nil,                                // 68: plantd.v1.Module.PublishEntry
-	(*timestamppb.Timestamp)(nil),      // 69: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),      // 70: google.protobuf.FieldMask
+	(*User)(nil),                         // 0: plantd.v1.User
+	(*Role)(nil),                         // 1: plantd.v1.Role
+	(*Organization)(nil),                 // 2: plantd.v1.Organization
+	(*TopicPrefixes)(nil),                // 3: plantd.v1.TopicPrefixes
+	(*Module)(nil),                       // 4: plantd.v1.Module
+	(*Jwk)(nil),                          // 5: plantd.v1.Jwk
+	(*LoginRequest)(nil),                 // 6: plantd.v1.LoginRequest
+	(*LoginResponse)(nil),                // 7: plantd.v1.LoginResponse
+	(*RefreshTokenRequest)(nil),          // 8: plantd.v1.RefreshTokenRequest
+	(*RefreshTokenResponse)(nil),         // 9: plantd.v1.RefreshTokenResponse
+	(*LogoutRequest)(nil),                // 10: plantd.v1.LogoutRequest
+	(*LogoutResponse)(nil),               // 11: plantd.v1.LogoutResponse
+	(*ValidateTokenRequest)(nil),         // 12: plantd.v1.ValidateTokenRequest
+	(*ValidateTokenResponse)(nil),        // 13: plantd.v1.ValidateTokenResponse
+	(*ChangePasswordRequest)(nil),        // 14: plantd.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),       // 15: plantd.v1.ChangePasswordResponse
+	(*GetJwksRequest)(nil),               // 16: plantd.v1.GetJwksRequest
+	(*GetJwksResponse)(nil),              // 17: plantd.v1.GetJwksResponse
+	(*CreateUserRequest)(nil),            // 18: plantd.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),           // 19: plantd.v1.CreateUserResponse
+	(*GetUserRequest)(nil),               // 20: plantd.v1.GetUserRequest
+	(*GetUserResponse)(nil),              // 21: plantd.v1.GetUserResponse
+	(*UpdateUserRequest)(nil),            // 22: plantd.v1.UpdateUserRequest
+	(*UpdateUserResponse)(nil),           // 23: plantd.v1.UpdateUserResponse
+	(*DeleteUserRequest)(nil),            // 24: plantd.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),           // 25: plantd.v1.DeleteUserResponse
+	(*ListUsersRequest)(nil),             // 26: plantd.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),            // 27: plantd.v1.ListUsersResponse
+	(*ActivateUserRequest)(nil),          // 28: plantd.v1.ActivateUserRequest
+	(*ActivateUserResponse)(nil),         // 29: plantd.v1.ActivateUserResponse
+	(*DeactivateUserRequest)(nil),        // 30: plantd.v1.DeactivateUserRequest
+	(*DeactivateUserResponse)(nil),       // 31: plantd.v1.DeactivateUserResponse
+	(*AssignRoleRequest)(nil),            // 32: plantd.v1.AssignRoleRequest
+	(*AssignRoleResponse)(nil),           // 33: plantd.v1.AssignRoleResponse
+	(*UnassignRoleRequest)(nil),          // 34: plantd.v1.UnassignRoleRequest
+	(*UnassignRoleResponse)(nil),         // 35: plantd.v1.UnassignRoleResponse
+	(*CreateRoleRequest)(nil),            // 36: plantd.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),           // 37: plantd.v1.CreateRoleResponse
+	(*GetRoleRequest)(nil),               // 38: plantd.v1.GetRoleRequest
+	(*GetRoleResponse)(nil),              // 39: plantd.v1.GetRoleResponse
+	(*UpdateRoleRequest)(nil),            // 40: plantd.v1.UpdateRoleRequest
+	(*UpdateRoleResponse)(nil),           // 41: plantd.v1.UpdateRoleResponse
+	(*DeleteRoleRequest)(nil),            // 42: plantd.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),           // 43: plantd.v1.DeleteRoleResponse
+	(*ListRolesRequest)(nil),             // 44: plantd.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),            // 45: plantd.v1.ListRolesResponse
+	(*CheckPermissionRequest)(nil),       // 46: plantd.v1.CheckPermissionRequest
+	(*CheckPermissionResponse)(nil),      // 47: plantd.v1.CheckPermissionResponse
+	(*CreateOrganizationRequest)(nil),    // 48: plantd.v1.CreateOrganizationRequest
+	(*CreateOrganizationResponse)(nil),   // 49: plantd.v1.CreateOrganizationResponse
+	(*GetOrganizationRequest)(nil),       // 50: plantd.v1.GetOrganizationRequest
+	(*GetOrganizationResponse)(nil),      // 51: plantd.v1.GetOrganizationResponse
+	(*UpdateOrganizationRequest)(nil),    // 52: plantd.v1.UpdateOrganizationRequest
+	(*UpdateOrganizationResponse)(nil),   // 53: plantd.v1.UpdateOrganizationResponse
+	(*DeleteOrganizationRequest)(nil),    // 54: plantd.v1.DeleteOrganizationRequest
+	(*DeleteOrganizationResponse)(nil),   // 55: plantd.v1.DeleteOrganizationResponse
+	(*ListOrganizationsRequest)(nil),     // 56: plantd.v1.ListOrganizationsRequest
+	(*ListOrganizationsResponse)(nil),    // 57: plantd.v1.ListOrganizationsResponse
+	(*EnrollModuleRequest)(nil),          // 58: plantd.v1.EnrollModuleRequest
+	(*EnrollModuleResponse)(nil),         // 59: plantd.v1.EnrollModuleResponse
+	(*CreateJoinTokenRequest)(nil),       // 60: plantd.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),      // 61: plantd.v1.CreateJoinTokenResponse
+	(*ListModulesRequest)(nil),           // 62: plantd.v1.ListModulesRequest
+	(*ListModulesResponse)(nil),          // 63: plantd.v1.ListModulesResponse
+	(*GetModuleRequest)(nil),             // 64: plantd.v1.GetModuleRequest
+	(*GetModuleResponse)(nil),            // 65: plantd.v1.GetModuleResponse
+	(*RevokeModuleRequest)(nil),          // 66: plantd.v1.RevokeModuleRequest
+	(*RevokeModuleResponse)(nil),         // 67: plantd.v1.RevokeModuleResponse
+	(*IssueTokenRequest)(nil),            // 68: plantd.v1.IssueTokenRequest
+	(*IssueTokenResponse)(nil),           // 69: plantd.v1.IssueTokenResponse
+	(*EnrollTotpRequest)(nil),            // 70: plantd.v1.EnrollTotpRequest
+	(*EnrollTotpResponse)(nil),           // 71: plantd.v1.EnrollTotpResponse
+	(*ConfirmTotpRequest)(nil),           // 72: plantd.v1.ConfirmTotpRequest
+	(*ConfirmTotpResponse)(nil),          // 73: plantd.v1.ConfirmTotpResponse
+	(*DisableTotpRequest)(nil),           // 74: plantd.v1.DisableTotpRequest
+	(*DisableTotpResponse)(nil),          // 75: plantd.v1.DisableTotpResponse
+	(*UnlockUserRequest)(nil),            // 76: plantd.v1.UnlockUserRequest
+	(*UnlockUserResponse)(nil),           // 77: plantd.v1.UnlockUserResponse
+	(*AssignOrganizationRequest)(nil),    // 78: plantd.v1.AssignOrganizationRequest
+	(*AssignOrganizationResponse)(nil),   // 79: plantd.v1.AssignOrganizationResponse
+	(*UnassignOrganizationRequest)(nil),  // 80: plantd.v1.UnassignOrganizationRequest
+	(*UnassignOrganizationResponse)(nil), // 81: plantd.v1.UnassignOrganizationResponse
+	(*CreateServiceAccountRequest)(nil),  // 82: plantd.v1.CreateServiceAccountRequest
+	(*CreateServiceAccountResponse)(nil), // 83: plantd.v1.CreateServiceAccountResponse
+	(*ListServiceAccountsRequest)(nil),   // 84: plantd.v1.ListServiceAccountsRequest
+	(*ListServiceAccountsResponse)(nil),  // 85: plantd.v1.ListServiceAccountsResponse
+	(*DeleteServiceAccountRequest)(nil),  // 86: plantd.v1.DeleteServiceAccountRequest
+	(*DeleteServiceAccountResponse)(nil), // 87: plantd.v1.DeleteServiceAccountResponse
+	nil,                                  // 88: plantd.v1.Module.PublishEntry
+	(*timestamppb.Timestamp)(nil),        // 89: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 90: google.protobuf.FieldMask
 }
 var file_plantd_v1_identity_proto_depIdxs = []int32{
-	69, // 0: plantd.v1.User.last_login_time:type_name -> google.protobuf.Timestamp
-	69, // 1: plantd.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	69, // 2: plantd.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	89, // 0: plantd.v1.User.last_login_time:type_name -> google.protobuf.Timestamp
+	89, // 1: plantd.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	89, // 2: plantd.v1.User.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: plantd.v1.User.roles:type_name -> plantd.v1.Role
 	2,  // 4: plantd.v1.User.organizations:type_name -> plantd.v1.Organization
-	69, // 5: plantd.v1.Role.create_time:type_name -> google.protobuf.Timestamp
-	69, // 6: plantd.v1.Role.update_time:type_name -> google.protobuf.Timestamp
-	69, // 7: plantd.v1.Organization.create_time:type_name -> google.protobuf.Timestamp
-	69, // 8: plantd.v1.Organization.update_time:type_name -> google.protobuf.Timestamp
-	68, // 9: plantd.v1.Module.publish:type_name -> plantd.v1.Module.PublishEntry
-	69, // 10: plantd.v1.Module.enroll_time:type_name -> google.protobuf.Timestamp
-	69, // 11: plantd.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	89, // 5: plantd.v1.Role.create_time:type_name -> google.protobuf.Timestamp
+	89, // 6: plantd.v1.Role.update_time:type_name -> google.protobuf.Timestamp
+	89, // 7: plantd.v1.Organization.create_time:type_name -> google.protobuf.Timestamp
+	89, // 8: plantd.v1.Organization.update_time:type_name -> google.protobuf.Timestamp
+	88, // 9: plantd.v1.Module.publish:type_name -> plantd.v1.Module.PublishEntry
+	89, // 10: plantd.v1.Module.enroll_time:type_name -> google.protobuf.Timestamp
+	89, // 11: plantd.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
 	0,  // 12: plantd.v1.LoginResponse.user:type_name -> plantd.v1.User
-	69, // 13: plantd.v1.RefreshTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	69, // 14: plantd.v1.ValidateTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	89, // 13: plantd.v1.RefreshTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	89, // 14: plantd.v1.ValidateTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
 	5,  // 15: plantd.v1.GetJwksResponse.keys:type_name -> plantd.v1.Jwk
 	0,  // 16: plantd.v1.CreateUserRequest.user:type_name -> plantd.v1.User
 	0,  // 17: plantd.v1.CreateUserResponse.user:type_name -> plantd.v1.User
 	0,  // 18: plantd.v1.GetUserResponse.user:type_name -> plantd.v1.User
 	0,  // 19: plantd.v1.UpdateUserRequest.user:type_name -> plantd.v1.User
-	70, // 20: plantd.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	90, // 20: plantd.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
 	0,  // 21: plantd.v1.UpdateUserResponse.user:type_name -> plantd.v1.User
 	0,  // 22: plantd.v1.ListUsersResponse.users:type_name -> plantd.v1.User
 	0,  // 23: plantd.v1.ActivateUserResponse.user:type_name -> plantd.v1.User
@@ -4244,90 +5320,115 @@ var file_plantd_v1_identity_proto_depIdxs = []int32{
 	1,  // 28: plantd.v1.CreateRoleResponse.role:type_name -> plantd.v1.Role
 	1,  // 29: plantd.v1.GetRoleResponse.role:type_name -> plantd.v1.Role
 	1,  // 30: plantd.v1.UpdateRoleRequest.role:type_name -> plantd.v1.Role
-	70, // 31: plantd.v1.UpdateRoleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	90, // 31: plantd.v1.UpdateRoleRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 32: plantd.v1.UpdateRoleResponse.role:type_name -> plantd.v1.Role
 	1,  // 33: plantd.v1.ListRolesResponse.roles:type_name -> plantd.v1.Role
 	2,  // 34: plantd.v1.CreateOrganizationRequest.organization:type_name -> plantd.v1.Organization
 	2,  // 35: plantd.v1.CreateOrganizationResponse.organization:type_name -> plantd.v1.Organization
 	2,  // 36: plantd.v1.GetOrganizationResponse.organization:type_name -> plantd.v1.Organization
 	2,  // 37: plantd.v1.UpdateOrganizationRequest.organization:type_name -> plantd.v1.Organization
-	70, // 38: plantd.v1.UpdateOrganizationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	90, // 38: plantd.v1.UpdateOrganizationRequest.update_mask:type_name -> google.protobuf.FieldMask
 	2,  // 39: plantd.v1.UpdateOrganizationResponse.organization:type_name -> plantd.v1.Organization
 	2,  // 40: plantd.v1.ListOrganizationsResponse.organizations:type_name -> plantd.v1.Organization
 	4,  // 41: plantd.v1.EnrollModuleRequest.module:type_name -> plantd.v1.Module
 	4,  // 42: plantd.v1.EnrollModuleResponse.module:type_name -> plantd.v1.Module
 	4,  // 43: plantd.v1.CreateJoinTokenRequest.grant:type_name -> plantd.v1.Module
-	69, // 44: plantd.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	89, // 44: plantd.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
 	4,  // 45: plantd.v1.ListModulesResponse.modules:type_name -> plantd.v1.Module
 	4,  // 46: plantd.v1.GetModuleResponse.module:type_name -> plantd.v1.Module
-	3,  // 47: plantd.v1.Module.PublishEntry.value:type_name -> plantd.v1.TopicPrefixes
-	6,  // 48: plantd.v1.IdentityService.Login:input_type -> plantd.v1.LoginRequest
-	8,  // 49: plantd.v1.IdentityService.RefreshToken:input_type -> plantd.v1.RefreshTokenRequest
-	10, // 50: plantd.v1.IdentityService.Logout:input_type -> plantd.v1.LogoutRequest
-	12, // 51: plantd.v1.IdentityService.ValidateToken:input_type -> plantd.v1.ValidateTokenRequest
-	14, // 52: plantd.v1.IdentityService.ChangePassword:input_type -> plantd.v1.ChangePasswordRequest
-	16, // 53: plantd.v1.IdentityService.GetJwks:input_type -> plantd.v1.GetJwksRequest
-	18, // 54: plantd.v1.IdentityService.CreateUser:input_type -> plantd.v1.CreateUserRequest
-	20, // 55: plantd.v1.IdentityService.GetUser:input_type -> plantd.v1.GetUserRequest
-	22, // 56: plantd.v1.IdentityService.UpdateUser:input_type -> plantd.v1.UpdateUserRequest
-	24, // 57: plantd.v1.IdentityService.DeleteUser:input_type -> plantd.v1.DeleteUserRequest
-	26, // 58: plantd.v1.IdentityService.ListUsers:input_type -> plantd.v1.ListUsersRequest
-	28, // 59: plantd.v1.IdentityService.ActivateUser:input_type -> plantd.v1.ActivateUserRequest
-	30, // 60: plantd.v1.IdentityService.DeactivateUser:input_type -> plantd.v1.DeactivateUserRequest
-	32, // 61: plantd.v1.IdentityService.AssignRole:input_type -> plantd.v1.AssignRoleRequest
-	34, // 62: plantd.v1.IdentityService.UnassignRole:input_type -> plantd.v1.UnassignRoleRequest
-	36, // 63: plantd.v1.IdentityService.CreateRole:input_type -> plantd.v1.CreateRoleRequest
-	38, // 64: plantd.v1.IdentityService.GetRole:input_type -> plantd.v1.GetRoleRequest
-	40, // 65: plantd.v1.IdentityService.UpdateRole:input_type -> plantd.v1.UpdateRoleRequest
-	42, // 66: plantd.v1.IdentityService.DeleteRole:input_type -> plantd.v1.DeleteRoleRequest
-	44, // 67: plantd.v1.IdentityService.ListRoles:input_type -> plantd.v1.ListRolesRequest
-	46, // 68: plantd.v1.IdentityService.CheckPermission:input_type -> plantd.v1.CheckPermissionRequest
-	48, // 69: plantd.v1.IdentityService.CreateOrganization:input_type -> plantd.v1.CreateOrganizationRequest
-	50, // 70: plantd.v1.IdentityService.GetOrganization:input_type -> plantd.v1.GetOrganizationRequest
-	52, // 71: plantd.v1.IdentityService.UpdateOrganization:input_type -> plantd.v1.UpdateOrganizationRequest
-	54, // 72: plantd.v1.IdentityService.DeleteOrganization:input_type -> plantd.v1.DeleteOrganizationRequest
-	56, // 73: plantd.v1.IdentityService.ListOrganizations:input_type -> plantd.v1.ListOrganizationsRequest
-	58, // 74: plantd.v1.IdentityService.EnrollModule:input_type -> plantd.v1.EnrollModuleRequest
-	60, // 75: plantd.v1.IdentityService.CreateJoinToken:input_type -> plantd.v1.CreateJoinTokenRequest
-	62, // 76: plantd.v1.IdentityService.ListModules:input_type -> plantd.v1.ListModulesRequest
-	64, // 77: plantd.v1.IdentityService.GetModule:input_type -> plantd.v1.GetModuleRequest
-	66, // 78: plantd.v1.IdentityService.RevokeModule:input_type -> plantd.v1.RevokeModuleRequest
-	7,  // 79: plantd.v1.IdentityService.Login:output_type -> plantd.v1.LoginResponse
-	9,  // 80: plantd.v1.IdentityService.RefreshToken:output_type -> plantd.v1.RefreshTokenResponse
-	11, // 81: plantd.v1.IdentityService.Logout:output_type -> plantd.v1.LogoutResponse
-	13, // 82: plantd.v1.IdentityService.ValidateToken:output_type -> plantd.v1.ValidateTokenResponse
-	15, // 83: plantd.v1.IdentityService.ChangePassword:output_type -> plantd.v1.ChangePasswordResponse
-	17, // 84: plantd.v1.IdentityService.GetJwks:output_type -> plantd.v1.GetJwksResponse
-	19, // 85: plantd.v1.IdentityService.CreateUser:output_type -> plantd.v1.CreateUserResponse
-	21, // 86: plantd.v1.IdentityService.GetUser:output_type -> plantd.v1.GetUserResponse
-	23, // 87: plantd.v1.IdentityService.UpdateUser:output_type -> plantd.v1.UpdateUserResponse
-	25, // 88: plantd.v1.IdentityService.DeleteUser:output_type -> plantd.v1.DeleteUserResponse
-	27, // 89: plantd.v1.IdentityService.ListUsers:output_type -> plantd.v1.ListUsersResponse
-	29, // 90: plantd.v1.IdentityService.ActivateUser:output_type -> plantd.v1.ActivateUserResponse
-	31, // 91: plantd.v1.IdentityService.DeactivateUser:output_type -> plantd.v1.DeactivateUserResponse
-	33, // 92: plantd.v1.IdentityService.AssignRole:output_type -> plantd.v1.AssignRoleResponse
-	35, // 93: plantd.v1.IdentityService.UnassignRole:output_type -> plantd.v1.UnassignRoleResponse
-	37, // 94: plantd.v1.IdentityService.CreateRole:output_type -> plantd.v1.CreateRoleResponse
-	39, // 95: plantd.v1.IdentityService.GetRole:output_type -> plantd.v1.GetRoleResponse
-	41, // 96: plantd.v1.IdentityService.UpdateRole:output_type -> plantd.v1.UpdateRoleResponse
-	43, // 97: plantd.v1.IdentityService.DeleteRole:output_type -> plantd.v1.DeleteRoleResponse
-	45, // 98: plantd.v1.IdentityService.ListRoles:output_type -> plantd.v1.ListRolesResponse
-	47, // 99: plantd.v1.IdentityService.CheckPermission:output_type -> plantd.v1.CheckPermissionResponse
-	49, // 100: plantd.v1.IdentityService.CreateOrganization:output_type -> plantd.v1.CreateOrganizationResponse
-	51, // 101: plantd.v1.IdentityService.GetOrganization:output_type -> plantd.v1.GetOrganizationResponse
-	53, // 102: plantd.v1.IdentityService.UpdateOrganization:output_type -> plantd.v1.UpdateOrganizationResponse
-	55, // 103: plantd.v1.IdentityService.DeleteOrganization:output_type -> plantd.v1.DeleteOrganizationResponse
-	57, // 104: plantd.v1.IdentityService.ListOrganizations:output_type -> plantd.v1.ListOrganizationsResponse
-	59, // 105: plantd.v1.IdentityService.EnrollModule:output_type -> plantd.v1.EnrollModuleResponse
-	61, // 106: plantd.v1.IdentityService.CreateJoinToken:output_type -> plantd.v1.CreateJoinTokenResponse
-	63, // 107: plantd.v1.IdentityService.ListModules:output_type -> plantd.v1.ListModulesResponse
-	65, // 108: plantd.v1.IdentityService.GetModule:output_type -> plantd.v1.GetModuleResponse
-	67, // 109: plantd.v1.IdentityService.RevokeModule:output_type -> plantd.v1.RevokeModuleResponse
-	79, // [79:110] is the sub-list for method output_type
-	48, // [48:79] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	89, // 47: plantd.v1.IssueTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 48: plantd.v1.AssignOrganizationResponse.user:type_name -> plantd.v1.User
+	0,  // 49: plantd.v1.UnassignOrganizationResponse.user:type_name -> plantd.v1.User
+	0,  // 50: plantd.v1.CreateServiceAccountResponse.service_account:type_name -> plantd.v1.User
+	0,  // 51: plantd.v1.ListServiceAccountsResponse.service_accounts:type_name -> plantd.v1.User
+	3,  // 52: plantd.v1.Module.PublishEntry.value:type_name -> plantd.v1.TopicPrefixes
+	6,  // 53: plantd.v1.IdentityService.Login:input_type -> plantd.v1.LoginRequest
+	8,  // 54: plantd.v1.IdentityService.RefreshToken:input_type -> plantd.v1.RefreshTokenRequest
+	10, // 55: plantd.v1.IdentityService.Logout:input_type -> plantd.v1.LogoutRequest
+	12, // 56: plantd.v1.IdentityService.ValidateToken:input_type -> plantd.v1.ValidateTokenRequest
+	14, // 57: plantd.v1.IdentityService.ChangePassword:input_type -> plantd.v1.ChangePasswordRequest
+	16, // 58: plantd.v1.IdentityService.GetJwks:input_type -> plantd.v1.GetJwksRequest
+	18, // 59: plantd.v1.IdentityService.CreateUser:input_type -> plantd.v1.CreateUserRequest
+	20, // 60: plantd.v1.IdentityService.GetUser:input_type -> plantd.v1.GetUserRequest
+	22, // 61: plantd.v1.IdentityService.UpdateUser:input_type -> plantd.v1.UpdateUserRequest
+	24, // 62: plantd.v1.IdentityService.DeleteUser:input_type -> plantd.v1.DeleteUserRequest
+	26, // 63: plantd.v1.IdentityService.ListUsers:input_type -> plantd.v1.ListUsersRequest
+	28, // 64: plantd.v1.IdentityService.ActivateUser:input_type -> plantd.v1.ActivateUserRequest
+	30, // 65: plantd.v1.IdentityService.DeactivateUser:input_type -> plantd.v1.DeactivateUserRequest
+	32, // 66: plantd.v1.IdentityService.AssignRole:input_type -> plantd.v1.AssignRoleRequest
+	34, // 67: plantd.v1.IdentityService.UnassignRole:input_type -> plantd.v1.UnassignRoleRequest
+	36, // 68: plantd.v1.IdentityService.CreateRole:input_type -> plantd.v1.CreateRoleRequest
+	38, // 69: plantd.v1.IdentityService.GetRole:input_type -> plantd.v1.GetRoleRequest
+	40, // 70: plantd.v1.IdentityService.UpdateRole:input_type -> plantd.v1.UpdateRoleRequest
+	42, // 71: plantd.v1.IdentityService.DeleteRole:input_type -> plantd.v1.DeleteRoleRequest
+	44, // 72: plantd.v1.IdentityService.ListRoles:input_type -> plantd.v1.ListRolesRequest
+	46, // 73: plantd.v1.IdentityService.CheckPermission:input_type -> plantd.v1.CheckPermissionRequest
+	48, // 74: plantd.v1.IdentityService.CreateOrganization:input_type -> plantd.v1.CreateOrganizationRequest
+	50, // 75: plantd.v1.IdentityService.GetOrganization:input_type -> plantd.v1.GetOrganizationRequest
+	52, // 76: plantd.v1.IdentityService.UpdateOrganization:input_type -> plantd.v1.UpdateOrganizationRequest
+	54, // 77: plantd.v1.IdentityService.DeleteOrganization:input_type -> plantd.v1.DeleteOrganizationRequest
+	56, // 78: plantd.v1.IdentityService.ListOrganizations:input_type -> plantd.v1.ListOrganizationsRequest
+	58, // 79: plantd.v1.IdentityService.EnrollModule:input_type -> plantd.v1.EnrollModuleRequest
+	60, // 80: plantd.v1.IdentityService.CreateJoinToken:input_type -> plantd.v1.CreateJoinTokenRequest
+	62, // 81: plantd.v1.IdentityService.ListModules:input_type -> plantd.v1.ListModulesRequest
+	64, // 82: plantd.v1.IdentityService.GetModule:input_type -> plantd.v1.GetModuleRequest
+	66, // 83: plantd.v1.IdentityService.RevokeModule:input_type -> plantd.v1.RevokeModuleRequest
+	68, // 84: plantd.v1.IdentityService.IssueToken:input_type -> plantd.v1.IssueTokenRequest
+	70, // 85: plantd.v1.IdentityService.EnrollTotp:input_type -> plantd.v1.EnrollTotpRequest
+	72, // 86: plantd.v1.IdentityService.ConfirmTotp:input_type -> plantd.v1.ConfirmTotpRequest
+	74, // 87: plantd.v1.IdentityService.DisableTotp:input_type -> plantd.v1.DisableTotpRequest
+	76, // 88: plantd.v1.IdentityService.UnlockUser:input_type -> plantd.v1.UnlockUserRequest
+	78, // 89: plantd.v1.IdentityService.AssignOrganization:input_type -> plantd.v1.AssignOrganizationRequest
+	80, // 90: plantd.v1.IdentityService.UnassignOrganization:input_type -> plantd.v1.UnassignOrganizationRequest
+	82, // 91: plantd.v1.IdentityService.CreateServiceAccount:input_type -> plantd.v1.CreateServiceAccountRequest
+	84, // 92: plantd.v1.IdentityService.ListServiceAccounts:input_type -> plantd.v1.ListServiceAccountsRequest
+	86, // 93: plantd.v1.IdentityService.DeleteServiceAccount:input_type -> plantd.v1.DeleteServiceAccountRequest
+	7,  // 94: plantd.v1.IdentityService.Login:output_type -> plantd.v1.LoginResponse
+	9,  // 95: plantd.v1.IdentityService.RefreshToken:output_type -> plantd.v1.RefreshTokenResponse
+	11, // 96: plantd.v1.IdentityService.Logout:output_type -> plantd.v1.LogoutResponse
+	13, // 97: plantd.v1.IdentityService.ValidateToken:output_type -> plantd.v1.ValidateTokenResponse
+	15, // 98: plantd.v1.IdentityService.ChangePassword:output_type -> plantd.v1.ChangePasswordResponse
+	17, // 99: plantd.v1.IdentityService.GetJwks:output_type -> plantd.v1.GetJwksResponse
+	19, // 100: plantd.v1.IdentityService.CreateUser:output_type -> plantd.v1.CreateUserResponse
+	21, // 101: plantd.v1.IdentityService.GetUser:output_type -> plantd.v1.GetUserResponse
+	23, // 102: plantd.v1.IdentityService.UpdateUser:output_type -> plantd.v1.UpdateUserResponse
+	25, // 103: plantd.v1.IdentityService.DeleteUser:output_type -> plantd.v1.DeleteUserResponse
+	27, // 104: plantd.v1.IdentityService.ListUsers:output_type -> plantd.v1.ListUsersResponse
+	29, // 105: plantd.v1.IdentityService.ActivateUser:output_type -> plantd.v1.ActivateUserResponse
+	31, // 106: plantd.v1.IdentityService.DeactivateUser:output_type -> plantd.v1.DeactivateUserResponse
+	33, // 107: plantd.v1.IdentityService.AssignRole:output_type -> plantd.v1.AssignRoleResponse
+	35, // 108: plantd.v1.IdentityService.UnassignRole:output_type -> plantd.v1.UnassignRoleResponse
+	37, // 109: plantd.v1.IdentityService.CreateRole:output_type -> plantd.v1.CreateRoleResponse
+	39, // 110: plantd.v1.IdentityService.GetRole:output_type -> plantd.v1.GetRoleResponse
+	41, // 111: plantd.v1.IdentityService.UpdateRole:output_type -> plantd.v1.UpdateRoleResponse
+	43, // 112: plantd.v1.IdentityService.DeleteRole:output_type -> plantd.v1.DeleteRoleResponse
+	45, // 113: plantd.v1.IdentityService.ListRoles:output_type -> plantd.v1.ListRolesResponse
+	47, // 114: plantd.v1.IdentityService.CheckPermission:output_type -> plantd.v1.CheckPermissionResponse
+	49, // 115: plantd.v1.IdentityService.CreateOrganization:output_type -> plantd.v1.CreateOrganizationResponse
+	51, // 116: plantd.v1.IdentityService.GetOrganization:output_type -> plantd.v1.GetOrganizationResponse
+	53, // 117: plantd.v1.IdentityService.UpdateOrganization:output_type -> plantd.v1.UpdateOrganizationResponse
+	55, // 118: plantd.v1.IdentityService.DeleteOrganization:output_type -> plantd.v1.DeleteOrganizationResponse
+	57, // 119: plantd.v1.IdentityService.ListOrganizations:output_type -> plantd.v1.ListOrganizationsResponse
+	59, // 120: plantd.v1.IdentityService.EnrollModule:output_type -> plantd.v1.EnrollModuleResponse
+	61, // 121: plantd.v1.IdentityService.CreateJoinToken:output_type -> plantd.v1.CreateJoinTokenResponse
+	63, // 122: plantd.v1.IdentityService.ListModules:output_type -> plantd.v1.ListModulesResponse
+	65, // 123: plantd.v1.IdentityService.GetModule:output_type -> plantd.v1.GetModuleResponse
+	67, // 124: plantd.v1.IdentityService.RevokeModule:output_type -> plantd.v1.RevokeModuleResponse
+	69, // 125: plantd.v1.IdentityService.IssueToken:output_type -> plantd.v1.IssueTokenResponse
+	71, // 126: plantd.v1.IdentityService.EnrollTotp:output_type -> plantd.v1.EnrollTotpResponse
+	73, // 127: plantd.v1.IdentityService.ConfirmTotp:output_type -> plantd.v1.ConfirmTotpResponse
+	75, // 128: plantd.v1.IdentityService.DisableTotp:output_type -> plantd.v1.DisableTotpResponse
+	77, // 129: plantd.v1.IdentityService.UnlockUser:output_type -> plantd.v1.UnlockUserResponse
+	79, // 130: plantd.v1.IdentityService.AssignOrganization:output_type -> plantd.v1.AssignOrganizationResponse
+	81, // 131: plantd.v1.IdentityService.UnassignOrganization:output_type -> plantd.v1.UnassignOrganizationResponse
+	83, // 132: plantd.v1.IdentityService.CreateServiceAccount:output_type -> plantd.v1.CreateServiceAccountResponse
+	85, // 133: plantd.v1.IdentityService.ListServiceAccounts:output_type -> plantd.v1.ListServiceAccountsResponse
+	87, // 134: plantd.v1.IdentityService.DeleteServiceAccount:output_type -> plantd.v1.DeleteServiceAccountResponse
+	94, // [94:135] is the sub-list for method output_type
+	53, // [53:94] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_plantd_v1_identity_proto_init() }
@@ -4344,7 +5445,7 @@ func file_plantd_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plantd_v1_identity_proto_rawDesc), len(file_plantd_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   69,
+			NumMessages:   89,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,37 +26,47 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	IdentityService_Login_FullMethodName              = "/plantd.v1.IdentityService/Login"
-	IdentityService_RefreshToken_FullMethodName       = "/plantd.v1.IdentityService/RefreshToken"
-	IdentityService_Logout_FullMethodName             = "/plantd.v1.IdentityService/Logout"
-	IdentityService_ValidateToken_FullMethodName      = "/plantd.v1.IdentityService/ValidateToken"
-	IdentityService_ChangePassword_FullMethodName     = "/plantd.v1.IdentityService/ChangePassword"
-	IdentityService_GetJwks_FullMethodName            = "/plantd.v1.IdentityService/GetJwks"
-	IdentityService_CreateUser_FullMethodName         = "/plantd.v1.IdentityService/CreateUser"
-	IdentityService_GetUser_FullMethodName            = "/plantd.v1.IdentityService/GetUser"
-	IdentityService_UpdateUser_FullMethodName         = "/plantd.v1.IdentityService/UpdateUser"
-	IdentityService_DeleteUser_FullMethodName         = "/plantd.v1.IdentityService/DeleteUser"
-	IdentityService_ListUsers_FullMethodName          = "/plantd.v1.IdentityService/ListUsers"
-	IdentityService_ActivateUser_FullMethodName       = "/plantd.v1.IdentityService/ActivateUser"
-	IdentityService_DeactivateUser_FullMethodName     = "/plantd.v1.IdentityService/DeactivateUser"
-	IdentityService_AssignRole_FullMethodName         = "/plantd.v1.IdentityService/AssignRole"
-	IdentityService_UnassignRole_FullMethodName       = "/plantd.v1.IdentityService/UnassignRole"
-	IdentityService_CreateRole_FullMethodName         = "/plantd.v1.IdentityService/CreateRole"
-	IdentityService_GetRole_FullMethodName            = "/plantd.v1.IdentityService/GetRole"
-	IdentityService_UpdateRole_FullMethodName         = "/plantd.v1.IdentityService/UpdateRole"
-	IdentityService_DeleteRole_FullMethodName         = "/plantd.v1.IdentityService/DeleteRole"
-	IdentityService_ListRoles_FullMethodName          = "/plantd.v1.IdentityService/ListRoles"
-	IdentityService_CheckPermission_FullMethodName    = "/plantd.v1.IdentityService/CheckPermission"
-	IdentityService_CreateOrganization_FullMethodName = "/plantd.v1.IdentityService/CreateOrganization"
-	IdentityService_GetOrganization_FullMethodName    = "/plantd.v1.IdentityService/GetOrganization"
-	IdentityService_UpdateOrganization_FullMethodName = "/plantd.v1.IdentityService/UpdateOrganization"
-	IdentityService_DeleteOrganization_FullMethodName = "/plantd.v1.IdentityService/DeleteOrganization"
-	IdentityService_ListOrganizations_FullMethodName  = "/plantd.v1.IdentityService/ListOrganizations"
-	IdentityService_EnrollModule_FullMethodName       = "/plantd.v1.IdentityService/EnrollModule"
-	IdentityService_CreateJoinToken_FullMethodName    = "/plantd.v1.IdentityService/CreateJoinToken"
-	IdentityService_ListModules_FullMethodName        = "/plantd.v1.IdentityService/ListModules"
-	IdentityService_GetModule_FullMethodName          = "/plantd.v1.IdentityService/GetModule"
-	IdentityService_RevokeModule_FullMethodName       = "/plantd.v1.IdentityService/RevokeModule"
+	IdentityService_Login_FullMethodName                = "/plantd.v1.IdentityService/Login"
+	IdentityService_RefreshToken_FullMethodName         = "/plantd.v1.IdentityService/RefreshToken"
+	IdentityService_Logout_FullMethodName               = "/plantd.v1.IdentityService/Logout"
+	IdentityService_ValidateToken_FullMethodName        = "/plantd.v1.IdentityService/ValidateToken"
+	IdentityService_ChangePassword_FullMethodName       = "/plantd.v1.IdentityService/ChangePassword"
+	IdentityService_GetJwks_FullMethodName              = "/plantd.v1.IdentityService/GetJwks"
+	IdentityService_CreateUser_FullMethodName           = "/plantd.v1.IdentityService/CreateUser"
+	IdentityService_GetUser_FullMethodName              = "/plantd.v1.IdentityService/GetUser"
+	IdentityService_UpdateUser_FullMethodName           = "/plantd.v1.IdentityService/UpdateUser"
+	IdentityService_DeleteUser_FullMethodName           = "/plantd.v1.IdentityService/DeleteUser"
+	IdentityService_ListUsers_FullMethodName            = "/plantd.v1.IdentityService/ListUsers"
+	IdentityService_ActivateUser_FullMethodName         = "/plantd.v1.IdentityService/ActivateUser"
+	IdentityService_DeactivateUser_FullMethodName       = "/plantd.v1.IdentityService/DeactivateUser"
+	IdentityService_AssignRole_FullMethodName           = "/plantd.v1.IdentityService/AssignRole"
+	IdentityService_UnassignRole_FullMethodName         = "/plantd.v1.IdentityService/UnassignRole"
+	IdentityService_CreateRole_FullMethodName           = "/plantd.v1.IdentityService/CreateRole"
+	IdentityService_GetRole_FullMethodName              = "/plantd.v1.IdentityService/GetRole"
+	IdentityService_UpdateRole_FullMethodName           = "/plantd.v1.IdentityService/UpdateRole"
+	IdentityService_DeleteRole_FullMethodName           = "/plantd.v1.IdentityService/DeleteRole"
+	IdentityService_ListRoles_FullMethodName            = "/plantd.v1.IdentityService/ListRoles"
+	IdentityService_CheckPermission_FullMethodName      = "/plantd.v1.IdentityService/CheckPermission"
+	IdentityService_CreateOrganization_FullMethodName   = "/plantd.v1.IdentityService/CreateOrganization"
+	IdentityService_GetOrganization_FullMethodName      = "/plantd.v1.IdentityService/GetOrganization"
+	IdentityService_UpdateOrganization_FullMethodName   = "/plantd.v1.IdentityService/UpdateOrganization"
+	IdentityService_DeleteOrganization_FullMethodName   = "/plantd.v1.IdentityService/DeleteOrganization"
+	IdentityService_ListOrganizations_FullMethodName    = "/plantd.v1.IdentityService/ListOrganizations"
+	IdentityService_EnrollModule_FullMethodName         = "/plantd.v1.IdentityService/EnrollModule"
+	IdentityService_CreateJoinToken_FullMethodName      = "/plantd.v1.IdentityService/CreateJoinToken"
+	IdentityService_ListModules_FullMethodName          = "/plantd.v1.IdentityService/ListModules"
+	IdentityService_GetModule_FullMethodName            = "/plantd.v1.IdentityService/GetModule"
+	IdentityService_RevokeModule_FullMethodName         = "/plantd.v1.IdentityService/RevokeModule"
+	IdentityService_IssueToken_FullMethodName           = "/plantd.v1.IdentityService/IssueToken"
+	IdentityService_EnrollTotp_FullMethodName           = "/plantd.v1.IdentityService/EnrollTotp"
+	IdentityService_ConfirmTotp_FullMethodName          = "/plantd.v1.IdentityService/ConfirmTotp"
+	IdentityService_DisableTotp_FullMethodName          = "/plantd.v1.IdentityService/DisableTotp"
+	IdentityService_UnlockUser_FullMethodName           = "/plantd.v1.IdentityService/UnlockUser"
+	IdentityService_AssignOrganization_FullMethodName   = "/plantd.v1.IdentityService/AssignOrganization"
+	IdentityService_UnassignOrganization_FullMethodName = "/plantd.v1.IdentityService/UnassignOrganization"
+	IdentityService_CreateServiceAccount_FullMethodName = "/plantd.v1.IdentityService/CreateServiceAccount"
+	IdentityService_ListServiceAccounts_FullMethodName  = "/plantd.v1.IdentityService/ListServiceAccounts"
+	IdentityService_DeleteServiceAccount_FullMethodName = "/plantd.v1.IdentityService/DeleteServiceAccount"
 )
 
 // IdentityServiceClient is the client API for IdentityService service.
@@ -136,6 +146,36 @@ type IdentityServiceClient interface {
 	// RevokeModule removes a machine identity; the broker refuses its key from then on
 	// (`modules/revoke`).
 	RevokeModule(ctx context.Context, in *RevokeModuleRequest, opts ...grpc.CallOption) (*RevokeModuleResponse, error)
+	// IssueToken exchanges a service account's client id and secret for an access token (OAuth 2
+	// client credentials, `auth/token`); there is no refresh token: ask again. Bad credentials:
+	// UNAUTHENTICATED.
+	IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error)
+	// EnrollTotp starts the caller's enrolment in one-time codes (`auth/totp_enroll`): a new
+	// secret, to be confirmed with a code before logins ask for one.
+	EnrollTotp(ctx context.Context, in *EnrollTotpRequest, opts ...grpc.CallOption) (*EnrollTotpResponse, error)
+	// ConfirmTotp turns one-time codes on for the caller, given a current code
+	// (`auth/totp_confirm`); from then on Login and ChangePassword need `totp`.
+	ConfirmTotp(ctx context.Context, in *ConfirmTotpRequest, opts ...grpc.CallOption) (*ConfirmTotpResponse, error)
+	// DisableTotp turns one-time codes off for the caller, given a current code
+	// (`auth/totp_disable`).
+	DisableTotp(ctx context.Context, in *DisableTotpRequest, opts ...grpc.CallOption) (*DisableTotpResponse, error)
+	// UnlockUser clears the failed logins that locked a user out (`user/unlock`; needs
+	// `user:activate`).
+	UnlockUser(ctx context.Context, in *UnlockUserRequest, opts ...grpc.CallOption) (*UnlockUserResponse, error)
+	// AssignOrganization makes a user a member of an organization (`user/assign_organization`;
+	// needs `organization:member:add`).
+	AssignOrganization(ctx context.Context, in *AssignOrganizationRequest, opts ...grpc.CallOption) (*AssignOrganizationResponse, error)
+	// UnassignOrganization ends a user's membership of an organization
+	// (`user/unassign_organization`; needs `organization:member:remove`).
+	UnassignOrganization(ctx context.Context, in *UnassignOrganizationRequest, opts ...grpc.CallOption) (*UnassignOrganizationResponse, error)
+	// CreateServiceAccount creates a machine user whose secret is shown once
+	// (`service_account/create`; needs `user:create` and every permission of its roles).
+	CreateServiceAccount(ctx context.Context, in *CreateServiceAccountRequest, opts ...grpc.CallOption) (*CreateServiceAccountResponse, error)
+	// ListServiceAccounts lists the service accounts (`service_account/list`; needs `user:list`).
+	ListServiceAccounts(ctx context.Context, in *ListServiceAccountsRequest, opts ...grpc.CallOption) (*ListServiceAccountsResponse, error)
+	// DeleteServiceAccount deletes a service account and ends its tokens
+	// (`service_account/delete`; needs `user:delete`).
+	DeleteServiceAccount(ctx context.Context, in *DeleteServiceAccountRequest, opts ...grpc.CallOption) (*DeleteServiceAccountResponse, error)
 }
 
 type identityServiceClient struct {
@@ -456,6 +496,106 @@ func (c *identityServiceClient) RevokeModule(ctx context.Context, in *RevokeModu
 	return out, nil
 }
 
+func (c *identityServiceClient) IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueTokenResponse)
+	err := c.cc.Invoke(ctx, IdentityService_IssueToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) EnrollTotp(ctx context.Context, in *EnrollTotpRequest, opts ...grpc.CallOption) (*EnrollTotpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollTotpResponse)
+	err := c.cc.Invoke(ctx, IdentityService_EnrollTotp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) ConfirmTotp(ctx context.Context, in *ConfirmTotpRequest, opts ...grpc.CallOption) (*ConfirmTotpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfirmTotpResponse)
+	err := c.cc.Invoke(ctx, IdentityService_ConfirmTotp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) DisableTotp(ctx context.Context, in *DisableTotpRequest, opts ...grpc.CallOption) (*DisableTotpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DisableTotpResponse)
+	err := c.cc.Invoke(ctx, IdentityService_DisableTotp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) UnlockUser(ctx context.Context, in *UnlockUserRequest, opts ...grpc.CallOption) (*UnlockUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnlockUserResponse)
+	err := c.cc.Invoke(ctx, IdentityService_UnlockUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) AssignOrganization(ctx context.Context, in *AssignOrganizationRequest, opts ...grpc.CallOption) (*AssignOrganizationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AssignOrganizationResponse)
+	err := c.cc.Invoke(ctx, IdentityService_AssignOrganization_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) UnassignOrganization(ctx context.Context, in *UnassignOrganizationRequest, opts ...grpc.CallOption) (*UnassignOrganizationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnassignOrganizationResponse)
+	err := c.cc.Invoke(ctx, IdentityService_UnassignOrganization_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) CreateServiceAccount(ctx context.Context, in *CreateServiceAccountRequest, opts ...grpc.CallOption) (*CreateServiceAccountResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateServiceAccountResponse)
+	err := c.cc.Invoke(ctx, IdentityService_CreateServiceAccount_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) ListServiceAccounts(ctx context.Context, in *ListServiceAccountsRequest, opts ...grpc.CallOption) (*ListServiceAccountsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServiceAccountsResponse)
+	err := c.cc.Invoke(ctx, IdentityService_ListServiceAccounts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) DeleteServiceAccount(ctx context.Context, in *DeleteServiceAccountRequest, opts ...grpc.CallOption) (*DeleteServiceAccountResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteServiceAccountResponse)
+	err := c.cc.Invoke(ctx, IdentityService_DeleteServiceAccount_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IdentityServiceServer is the server API for IdentityService service.
 // All implementations must embed UnimplementedIdentityServiceServer
 // for forward compatibility.
@@ -533,6 +673,36 @@ type IdentityServiceServer interface {
 	// RevokeModule removes a machine identity; the broker refuses its key from then on
 	// (`modules/revoke`).
 	RevokeModule(context.Context, *RevokeModuleRequest) (*RevokeModuleResponse, error)
+	// IssueToken exchanges a service account's client id and secret for an access token (OAuth 2
+	// client credentials, `auth/token`); there is no refresh token: ask again. Bad credentials:
+	// UNAUTHENTICATED.
+	IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error)
+	// EnrollTotp starts the caller's enrolment in one-time codes (`auth/totp_enroll`): a new
+	// secret, to be confirmed with a code before logins ask for one.
+	EnrollTotp(context.Context, *EnrollTotpRequest) (*EnrollTotpResponse, error)
+	// ConfirmTotp turns one-time codes on for the caller, given a current code
+	// (`auth/totp_confirm`); from then on Login and ChangePassword need `totp`.
+	ConfirmTotp(context.Context, *ConfirmTotpRequest) (*ConfirmTotpResponse, error)
+	// DisableTotp turns one-time codes off for the caller, given a current code
+	// (`auth/totp_disable`).
+	DisableTotp(context.Context, *DisableTotpRequest) (*DisableTotpResponse, error)
+	// UnlockUser clears the failed logins that locked a user out (`user/unlock`; needs
+	// `user:activate`).
+	UnlockUser(context.Context, *UnlockUserRequest) (*UnlockUserResponse, error)
+	// AssignOrganization makes a user a member of an organization (`user/assign_organization`;
+	// needs `organization:member:add`).
+	AssignOrganization(context.Context, *AssignOrganizationRequest) (*AssignOrganizationResponse, error)
+	// UnassignOrganization ends a user's membership of an organization
+	// (`user/unassign_organization`; needs `organization:member:remove`).
+	UnassignOrganization(context.Context, *UnassignOrganizationRequest) (*UnassignOrganizationResponse, error)
+	// CreateServiceAccount creates a machine user whose secret is shown once
+	// (`service_account/create`; needs `user:create` and every permission of its roles).
+	CreateServiceAccount(context.Context, *CreateServiceAccountRequest) (*CreateServiceAccountResponse, error)
+	// ListServiceAccounts lists the service accounts (`service_account/list`; needs `user:list`).
+	ListServiceAccounts(context.Context, *ListServiceAccountsRequest) (*ListServiceAccountsResponse, error)
+	// DeleteServiceAccount deletes a service account and ends its tokens
+	// (`service_account/delete`; needs `user:delete`).
+	DeleteServiceAccount(context.Context, *DeleteServiceAccountRequest) (*DeleteServiceAccountResponse, error)
 	mustEmbedUnimplementedIdentityServiceServer()
 }
 
@@ -635,6 +805,36 @@ func (UnimplementedIdentityServiceServer) GetModule(context.Context, *GetModuleR
 }
 func (UnimplementedIdentityServiceServer) RevokeModule(context.Context, *RevokeModuleRequest) (*RevokeModuleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeModule not implemented")
+}
+func (UnimplementedIdentityServiceServer) IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueToken not implemented")
+}
+func (UnimplementedIdentityServiceServer) EnrollTotp(context.Context, *EnrollTotpRequest) (*EnrollTotpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnrollTotp not implemented")
+}
+func (UnimplementedIdentityServiceServer) ConfirmTotp(context.Context, *ConfirmTotpRequest) (*ConfirmTotpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConfirmTotp not implemented")
+}
+func (UnimplementedIdentityServiceServer) DisableTotp(context.Context, *DisableTotpRequest) (*DisableTotpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DisableTotp not implemented")
+}
+func (UnimplementedIdentityServiceServer) UnlockUser(context.Context, *UnlockUserRequest) (*UnlockUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnlockUser not implemented")
+}
+func (UnimplementedIdentityServiceServer) AssignOrganization(context.Context, *AssignOrganizationRequest) (*AssignOrganizationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AssignOrganization not implemented")
+}
+func (UnimplementedIdentityServiceServer) UnassignOrganization(context.Context, *UnassignOrganizationRequest) (*UnassignOrganizationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnassignOrganization not implemented")
+}
+func (UnimplementedIdentityServiceServer) CreateServiceAccount(context.Context, *CreateServiceAccountRequest) (*CreateServiceAccountResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateServiceAccount not implemented")
+}
+func (UnimplementedIdentityServiceServer) ListServiceAccounts(context.Context, *ListServiceAccountsRequest) (*ListServiceAccountsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServiceAccounts not implemented")
+}
+func (UnimplementedIdentityServiceServer) DeleteServiceAccount(context.Context, *DeleteServiceAccountRequest) (*DeleteServiceAccountResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteServiceAccount not implemented")
 }
 func (UnimplementedIdentityServiceServer) mustEmbedUnimplementedIdentityServiceServer() {}
 func (UnimplementedIdentityServiceServer) testEmbeddedByValue()                         {}
@@ -1215,6 +1415,186 @@ func _IdentityService_RevokeModule_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IdentityService_IssueToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).IssueToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_IssueToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).IssueToken(ctx, req.(*IssueTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_EnrollTotp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnrollTotpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).EnrollTotp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_EnrollTotp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).EnrollTotp(ctx, req.(*EnrollTotpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_ConfirmTotp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfirmTotpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).ConfirmTotp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_ConfirmTotp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).ConfirmTotp(ctx, req.(*ConfirmTotpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_DisableTotp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisableTotpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).DisableTotp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_DisableTotp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).DisableTotp(ctx, req.(*DisableTotpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_UnlockUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnlockUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).UnlockUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_UnlockUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).UnlockUser(ctx, req.(*UnlockUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_AssignOrganization_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AssignOrganizationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).AssignOrganization(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_AssignOrganization_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).AssignOrganization(ctx, req.(*AssignOrganizationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_UnassignOrganization_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnassignOrganizationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).UnassignOrganization(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_UnassignOrganization_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).UnassignOrganization(ctx, req.(*UnassignOrganizationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_CreateServiceAccount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateServiceAccountRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).CreateServiceAccount(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_CreateServiceAccount_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).CreateServiceAccount(ctx, req.(*CreateServiceAccountRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_ListServiceAccounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServiceAccountsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).ListServiceAccounts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_ListServiceAccounts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).ListServiceAccounts(ctx, req.(*ListServiceAccountsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_DeleteServiceAccount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteServiceAccountRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).DeleteServiceAccount(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_DeleteServiceAccount_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).DeleteServiceAccount(ctx, req.(*DeleteServiceAccountRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // IdentityService_ServiceDesc is the grpc.ServiceDesc for IdentityService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1345,6 +1725,46 @@ var IdentityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeModule",
 			Handler:    _IdentityService_RevokeModule_Handler,
+		},
+		{
+			MethodName: "IssueToken",
+			Handler:    _IdentityService_IssueToken_Handler,
+		},
+		{
+			MethodName: "EnrollTotp",
+			Handler:    _IdentityService_EnrollTotp_Handler,
+		},
+		{
+			MethodName: "ConfirmTotp",
+			Handler:    _IdentityService_ConfirmTotp_Handler,
+		},
+		{
+			MethodName: "DisableTotp",
+			Handler:    _IdentityService_DisableTotp_Handler,
+		},
+		{
+			MethodName: "UnlockUser",
+			Handler:    _IdentityService_UnlockUser_Handler,
+		},
+		{
+			MethodName: "AssignOrganization",
+			Handler:    _IdentityService_AssignOrganization_Handler,
+		},
+		{
+			MethodName: "UnassignOrganization",
+			Handler:    _IdentityService_UnassignOrganization_Handler,
+		},
+		{
+			MethodName: "CreateServiceAccount",
+			Handler:    _IdentityService_CreateServiceAccount_Handler,
+		},
+		{
+			MethodName: "ListServiceAccounts",
+			Handler:    _IdentityService_ListServiceAccounts_Handler,
+		},
+		{
+			MethodName: "DeleteServiceAccount",
+			Handler:    _IdentityService_DeleteServiceAccount_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

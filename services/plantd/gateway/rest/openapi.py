@@ -52,7 +52,7 @@ _SCHEMAS: Final = "#/components/schemas/"
 _IDENTITY: Final = "plantd.v1.IdentityService"
 # No access token: the credentials are in the request (or there are none, GetJwks).
 PUBLIC_METHODS: Final = frozenset(
-    (_IDENTITY, m) for m in ("Login", "RefreshToken", "ValidateToken", "GetJwks")
+    (_IDENTITY, m) for m in ("Login", "RefreshToken", "ValidateToken", "GetJwks", "IssueToken")
 )
 # A token is optional: it is one of two ways to say who you are (identity_map.METHODS has
 # token_required=False for these). Logout: the caller's token or one named in the body;

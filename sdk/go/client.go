@@ -55,7 +55,12 @@ func Dial(address string, opts ...grpc.DialOption) (*Client, error) {
 // Login exchanges a username (or email) and password for tokens; every later call on this
 // client carries the access token.
 func (c *Client) Login(ctx context.Context, identifier, password string) (*plantdv1.LoginResponse, error) {
-	resp, err := c.Identity.Login(ctx, &plantdv1.LoginRequest{Identifier: identifier, Password: password})
+	return c.LoginWithCode(ctx, identifier, password, "")
+}
+
+// LoginWithCode is Login for a user who turned one-time codes on: totp is the current code.
+func (c *Client) LoginWithCode(ctx context.Context, identifier, password, totp string) (*plantdv1.LoginResponse, error) {
+	resp, err := c.Identity.Login(ctx, &plantdv1.LoginRequest{Identifier: identifier, Password: password, Totp: totp})
 	if err != nil {
 		return nil, err
 	}

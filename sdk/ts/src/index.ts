@@ -65,11 +65,16 @@ export class PlantdClient {
   }
 
   /**
-   * Exchanges a username (or email) and password for tokens; every later call on this
-   * client carries the access token.
+   * Exchanges a username (or email) and password (and `totp`, the one-time code of a user who
+   * turned codes on) for tokens; every later call on this client carries the access token.
    */
-  async login(identifier: string, password: string, options?: CallOptions): Promise<LoginResponse> {
-    const response = await this.identity.login({ identifier, password }, options);
+  async login(
+    identifier: string,
+    password: string,
+    options?: CallOptions & { totp?: string },
+  ): Promise<LoginResponse> {
+    const { totp = "", ...callOptions } = options ?? {};
+    const response = await this.identity.login({ identifier, password, totp }, callOptions);
     this.setToken(response.accessToken);
     return response;
   }

@@ -46,11 +46,14 @@ class Client:
         identifier: str,
         password: str,
         *,
+        totp: str = "",
         timeout: float | None = 30.0,
     ) -> identity_pb2.LoginResponse:
-        """Exchanges a username (or email) and password for tokens; later calls carry the token."""
+        """Exchanges a username (or email) and password (and the one-time code, for a user who
+        turned codes on) for tokens; later calls carry the token."""
         response: identity_pb2.LoginResponse = self.identity.Login(
-            identity_pb2.LoginRequest(identifier=identifier, password=password), timeout=timeout
+            identity_pb2.LoginRequest(identifier=identifier, password=password, totp=totp),
+            timeout=timeout,
         )
         self.set_token(response.access_token)
         return response
@@ -93,11 +96,14 @@ class AsyncClient:
         identifier: str,
         password: str,
         *,
+        totp: str = "",
         timeout: float | None = 30.0,  # noqa: ASYNC109 - the gRPC deadline, sent to the gateway
     ) -> identity_pb2.LoginResponse:
-        """Exchanges a username (or email) and password for tokens; later calls carry the token."""
+        """Exchanges a username (or email) and password (and the one-time code, for a user who
+        turned codes on) for tokens; later calls carry the token."""
         response: identity_pb2.LoginResponse = await self.identity.Login(
-            identity_pb2.LoginRequest(identifier=identifier, password=password), timeout=timeout
+            identity_pb2.LoginRequest(identifier=identifier, password=password, totp=totp),
+            timeout=timeout,
         )
         self.set_token(response.access_token)
         return response

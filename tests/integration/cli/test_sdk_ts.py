@@ -9,15 +9,13 @@ the example built by `hack/sdk/ts.sh build` over HTTP/2 gRPC, `plant` over the b
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from clikit import Stack, require
-
-from plantd.common import contract
+from sdkkit import check_quickstart
 
 pytestmark = pytest.mark.integration
 
@@ -51,51 +49,9 @@ def test_the_typescript_example_logs_in_sets_gets_and_watches(home: Path, tmp_pa
     s.start()
     try:
         s.wait_ready()
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(home),
-            "PLANTD_GATEWAY": f"127.0.0.1:{contract.GRPC_PORT + s.offset}",
-            "PLANTD_USERNAME": "admin",
-            "PLANTD_PASSWORD_FILE": str(s.state_dir / "admin-credentials"),
-            "PLANTD_SCOPE": SCOPE,
-        }
-        run = subprocess.run(
-            [node, EXAMPLE], env=env, capture_output=True, text=True, timeout=60, check=False
+        denied = check_quickstart(
+            s, home, tmp_path, [node, EXAMPLE], scope=SCOPE, prefix="ts", language="TypeScript"
         )
-        assert run.returncode == 0, (run.stdout, run.stderr)
-        lines = run.stdout.splitlines()
-        assert lines[0] == "logged in as admin", lines
-        set_ = re.fullmatch(
-            r"set ts-quickstart = hello from TypeScript \(version (\d+)\)", lines[1]
-        )
-        got = re.fullmatch(r"got ts-quickstart = hello from TypeScript \(version (\d+)\)", lines[2])
-        watched = re.fullmatch(
-            r"watched ts-quickstart = changed by TypeScript \(revision (\d+)\)", lines[3]
-        )
-        assert set_ and got and watched, lines
-        # The get saw the write it followed, and the watch the change after it.
-        assert int(set_[1]) == int(got[1]) > 0
-        assert int(watched[1]) > int(set_[1])
-        # The same key through the bus: the gateway wrote to the stack's own state service.
-        login = s.login_admin()
-        assert login.returncode == 0, login.stderr
-        via_bus = s.plant("state", "get", "--service", SCOPE, "ts-quickstart")
-        assert via_bus.returncode == 0, via_bus.stderr
-        assert via_bus.stdout.strip() == "changed by TypeScript"
-
-        # A wrong password is a clear error with the gRPC code and the plantd reason.
-        bad = tmp_path / "wrong"
-        bad.write_text("not-the-password\n")
-        bad.chmod(0o600)
-        denied = subprocess.run(
-            [node, EXAMPLE],
-            env={**env, "PLANTD_PASSWORD_FILE": str(bad)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert denied.returncode == 1, (denied.stdout, denied.stderr)
         assert denied.stderr.startswith("error: Unauthenticated"), denied.stderr
         # The reason decoded from google.rpc.ErrorInfo in grpc-status-details-bin.
         assert denied.stderr.rstrip().endswith("(LOGIN_FAILED)"), denied.stderr

@@ -828,6 +828,8 @@ class Method:
 
     ``token_required``: the gate refuses a call without a valid token for identity's audience
     (False: credentials are in the request; a token sent anyway is still verified).
+    ``token_optional``: of those, the ones where a token is one of two ways to say who you are
+    (the OpenAPI document lists bearer auth as optional there, and absent on the others).
     ``forward_token``: the caller's token goes into the body's ``token`` (False where identity
     reads ``token`` as something else, e.g. the token ValidateToken checks).
     ``self_field``: when the request names nobody (none of ``names`` in the body), the verified
@@ -839,6 +841,7 @@ class Method:
     convert: Callable[[Any, Json], Message]
     route: RouteClass
     token_required: bool = True
+    token_optional: bool = False
     forward_token: bool = True
     self_field: str | None = None
     names: tuple[str, ...] = ()
@@ -889,7 +892,9 @@ METHODS: Final[Mapping[str, Method]] = {
         Method(
             "RefreshToken", refresh_req, refresh_resp, _L, token_required=False, forward_token=False
         ),
-        Method("Logout", logout_req, logout_resp, _W, token_required=False),
+        # A token is optional: Logout, the caller's or one named in the body; ChangePassword,
+        # the caller or an identifier plus the current password.
+        Method("Logout", logout_req, logout_resp, _W, token_required=False, token_optional=True),
         Method(
             "ValidateToken",
             validate_req,
@@ -904,6 +909,7 @@ METHODS: Final[Mapping[str, Method]] = {
             change_password_resp,
             _L,
             token_required=False,
+            token_optional=True,
             forward_token=False,
             self_field="user_id",
             names=("identifier", "user_id"),
@@ -954,7 +960,9 @@ METHODS: Final[Mapping[str, Method]] = {
         Method("DeleteOrganization", delete_org_req, delete_org_resp, _W),
         Method("ListOrganizations", list_orgs_req, list_orgs_resp, _R),
         # Machine identities. EnrollModule: an admin token or a join token (identity decides).
-        Method("EnrollModule", enroll_req, module_resp, _W, token_required=False),
+        Method(
+            "EnrollModule", enroll_req, module_resp, _W, token_required=False, token_optional=True
+        ),
         Method("CreateJoinToken", join_token_req, join_token_resp, _W),
         Method("ListModules", list_modules_req, list_modules_resp, _R),
         Method("GetModule", get_module_req, module_resp, _R),

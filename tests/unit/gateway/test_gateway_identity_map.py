@@ -135,6 +135,8 @@ def test_credential_rpcs_need_no_token_and_the_rest_do() -> None:
         "IssueToken",  # a service account's client id and secret
         "EnrollModule",  # an admin token or a join token: identity decides
     }
+    either = {n for n, m in im.METHODS.items() if m.token_optional}
+    assert either == {"Logout", "ChangePassword", "EnrollModule"} and either <= open_
     kept = {n for n, m in im.METHODS.items() if not m.forward_token}
     # ValidateToken above all: the caller's token must not replace the one to check.
     assert kept == {

@@ -34,6 +34,7 @@ from google.protobuf.descriptor import (
 )
 from google.rpc import code_pb2
 
+from plantd.gateway.identity_map import METHODS as IDENTITY_METHODS
 from plantd.gateway.rest import proto_comments
 from plantd.gateway.rest.routes import (
     WRAPPERS,
@@ -50,17 +51,6 @@ ERROR_SCHEMA: Final = "ErrorResponse"
 ERROR_RESPONSE: Final = "Error"
 _SCHEMAS: Final = "#/components/schemas/"
 _IDENTITY: Final = "plantd.v1.IdentityService"
-# No access token: the credentials are in the request (or there are none, GetJwks).
-PUBLIC_METHODS: Final = frozenset(
-    (_IDENTITY, m) for m in ("Login", "RefreshToken", "ValidateToken", "GetJwks", "IssueToken")
-)
-# A token is optional: it is one of two ways to say who you are (identity_map.METHODS has
-# token_required=False for these). Logout: the caller's token or one named in the body;
-# ChangePassword: the caller or an identifier plus the current password; EnrollModule: an
-# admin token or a join token in the body.
-OPTIONAL_TOKEN_METHODS: Final = frozenset(
-    (_IDENTITY, m) for m in ("Logout", "ChangePassword", "EnrollModule")
-)
 _VARIABLE: Final = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
 _F = FieldDescriptor
 _ANY_SCHEMA: Final[Mapping[str, Any]] = {
@@ -328,11 +318,11 @@ def _parameter_names(routes: Sequence[Route]) -> dict[int, tuple[str, ...]]:
 
 
 def _security(route: Route) -> list[dict[str, list[str]]] | None:
-    key = (route.service, route.method)
-    if key in PUBLIC_METHODS:
-        return None
-    if key in OPTIONAL_TOKEN_METHODS:
-        return [{BEARER: []}, {}]
+    """Bearer auth as the gate applies it: identity's table says which RPCs take credentials
+    in the request instead (none), or either (optional); every other RPC needs a token."""
+    method = IDENTITY_METHODS.get(route.method) if route.service == _IDENTITY else None
+    if method is not None and not method.token_required:
+        return [{BEARER: []}, {}] if method.token_optional else None
     return [{BEARER: []}]
 
 

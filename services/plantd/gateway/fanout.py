@@ -307,3 +307,9 @@ class FanoutCollector:
             "state history instead)",
             value=f.dropped,
         )
+        yield CounterMetricFamily(
+            "plantd_gateway_watch_unmatched",
+            "state-bus events received for no watched scope (a subscription is a prefix: a watch "
+            "of plant1 also receives plant10's events, which the gateway drops)",
+            value=f.unmatched,
+        )

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from plantd.bus import BusMessage
-from plantd.gateway.fanout import Fanout, Reader, SourceClosed
+from plantd.gateway.fanout import Fanout, FanoutCollector, Reader, SourceClosed
 
 pytestmark = pytest.mark.unit
 
@@ -207,3 +207,20 @@ async def test_a_shorter_bound_rearms_the_timer_and_close_cancels_it() -> None:
 async def recv_task(task: asyncio.Task[BusMessage]) -> BusMessage:
     async with asyncio.timeout(1.0):
         return await task
+
+
+async def test_the_collector_reports_readers_drops_and_unmatched_events() -> None:
+    fan = Fanout(FakeSource(), buffer_messages=1, buffer_bytes=64 * 1024)
+    fan.subscribe("plant1")
+    fan.deliver(msg("plant1"))
+    fan.deliver(msg("plant1"))  # the one-message buffer is full: dropped
+    fan.deliver(msg("plant10"))  # heard through the prefix, watched by nobody
+    values = {
+        sample.name: sample.value
+        for family in FanoutCollector(fan).collect()
+        for sample in family.samples
+    }
+    assert values["plantd_gateway_watch_readers"] == 1
+    assert values["plantd_gateway_watch_dropped_total"] == 1
+    assert values["plantd_gateway_watch_unmatched_total"] == 1
+    await fan.close()

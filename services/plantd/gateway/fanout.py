@@ -69,9 +69,9 @@ class Reader:
         self.dropped = 0
         self.closed = False
         self._buffer: deque[tuple[BusMessage, int]] = deque()
-        # The loop and a bare future, not an asyncio.Event: Event.wait and loop lookups each
-        # cost a getpid() in Python 3.11's get_running_loop (22% of the gateway's samples in a
-        # fan-out to 5,000 watchers, py-spy --native).
+        # The loop and a bare future, not an asyncio.Event: Event.wait looks the loop up each
+        # time (Python 3.11's get_running_loop calls getpid()); measured in a fan-out to 5,000
+        # watchers, 36 -> 33 us of gateway CPU per watcher per update.
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         # recv's time bound: a deadline, and one timer that re-arms itself only if it fires

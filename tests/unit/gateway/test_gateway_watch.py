@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -408,4 +409,45 @@ async def test_a_failing_direct_consumer_is_dropped_and_its_message_buffered() -
     async with asyncio.timeout(5):
         assert (await waiting).payload == event(1).payload
     assert reader.direct is None and other.pending == 1
+    await fan.close()
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["task", "direct"])
+async def test_a_busy_watch_rechecks_its_token_as_often_as_a_silent_one(direct: bool) -> None:
+    """Events every 10 ms never leave resync_s of silence: the token is verified on the event
+    path too, on the task's path and on the direct one alike."""
+    fan = Fanout(SilentSource(), buffer_messages=100, buffer_bytes=64 * 1024)
+    reader = fan.subscribe("s")
+    checks: list[float] = []
+
+    def recheck() -> None:
+        checks.append(time.monotonic())
+        if len(checks) >= 2:
+            raise PermissionError("token revoked")
+
+    def sink(response: pb.WatchEntriesResponse) -> bool:
+        return True
+
+    watch = Watch(
+        pb.WatchEntriesRequest(scope="s"),
+        FakeState([change(1)]),
+        reader,
+        recheck=recheck,
+        resync_s=0.1,
+        sink=sink if direct else None,
+    )
+
+    async def feed() -> None:
+        for rev in range(2, 1000):
+            fan.deliver(event(rev))
+            await asyncio.sleep(0.01)
+
+    feeder = asyncio.create_task(feed())
+    started = time.monotonic()
+    with pytest.raises(PermissionError):
+        async with asyncio.timeout(5):
+            async for _ in watch.responses():
+                pass
+    feeder.cancel()
+    assert len(checks) == 2 and time.monotonic() - started < 1.0, checks
     await fan.close()

@@ -1,25 +1,44 @@
 # syntax=docker/dockerfile:1
 # One image for every plantd component: `plantd broker|state|identity|gateway|operator`.
-# Multi-stage: build wheels with the toolchain, run from a slim base as a non-root user
-# (uid 10001 = plantd.common.contract.IMAGE_UID) with a read-only root filesystem in mind.
+# Multi-stage: build the virtualenv in one stage, run from a clean base as a non-root user
+# (uid 10001 = plantd.common.contract.IMAGE_UID) with a read-only root filesystem.
+#
+# BASE_IMAGE is any Debian bookworm image with python3.11 and its venv module. The default is
+# the official slim image; where no registry can be reached, `make image` passes the base it
+# makes with debootstrap (hack/image/base.sh: bookworm minbase + Debian's python3).
+# docs/operator.md, "The image".
 
-ARG PYTHON_VERSION=3.11
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# A package index mirror for pip, when the build machine needs one (build stage only: the
+# runtime stage does not inherit it).
+ARG PIP_INDEX_URL
 WORKDIR /src
-# Dependencies first, so code changes do not rebuild them.
 COPY pyproject.toml README.md ./
 COPY services/ services/
 COPY operator/ operator/
-RUN python -m venv /opt/plantd \
- && /opt/plantd/bin/pip install --upgrade pip==25.3 \
- && /opt/plantd/bin/pip install .
+# The optional secret `pip-ca` is a CA bundle for a TLS-intercepting proxy in front of the
+# index; a secret mount never lands in a layer. pip and setuptools leave the venv at the end,
+# so the runtime stage carries no installer.
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+ && python3 -m venv /opt/plantd \
+ && /opt/plantd/bin/pip install --quiet --upgrade pip==25.3 \
+ && /opt/plantd/bin/pip install --quiet . \
+ && /opt/plantd/bin/pip uninstall --quiet --yes pip setuptools
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
 LABEL org.opencontainers.image.title="plantd" \
       org.opencontainers.image.description="plantd: ZeroMQ Majordomo bus, state, identity, gRPC gateway and Kubernetes operator" \
-      org.opencontainers.image.licenses="MIT"
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
 ARG UID=10001
 RUN groupadd --system --gid ${UID} plantd \
  && useradd --system --uid ${UID} --gid ${UID} --home-dir /home/plantd --create-home --shell /usr/sbin/nologin plantd

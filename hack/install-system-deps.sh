@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test tiers run for real (redis-server, openssl), when missing.
+# Installs the Debian packages the test tiers run for real (redis-server, openssl; buildah,
+# debootstrap and runc for the image), when missing.
 # The tests start their own redis-server on a free port; the system service is not used.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # TLS certificates for the Redis TLS test
+# The e2e tier builds the image without a Docker engine and runs it as a restricted pod would.
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

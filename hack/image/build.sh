@@ -25,7 +25,7 @@ secret=()
 [[ -n ${PIP_CERT:-} && -r ${PIP_CERT:-} ]] && secret=(--secret "id=pip-ca,src=$PIP_CERT")
 
 t=$(now_s)
-if have_docker_engine && [[ ${PLANTD_IMAGE_BUILDER:-} != buildah ]]; then
+if use_docker; then
 	log "docker build -t $IMAGE_NAME ."
 	DOCKER_BUILDKIT=1 docker build "${build_args[@]}" "${secret[@]}" -t "$IMAGE_NAME" . >&2
 	log "built $IMAGE_NAME in $(elapsed "$t")s ($(docker image inspect --format '{{.Size}}' "$IMAGE_NAME" | awk '{ printf "%.0f MB", $1 / 1e6 }'))"

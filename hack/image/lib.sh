@@ -52,6 +52,12 @@ have_docker_engine() {
 	command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
 }
 
+# Whether the build goes through Docker: an engine runs and PLANTD_IMAGE_BUILDER does not ask
+# for buildah (the e2e tier does, to test the path CI takes).
+use_docker() {
+	have_docker_engine && [[ ${PLANTD_IMAGE_BUILDER:-} != buildah ]]
+}
+
 need_buildah() {
 	command -v buildah >/dev/null 2>&1 && return 0
 	die "no Docker engine and no buildah: install buildah (apt-get install buildah), or build with Docker: docker build -t plantd:dev ."

@@ -16,14 +16,14 @@ source "$(dirname "$0")/lib.sh"
 : "${IMAGE:?skaffold sets IMAGE; run this through skaffold (or set IMAGE=name:tag)}"
 push=${PUSH_IMAGE:-false}
 
-if ! have_docker_engine && [[ $push != true ]]; then
-	die "no Docker engine: skaffold looks a pushed image up in a registry only. Run with push enabled and a registry, e.g. skaffold dev -p dev --default-repo localhost:5000 (docs/operator.md, The image)"
+if ! use_docker && [[ $push != true ]]; then
+	die "no Docker engine: skaffold looks a pushed image up in a registry only. Run with push enabled and a registry, e.g. skaffold dev -p dev --default-repo localhost:5000 (docs/operator.md, section skaffold)"
 fi
 
 PLANTD_IMAGE=$IMAGE "$IMAGE_DIR/build.sh" >/dev/null
 [[ $push == true ]] || exit 0
 
-if have_docker_engine && [[ ${PLANTD_IMAGE_BUILDER:-} != buildah ]]; then
+if use_docker; then
 	docker push "$IMAGE" >&2
 else
 	# PLANTD_REGISTRY_TLS_VERIFY=false for a plain-HTTP development registry on localhost.

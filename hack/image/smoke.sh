@@ -13,9 +13,11 @@ source "$(dirname "$0")/lib.sh"
 image=${1:-$IMAGE_NAME}
 need_buildah
 command -v runc >/dev/null 2>&1 || die "runc not found: apt-get install runc"
-bh inspect --type image "$image" >/dev/null 2>&1 || die "no image $image in $IMAGE_CACHE/storage: run make image first"
-
 work=$(mktemp -d)
+bh inspect --type image "$image" >"$work/inspect.json" 2>/dev/null || {
+	rm -rf "$work"
+	die "no image $image in $IMAGE_CACHE/storage: run make image first"
+}
 ctr=$(bh from --pull-never "$image")
 cleanup() {
 	bh umount "$ctr" >/dev/null 2>&1 || true
@@ -24,7 +26,6 @@ cleanup() {
 }
 trap cleanup EXIT
 rootfs=$(bh mount "$ctr")
-bh inspect --type image "$image" >"$work/inspect.json"
 # The image's own config: user, environment and working directory, as a kubelet would use them.
 read -r uid workdir < <(python3 -c '
 import json, sys

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install deps-system run test test-unit test-integration test-adversarial test-k8s test-e2e lint format bench \
-        testenv testenv-up testenv-down image image-smoke clean soak protos protos-check
+        testenv testenv-up testenv-down testenv-node-up testenv-node-down image image-smoke clean soak protos protos-check
 
 help: ## Show the targets
 	@grep -E '^[a-z][a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -83,6 +83,12 @@ testenv-up: testenv ## Start the local Kubernetes test control plane (kwok fake 
 
 testenv-down: ## Stop the local Kubernetes test control plane
 	@hack/testenv/down.sh
+
+testenv-node-up: deps-system testenv ## Start the real-node cluster (containerd, kubelet, kube-proxy, CoreDNS, local-path); root
+	@hack/testenv/node.sh up
+
+testenv-node-down: ## Stop the real-node cluster and remove its state
+	@hack/testenv/node.sh down
 
 image: ## Build the container image localhost/plantd:dev (Docker if an engine runs, else buildah + a debootstrap base)
 	@hack/image/build.sh >/dev/null

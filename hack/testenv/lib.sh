@@ -53,6 +53,44 @@ testenv_paths() {
 	export TESTENV_CACHE TESTENV_HASH TESTENV_PINDIR TESTENV_BIN TESTENV_CRDS
 }
 
+# ---------------------------------------------------------------- the real node
+# Sets NODE_HASH, NODE_DIR, NODE_BIN (after testenv_paths) and exports node.env's pins.
+# The node's pins hash covers node.env, the Kubernetes version and the node recipe, never
+# the rest of versions.env: a node change does not rebuild the control plane.
+readonly NODE_RECIPE=1
+# shellcheck disable=SC2034  # used by the scripts that source this file
+NODE_IMAGES=(pause coredns local-path redis)
+node_paths() {
+	local f=$TESTENV_DIR/node.env key value
+	[[ -r $f ]] || die "missing $f"
+	while IFS='=' read -r key value; do
+		[[ -z $key || $key == \#* ]] && continue
+		[[ $key =~ ^[A-Z0-9_]+$ ]] || die "bad key '$key' in $f"
+		printf -v "$key" '%s' "$value"
+		# shellcheck disable=SC2163  # exporting the variable named by $key
+		export "$key"
+	done <"$f"
+	local v
+	for v in CONTAINERD_VERSION RUNC_VERSION COREDNS_VERSION LOCAL_PATH_PROVISIONER_VERSION; do
+		[[ -n ${!v:-} ]] || die "$v is not set in $f"
+	done
+	NODE_HASH=$({
+		printf 'recipe=%s\nK8S_VERSION=%s\nK8S_STAGING_VERSION=%s\n' "$NODE_RECIPE" "$K8S_VERSION" "$K8S_STAGING_VERSION"
+		grep -E '^[A-Z0-9_]+=' "$f"
+		cat "$TESTENV_DIR/node/pause.c" "$TESTENV_DIR/node/images.sh"
+	} | sha256sum | cut -c1-12)
+	NODE_DIR=$TESTENV_CACHE/node-$NODE_HASH
+	NODE_BIN=$NODE_DIR/bin
+	export NODE_HASH NODE_DIR NODE_BIN
+}
+
+# node_cluster_env: the real-node cluster's name and kubeconfig, as PLANTD_TESTENV_NAME and
+# PLANTD_TESTENV_KUBECONFIG for testenv_cluster_vars (one authority for both scripts).
+node_cluster_env() {
+	export PLANTD_TESTENV_NAME=${PLANTD_TESTENV_NODE_CLUSTER:-plantd-e2e}
+	export PLANTD_TESTENV_KUBECONFIG=${PLANTD_TESTENV_NODE_KUBECONFIG:-${PLANTD_TESTENV_CACHE:-$HOME/.cache/plantd-testenv}/kubeconfig-e2e}
+}
+
 # The binaries build.sh must produce.
 # shellcheck disable=SC2034  # used by the scripts that source this file
 TESTENV_BINARIES=(etcd etcdctl kube-apiserver kube-controller-manager kube-scheduler kubectl

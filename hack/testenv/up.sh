@@ -6,7 +6,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-Usage: hack/testenv/up.sh [--nodes N] [--recreate] [--timeout SECONDS] [--help]
+Usage: hack/testenv/up.sh [--nodes N] [--real-node] [--recreate] [--timeout SECONDS] [--help]
 
 Starts the test cluster "${PLANTD_TESTENV_NAME:-plantd-test}" from the binaries that
 hack/testenv/build.sh builds (it is run first; cached):
@@ -26,6 +26,12 @@ and the last stdout line is:  export KUBECONFIG=<that path>
 
 Options:
   --nodes N          number of fake nodes (default 2, or $PLANTD_TESTENV_NODES)
+  --real-node        the control plane of the real-node cluster instead (hack/testenv/node.sh
+                     up runs this): cluster "${PLANTD_TESTENV_NODE_CLUSTER:-plantd-e2e}",
+                     kubeconfig ${PLANTD_TESTENV_NODE_KUBECONFIG:-<cache>/kubeconfig-e2e},
+                     no kwok controller and no fake nodes; the API server listens on every
+                     address (pods reach it through the kubernetes Service), its certificate
+                     also names the Service IP 10.96.0.1, and it reaches the kubelet by IP
   --recreate         delete the cluster first (fresh etcd)
   --timeout SECONDS  deadline for each readiness wait (default 180)
   --help             this text
@@ -36,6 +42,7 @@ EOF
 }
 
 nodes=${PLANTD_TESTENV_NODES:-2}
+real_node=0
 recreate=0
 timeout=180
 while (($#)); do
@@ -49,6 +56,7 @@ while (($#)); do
 		shift
 		;;
 	--recreate) recreate=1 ;;
+	--real-node) real_node=1 ;;
 	--timeout)
 		timeout=${2:?--timeout needs a value}
 		shift
@@ -60,10 +68,12 @@ while (($#)); do
 	esac
 	shift
 done
-[[ $nodes =~ ^[1-9][0-9]*$ ]] || {
+if ((real_node)); then
+	nodes=0
+elif ! [[ $nodes =~ ^[1-9][0-9]*$ ]]; then
 	echo "[testenv] --nodes must be a positive integer" >&2
 	exit 2
-}
+fi
 [[ $timeout =~ ^[1-9][0-9]*$ ]] || {
 	echo "[testenv] --timeout must be a positive integer" >&2
 	exit 2
@@ -72,6 +82,7 @@ done
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 testenv_paths
+if ((real_node)); then node_cluster_env; fi
 testenv_cluster_vars
 T_ALL=$(now_s)
 
@@ -83,6 +94,14 @@ export KWOK_WORKDIR=$TESTENV_KWOK_WORKDIR
 export KWOK_KUBECTL_BINARY=$BIN/kubectl
 CLUSTER_DIR=$KWOK_WORKDIR/clusters/$TESTENV_NAME
 PINS_FILE=$CLUSTER_DIR/plantd-testenv.pins
+# What the pins file records: the pins, and the real-node shape when asked for (a cluster
+# made the other way is recreated, not reused).
+PINS=$TESTENV_HASH
+if ((real_node)); then
+	PINS+=" real-node"
+	# No kwok controller in this cluster: it would fake the real node's status.
+	TESTENV_COMPONENTS=(kube-scheduler kube-controller-manager kube-apiserver etcd)
+fi
 KC=$TESTENV_KUBECONFIG
 
 kc() { "$BIN/kubectl" --kubeconfig "$KC" --request-timeout=10s "$@"; }
@@ -151,7 +170,7 @@ write_kubeconfig() {
 
 healthy() {
 	[[ -f $PINS_FILE && -f $KC ]] || return 1
-	[[ $(cat "$PINS_FILE") == "$TESTENV_HASH" ]] || return 1
+	[[ $(cat "$PINS_FILE") == "$PINS" ]] || return 1
 	testenv_components_alive "$CLUSTER_DIR" || return 1
 	api_ready && nodes_ready && default_sa >/dev/null 2>&1
 }
@@ -249,7 +268,7 @@ elif [[ -d $CLUSTER_DIR ]]; then
 		log "cluster '$TESTENV_NAME' already up and healthy"
 		finish
 	fi
-	if [[ -f $PINS_FILE && $(cat "$PINS_FILE") == "$TESTENV_HASH" ]]; then
+	if [[ -f $PINS_FILE && $(cat "$PINS_FILE") == "$PINS" ]]; then
 		log "cluster '$TESTENV_NAME' exists but is not healthy: restarting all its components"
 		# kwokctl skips components whose pid file looks alive; stop whatever is left and
 		# drop the pid files so every component starts afresh (etcd data and pki are kept).
@@ -257,7 +276,7 @@ elif [[ -d $CLUSTER_DIR ]]; then
 		if kwokctl start cluster --name "$TESTENV_NAME"; then
 			write_kubeconfig
 			cur=$(kc get nodes --no-headers 2>/dev/null | wc -l) || cur=0
-			if ((cur < nodes)); then
+			if ((nodes > 0 && cur < nodes)); then
 				kwokctl scale node --name "$TESTENV_NAME" --replicas "$nodes"
 			fi
 			wait_all
@@ -291,6 +310,22 @@ options:
   kubeAuthorization: true
   kubeAdmission: true
 EOF
+create_args=()
+if ((real_node)); then
+	# Pods reach the API server as https://10.96.0.1 (the kubernetes Service), which
+	# kube-proxy sends to the advertised host address: the certificate must name the Service
+	# IP and the server must listen beyond loopback. The kubelet is reached by its IP (the
+	# node's name resolves nowhere) with a client certificate, for logs, exec, port-forward.
+	printf '  kubeApiserverCertSANs: ["10.96.0.1", "kubernetes.default.svc.cluster.local"]\n' >>"$CONF"
+	pki=$CLUSTER_DIR/pki
+	create_args+=(--disable kwok-controller
+		--extra-args "kube-apiserver=bind-address=0.0.0.0"
+		--extra-args "kube-apiserver=service-cluster-ip-range=10.96.0.0/16"
+		--extra-args "kube-apiserver=kubelet-preferred-address-types=InternalIP"
+		--extra-args "kube-apiserver=kubelet-client-certificate=$pki/admin.crt"
+		--extra-args "kube-apiserver=kubelet-client-key=$pki/admin.key"
+		--extra-args "kube-controller-manager=service-cluster-ip-range=10.96.0.0/16")
+fi
 # etcd: no fsync (test data is disposable; saves the 2 shared cores a lot of I/O wait).
 # controller-manager / scheduler: one instance each, so no leader election; after a restart
 # they act at once instead of waiting ~15 s for the dead leader's lease to expire.
@@ -303,13 +338,16 @@ kwokctl create cluster \
 	--extra-args "etcd=unsafe-no-fsync=true" \
 	--extra-args "kube-controller-manager=leader-elect=false" \
 	--extra-args "kube-scheduler=leader-elect=false" \
+	"${create_args[@]}" \
 	--timeout "${timeout}s" \
 	--wait "${timeout}s"
 log "kwokctl create cluster took $(elapsed "$t")s"
-printf '%s\n' "$TESTENV_HASH" >"$PINS_FILE"
+printf '%s\n' "$PINS" >"$PINS_FILE"
 write_kubeconfig
-t=$(now_s)
-kwokctl scale node --name "$TESTENV_NAME" --replicas "$nodes"
-log "scaled to $nodes fake nodes in $(elapsed "$t")s"
+if ((nodes > 0)); then
+	t=$(now_s)
+	kwokctl scale node --name "$TESTENV_NAME" --replicas "$nodes"
+	log "scaled to $nodes fake nodes in $(elapsed "$t")s"
+fi
 wait_all
 finish

@@ -22,7 +22,7 @@ from plantd.identity.bootstrap import BootstrapError, ensure_admin
 from plantd.identity.errors import IdentityError
 from plantd.identity.keys import KeyRing, SigningKeyError
 from plantd.identity.passwords import Hasher, Policy
-from plantd.identity.redis_store import RedisStore
+from plantd.identity.redis_store import UNREACHABLE, RedisStore
 from plantd.identity.service import Config, IdentityService
 from plantd.identity.settings import IdentitySettings
 from plantd.identity.sqlite_store import SqliteStore
@@ -31,6 +31,9 @@ from plantd.identity.throttle import Backoff, Bucket
 from plantd.mdp import AsyncWorker
 
 DRAIN_S = 5.0
+# Backoff of the first store connection (Redis not listening yet): 0.2, 0.4 ... 5 s.
+STORE_RETRY_FIRST_S = 0.2
+STORE_RETRY_MAX_S = 5.0
 
 
 def load_keys(settings: IdentitySettings) -> KeyRing:
@@ -52,6 +55,34 @@ def break_glass_for(s: IdentitySettings) -> dict[str, object] | None:
         return load_public(s.break_glass_key_file.expanduser())
     except BreakGlassKeyError as exc:
         raise ServiceConfigError(str(exc)) from None
+
+
+async def _open_store(ctx: ServiceContext, store: Store) -> bool:
+    """Open the store, waiting (unready, backing off to STORE_RETRY_MAX_S) while Redis does not
+    answer: a new cluster starts every pod at once, and on real pods identity used to exit
+    into a restart because Redis was not listening yet. What waiting cannot fix (wrong
+    credentials, a bad TLS or SQLite setting) fails at once. False when told to stop first."""
+    delay, attempts = STORE_RETRY_FIRST_S, 0
+    while True:
+        try:
+            await store.open()
+            if attempts:
+                ctx.log.info("identity store reachable", extra={"attempts": attempts + 1})
+            return True
+        except IdentityError as exc:
+            if exc.reason != UNREACHABLE:
+                raise ServiceError(f"{exc.message} (store {store.describe()})") from None
+            attempts += 1
+            if attempts == 1 or attempts % 10 == 0:  # one line per ~minute, not per attempt
+                ctx.log.warning(
+                    "identity store not reachable yet; retrying",
+                    extra={"error": exc.message, "attempts": attempts, "retry_in_s": delay},
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stopping.wait(), delay)
+            await store.close()
+            return False
+        delay = min(delay * 2, STORE_RETRY_MAX_S)
 
 
 def store_for(s: IdentitySettings) -> Store:
@@ -123,10 +154,9 @@ async def main(ctx: ServiceContext) -> None:
             extra={"break_glass": True},
         )
     store = store_for(settings)
-    try:
-        await store.open()
-    except IdentityError as exc:
-        raise ServiceError(f"{exc.message} (store {store.describe()})") from None
+    ctx.add_readiness("store", lambda: store.available)
+    if not await _open_store(ctx, store):
+        return  # asked to stop while waiting for the store
     hasher = Hasher(
         memory_kib=settings.argon2_memory_kib,
         time_cost=settings.argon2_time_cost,
@@ -189,7 +219,6 @@ async def main(ctx: ServiceContext) -> None:
         curve=curve,
         caller_identity=True,
     )
-    ctx.add_readiness("store", lambda: store.available)
     ctx.add_readiness("jwks", lambda: bool(keys.jwks()["keys"]))
     ctx.add_readiness("broker", worker.connected.is_set)
     loop = asyncio.get_running_loop()

@@ -63,6 +63,11 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
+# The reason of an open() that failed because Redis did not answer (it may come up later),
+# as opposed to one that cannot heal by waiting (wrong credentials, bad TLS settings).
+UNREACHABLE = "store_unreachable"
+
+
 class RedisStore(Store):
     kind = "redis"
 
@@ -101,10 +106,12 @@ class RedisStore(Store):
         except RedisSetupError as exc:
             raise self._down(str(exc)) from exc
 
-    def _down(self, why: str) -> IdentityError:
+    def _down(self, why: str, reason: str | None = None) -> IdentityError:
         self._ok = False
         return IdentityError(
-            Code.STORE_UNAVAILABLE, f"the identity store is unavailable ({why}); retry later"
+            Code.STORE_UNAVAILABLE,
+            f"the identity store is unavailable ({why}); retry later",
+            reason=reason,
         )
 
     async def open(self) -> None:
@@ -115,7 +122,7 @@ class RedisStore(Store):
         except rexc.AuthenticationError as exc:
             raise self._down(f"Redis rejected the credentials: {exc}") from exc
         except _DOWN as exc:
-            raise self._down(f"{redact_url(self.url)}: {exc}") from exc
+            raise self._down(f"{redact_url(self.url)}: {exc}", UNREACHABLE) from exc
         self._ok = True
 
     async def close(self) -> None:

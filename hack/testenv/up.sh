@@ -317,6 +317,15 @@ if ((real_node)); then
 	# IP and the server must listen beyond loopback. The kubelet is reached by its IP (the
 	# node's name resolves nowhere) with a client certificate, for logs, exec, port-forward.
 	printf '  kubeApiserverCertSANs: ["10.96.0.1", "kubernetes.default.svc.cluster.local"]\n' >>"$CONF"
+	# Ports of its own, below those kwokctl hands out (from 32767 down), so this cluster and
+	# the fake-node one never take each other's ports, whichever was created first.
+	cat >>"$CONF" <<PORTS
+  etcdPeerPort: 32746
+  etcdPort: 32745
+  kubeApiserverPort: 32744
+  kubeControllerManagerPort: 32742
+  kubeSchedulerPort: 32741
+PORTS
 	pki=$CLUSTER_DIR/pki
 	create_args+=(--disable kwok-controller
 		--extra-args "kube-apiserver=bind-address=0.0.0.0"

@@ -443,6 +443,22 @@ node_down() {
 		iptables -t nat -S "$chain" 2>/dev/null | grep -qF -- "-d $POD_CIDR" || continue
 		iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true
 	done
+	# The kubelet's own chains (KUBE-FIREWALL with its INPUT/OUTPUT jumps, the canaries and
+	# kube-proxy's hint), which neither kube-proxy --cleanup nor the kubelet removes; only
+	# when no other kubelet runs on this machine, since they would be its chains too.
+	if ! pgrep -x kubelet >/dev/null 2>&1; then
+		local tool table
+		for tool in iptables ip6tables; do
+			command -v "$tool" >/dev/null 2>&1 || continue
+			"$tool" -D INPUT -j KUBE-FIREWALL 2>/dev/null || true
+			"$tool" -D OUTPUT -j KUBE-FIREWALL 2>/dev/null || true
+			for table in filter nat mangle; do
+				for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+					"$tool" -t "$table" -F "$chain" 2>/dev/null && "$tool" -t "$table" -X "$chain" 2>/dev/null || true
+				done
+			done
+		done
+	fi
 	# The kubelet's pod cgroups (cgroupfs driver), leaf first; empty ones only.
 	local cg
 	for cg in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do

@@ -47,9 +47,22 @@ def test_values_schema_rejects_bad_values(testenv: TestEnv) -> None:
         "leaderElection.enabled=false",
     ).stdout
     assert "--no-leader-elect" in single and "type: Recreate" in single
+    no_credentials = testenv.run(
+        "helm", "template", "x", str(CHART), "--set", "tests.plantdCluster=plant", check=False
+    )
+    assert no_credentials.returncode != 0
+    assert "needs tests.credentialsSecret.name" in no_credentials.stderr
 
 
-@pytest.mark.parametrize("extra", [[], ["--set", "watchNamespaces={a,b}"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--set", "watchNamespaces={a,b}"],
+        # The PlantdCluster round-trip test pod (helm test) renders restricted and valid.
+        ["--set", "tests.plantdCluster=plant", "--set", "tests.credentialsSecret.name=admin"],
+    ],
+)
 def test_rendered_chart_passes_kubeconform_and_server_dry_run(
     testenv: TestEnv, tmp_path: Path, extra: list[str]
 ) -> None:

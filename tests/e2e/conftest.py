@@ -10,9 +10,21 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from e2ekit import BUILD_TIMEOUT, IMAGE, IMAGE_DIR, ROOT, BuiltImage
+from e2ekit import (
+    BUILD_TIMEOUT,
+    IMAGE,
+    IMAGE_DIR,
+    NODE_SCRIPT,
+    NODE_UP_TIMEOUT,
+    ROOT,
+    BuiltImage,
+    RealNodeCluster,
+    image_cache,
+)
 from tests.kit import require
 
 
@@ -33,3 +45,39 @@ def image() -> BuiltImage:
         pytest.fail(f"make image failed:\n{build.stderr[-4000:]}")
     assert build.stdout.strip() == IMAGE, build.stdout
     return BuiltImage(name=IMAGE, build_log=build.stderr)
+
+
+@pytest.fixture(scope="session")
+def real_node(image: BuiltImage) -> Iterator[RealNodeCluster]:
+    """hack/testenv/node.sh up (a control plane of its own and one real node), the image built
+    above imported into the node's containerd; brought down at the end unless
+    PLANTD_E2E_KEEP_NODE=1 (then `make testenv-node-down` stops it)."""
+    for tool in ("iptables", "conntrack", "openssl", "curl"):
+        require(shutil.which(tool) is not None, f"{tool} not found: make deps-system")
+    require(
+        Path("/opt/cni/bin/bridge").exists() or Path("/usr/lib/cni/bridge").exists(),
+        "CNI plugins not found: apt-get install containernetworking-plugins",
+    )
+    built = subprocess.run(
+        [str(ROOT / "hack" / "testenv" / "build.sh")],
+        capture_output=True,
+        text=True,
+        timeout=NODE_UP_TIMEOUT,
+    )
+    if built.returncode != 0:
+        pytest.fail(f"hack/testenv/build.sh failed:\n{built.stderr[-4000:]}")
+    up = subprocess.run(
+        [str(NODE_SCRIPT), "up"], capture_output=True, text=True, timeout=NODE_UP_TIMEOUT
+    )
+    if up.returncode != 0:
+        pytest.fail(f"hack/testenv/node.sh up failed:\n{up.stderr[-4000:]}")
+    kubeconfig = up.stdout.strip().splitlines()[-1].removeprefix("export KUBECONFIG=")
+    tarball = image_cache() / "plantd-dev.tar"
+    imported = subprocess.run(
+        [str(NODE_SCRIPT), "import", str(tarball)], capture_output=True, text=True, timeout=600
+    )
+    if imported.returncode != 0:
+        pytest.fail(f"node.sh import {tarball} failed:\n{imported.stderr[-4000:]}")
+    yield RealNodeCluster(kubeconfig=kubeconfig, bin=Path(built.stdout.strip().splitlines()[-1]))
+    if os.environ.get("PLANTD_E2E_KEEP_NODE") != "1":
+        subprocess.run([str(NODE_SCRIPT), "down"], capture_output=True, timeout=300)

@@ -38,3 +38,71 @@ def buildah(*args: str) -> str:
     cmd = ["buildah", "--root", str(cache / "storage"), "--runroot", str(cache / "run")]
     cmd += ["--storage-driver", "vfs", *args]
     return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
+
+
+NODE_SCRIPT = ROOT / "hack" / "testenv" / "node.sh"
+NODE_UP_TIMEOUT = 2700  # cold: the control plane and the node's binaries build from Go modules
+
+
+@dataclass
+class RealNodeCluster:
+    """The real-node cluster of hack/testenv/node.sh (admin kubeconfig, the testenv's tools)."""
+
+    kubeconfig: str
+    bin: Path
+
+    def run(
+        self,
+        tool: str,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 180,
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        proc = subprocess.run(
+            [str(self.bin / tool), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{tool} {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
+            )
+        return proc
+
+    def kubectl(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return self.run("kubectl", "--request-timeout=30s", *args, **kw)
+
+    def helm(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return self.run("helm", *args, **kw)
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        proc = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr or "not found" in proc.stderr:
+                return None
+            raise AssertionError(proc.stderr)
+        return dict(json.loads(proc.stdout))
+
+    def list(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        sel = ["-l", selector] if selector else []
+        proc = self.kubectl("get", kind, "-n", namespace, *sel, "-o", "json")
+        return list(json.loads(proc.stdout)["items"])
+
+    def apply(self, docs: list[dict[str, Any]]) -> None:
+        import yaml
+
+        self.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
+        )
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for cond in (obj or {}).get("status", {}).get("conditions", []):
+        if cond.get("type") == kind:
+            return dict(cond)
+    return None

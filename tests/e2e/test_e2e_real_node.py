@@ -1,0 +1,505 @@
+"""From `helm install` to a working plant, on a real node (hack/testenv/node.sh): real
+containers of the image built here, real readiness, real Services, a real volume.
+
+The tests run in file order and build on each other (one chart, one PlantdCluster): install
+the chart, the cluster becomes Ready from real pods, a client pod inside the cluster talks to
+it through its Services (gRPC sidecar, broker, state, an enrolled echo module), then the plant
+survives losing its Redis, state and broker pods and a rolling update under load, the chart
+is upgraded and `helm test` passes, and uninstalling leaves what docs/operator.md says.
+Figures (times, request counts) are printed; run with -s to see them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2ekit import IMAGE, ROOT, RealNodeCluster, condition
+from tests.kit import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+NODE = "plantd-node-1"
+OPERATOR_NS = "plantd-system"
+RELEASE = "plantd-operator"
+NS = "plant-e2e"
+NAME = "plant"
+REDIS_IMAGE = "localhost/plantd-redis:bookworm"
+GATEWAY = f"{NAME}-state:50051"
+CLIENT = "e2e-client"
+REPO, TAG = IMAGE.rsplit(":", 1)
+PASSWORD = "e2e-Admin-passw0rd-long"  # a throwaway test cluster's admin
+CHART = ROOT / "charts" / "plantd-operator"
+SCRIPT = Path(__file__).with_name("incluster.py")
+CHART_VALUES = [
+    f"image.repository={REPO}",
+    f"image.tag={TAG}",
+    "image.pullPolicy=Never",
+    f"defaultImage.repository={REPO}",
+    f"defaultImage.version={TAG}",
+]
+
+
+def figure(what: str, value: object) -> None:
+    print(f"[e2e] {what}: {value}")
+
+
+SERVICES = {"org.plantd.State", "org.plantd.Identity", "e2e.module.Echo"}
+
+
+def poll(fn: Any, what: str, timeout: float = 180.0, interval: float = 1.0) -> Any:
+    return wait_for(fn, timeout, what, interval, retry_on=(AssertionError,))
+
+
+@pytest.fixture(scope="module")
+def cluster(real_node: RealNodeCluster) -> Iterator[RealNodeCluster]:
+    # A node kept from an earlier run (PLANTD_E2E_KEEP_NODE=1) may still hold this module's work.
+    real_node.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", check=False)
+    real_node.kubectl(
+        "delete", "namespace", NS, "--ignore-not-found", "--timeout=120s", check=False
+    )
+    yield real_node
+    # Leave nothing behind for a kept node (PLANTD_E2E_KEEP_NODE=1).
+    real_node.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)
+    real_node.helm("uninstall", RELEASE, "-n", OPERATOR_NS, check=False)
+
+
+def pods(c: RealNodeCluster, ns: str, selector: str = "") -> list[dict[str, Any]]:
+    return c.list("pods", ns, selector)
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return condition(pod, "Ready") is not None and condition(pod, "Ready")["status"] == "True"  # type: ignore[index]
+
+
+def in_client(c: RealNodeCluster, *args: str, timeout: float = 120) -> dict[str, Any]:
+    proc = c.kubectl(
+        "exec", "-n", NS, CLIENT, "--", "python3", "/e2e/incluster.py", *args, timeout=timeout
+    )
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def wait_cluster_ready(c: RealNodeCluster, timeout: int = 300) -> float:
+    start = time.monotonic()
+    c.kubectl(
+        "wait",
+        "-n",
+        NS,
+        f"pdc/{NAME}",
+        "--for=condition=Ready",
+        f"--timeout={timeout}s",
+        timeout=timeout + 30,
+    )
+    return time.monotonic() - start
+
+
+def component_pods(c: RealNodeCluster, component: str) -> list[dict[str, Any]]:
+    return pods(c, NS, f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}")
+
+
+def test_helm_install_runs_the_operator_as_real_pods(cluster: RealNodeCluster) -> None:
+    start = time.monotonic()
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    args = ["install", RELEASE, str(CHART), "-n", OPERATOR_NS, "--create-namespace", "--wait"]
+    for value in CHART_VALUES:
+        args += ["--set", value]
+    cluster.helm(*args, "--timeout", "5m", timeout=360)
+    figure("helm install --wait", f"{time.monotonic() - start:.1f}s")
+    operators = pods(cluster, OPERATOR_NS, "app.kubernetes.io/name=plantd-operator")
+    assert len(operators) == 2 and all(ready(p) for p in operators)
+    for pod in operators:
+        assert pod["spec"]["nodeName"] == NODE
+        container = pod["spec"]["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # One leader, elected through the chart's Lease RBAC, among these pods (a Lease left by an
+    # earlier install expires first).
+    names = {p["metadata"]["name"] for p in operators}
+
+    def leader() -> str | None:
+        for lease in cluster.list("leases", OPERATOR_NS):
+            holder = lease["spec"].get("holderIdentity") or ""
+            if any(holder.startswith(n) for n in names):
+                return str(holder)
+        return None
+
+    figure("operator leader", poll(leader, "an operator pod holding the Lease", 90))
+    # Streaming through the kubelet (exec), as a user debugging a pod would.
+    uid = cluster.kubectl(
+        "exec", "-n", OPERATOR_NS, operators[0]["metadata"]["name"], "--", "id", "-u"
+    )
+    assert uid.stdout.strip() == "10001"
+
+
+def test_the_plantd_cluster_becomes_ready_from_real_pods(cluster: RealNodeCluster) -> None:
+    bootstrap = {
+        "username": "admin",
+        "email": "admin@e2e.test",
+        "password": PASSWORD,
+        "must_change_password": False,
+    }
+    secret_meta = {"namespace": NS, "labels": {"plantd.io/secret-for": NAME}}
+    cluster.apply(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "plant-admin", **secret_meta},
+                "stringData": {"bootstrap.json": json.dumps(bootstrap), "password": PASSWORD},
+            },
+        ]
+    )
+    start = time.monotonic()
+    cluster.apply(
+        [
+            {
+                "apiVersion": "plantd.io/v1alpha1",
+                "kind": "PlantdCluster",
+                "metadata": {"name": NAME, "namespace": NS},
+                "spec": {
+                    "imagePullPolicy": "Never",
+                    "identity": {"bootstrapSecretRef": {"name": "plant-admin"}},
+                    "state": {"redis": {"managed": {"image": REDIS_IMAGE}}},
+                },
+            }
+        ]
+    )
+    waited = wait_cluster_ready(cluster)
+    figure("PlantdCluster Ready", f"{time.monotonic() - start:.1f}s")
+    assert waited > 0
+    plant = pods(cluster, NS, f"app.kubernetes.io/instance={NAME}")
+    components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in plant}
+    assert {"broker", "state", "identity", "redis"} <= components, components
+    for pod in plant:
+        assert pod["spec"]["nodeName"] == NODE
+        assert ready(pod), pod["metadata"]["name"]
+        restarts = {s["name"]: s["restartCount"] for s in pod["status"]["containerStatuses"]}
+        assert all(n == 0 for n in restarts.values()), (pod["metadata"]["name"], restarts)
+    claims = cluster.list("pvc", NS)
+    assert claims and all(c["status"]["phase"] == "Bound" for c in claims), claims
+    # Ready means the components' own readiness: the workers are registered with the broker.
+    pdc = cluster.get("pdc", NAME, NS)
+    assert condition(pdc, "Ready")["status"] == "True"  # type: ignore[index]
+
+
+def test_a_client_inside_the_cluster_uses_the_plant(
+    cluster: RealNodeCluster, tmp_path: Path
+) -> None:
+    script = SCRIPT.read_text()
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "e2e-script", "namespace": NS},
+                "data": {"incluster.py": script},
+            },
+            client_pod(),
+        ]
+    )
+    poll(lambda: ready(cluster.get("pod", CLIENT, NS) or {}), "the client pod ready", 120)
+    checked = poll(lambda: in_client(cluster, "check", GATEWAY), "a state round trip", 120, 3)
+    assert checked["value"] == "world"
+    assert {"org.plantd.State", "org.plantd.Identity"} <= set(checked["services"])
+
+    # A module written by a user: its own CURVE key, enrolled with identity through the
+    # gateway, serving e2e.module.Echo on the cluster's broker.
+    keys = tmp_path / "keys"
+    subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "plantd"),
+            "keys",
+            "generate",
+            "--dir",
+            str(keys),
+            "--name",
+            "echo",
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    public = (keys / "echo.key").read_text()
+    secret = (keys / "echo.key_secret").read_text()
+    z85 = next(line.split('"')[1] for line in public.splitlines() if "public-key" in line)
+    curve = cluster.get("secret", f"{NAME}-curve", NS)
+    assert curve is not None
+    broker_key = base64.b64decode(curve["data"]["broker.key"]).decode()
+    in_client(cluster, "enroll", GATEWAY, "e2e-echo", z85)
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "e2e-echo-keys", "namespace": NS},
+                "stringData": {"echo.key_secret": secret, "broker.key": broker_key},
+            },
+            echo_pod(),
+        ]
+    )
+    poll(lambda: ready(cluster.get("pod", "e2e-echo", NS) or {}), "the echo module registered", 120)
+    echoed = poll(
+        lambda: in_client(cluster, "check", GATEWAY, "--echo"), "an echo round trip", 60, 2
+    )
+    assert echoed["echo"] == ["ping", "e2e"]
+
+
+def test_losing_the_redis_pod_loses_no_acknowledged_write(cluster: RealNodeCluster) -> None:
+    in_client(cluster, "check", GATEWAY)  # writes e2e/hello = world, acknowledged
+    (redis,) = component_pods(cluster, "redis")
+    start = time.monotonic()
+    cluster.kubectl("delete", "pod", "-n", NS, redis["metadata"]["name"], "--wait=false")
+    poll(
+        lambda: component_pods(cluster, "redis")[0]["metadata"]["uid"] != redis["metadata"]["uid"],
+        "a new redis pod",
+        60,
+    )
+    got = poll(
+        lambda: in_client(cluster, "get", GATEWAY, "e2e", "hello"), "state answering again", 180, 2
+    )
+    figure("redis pod replaced, state answering", f"{time.monotonic() - start:.1f}s")
+    assert got["value"] == "world"  # the AOF on the volume kept it
+
+
+@pytest.mark.parametrize("component", ["state", "broker"])
+def test_the_plant_recovers_from_losing_a_pod(cluster: RealNodeCluster, component: str) -> None:
+    before = {p["metadata"]["uid"] for p in component_pods(cluster, component)}
+    start = time.monotonic()
+    cluster.kubectl(
+        "delete",
+        "pod",
+        "-n",
+        NS,
+        "-l",
+        f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}",
+        "--wait=false",
+    )
+    poll(
+        lambda: all(
+            p["metadata"]["uid"] not in before and ready(p)
+            for p in component_pods(cluster, component)
+        ),
+        f"a new {component} pod ready",
+        180,
+    )
+
+    def every_service_back() -> dict[str, Any]:
+        # Workers (ours and the echo module) re-register with a new broker when their
+        # heartbeats go unanswered, so the plant is back once all of them are listed again.
+        checked = in_client(cluster, "check", GATEWAY, "--echo")
+        assert set(checked["services"]) >= SERVICES, checked["services"]
+        return checked
+
+    checked = poll(every_service_back, "every service registered and answering", 120, 2)
+    figure(f"{component} pod replaced, plant answering", f"{time.monotonic() - start:.1f}s")
+    assert checked["echo"] == ["ping", "e2e"]
+    assert in_client(cluster, "get", GATEWAY, "e2e", "hello")["value"] == "world"
+
+
+def test_a_rolling_update_under_load_loses_no_acknowledged_write(cluster: RealNodeCluster) -> None:
+    cluster.kubectl("exec", "-n", NS, CLIENT, "--", "rm", "-f", "/tmp/stop")
+    load = subprocess.Popen(
+        [
+            str(cluster.bin / "kubectl"),
+            "--kubeconfig",
+            cluster.kubeconfig,
+            "exec",
+            "-n",
+            NS,
+            CLIENT,
+            "--",
+            "python3",
+            "/e2e/incluster.py",
+            "load",
+            GATEWAY,
+            "/tmp/stop",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)  # a few acknowledged writes before the roll (the load runs on)
+        old = {
+            p["metadata"]["uid"] for p in pods(cluster, NS, f"app.kubernetes.io/instance={NAME}")
+        }
+        start = time.monotonic()
+        cluster.kubectl(
+            "patch", "pdc", NAME, "-n", NS, "--type=merge", "-p", '{"spec":{"logLevel":"debug"}}'
+        )
+        for component in ("broker", "state", "identity"):
+            poll(
+                lambda c=component: (
+                    all(
+                        p["metadata"]["uid"] not in old and ready(p)
+                        for p in component_pods(cluster, c)
+                    )
+                    and component_pods(cluster, c)
+                ),
+                f"{component} rolled",
+                300,
+                2,
+            )
+        wait_cluster_ready(cluster)
+        figure(
+            "rolling update (broker, state, identity) to Ready", f"{time.monotonic() - start:.1f}s"
+        )
+        time.sleep(3)  # and a few after it
+    finally:
+        cluster.kubectl("exec", "-n", NS, CLIENT, "--", "touch", "/tmp/stop", check=False)
+    out, err = load.communicate(timeout=300)
+    assert load.returncode == 0, err[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    figure("requests during the rolling update", result)
+    assert result["acked"] > 20
+    assert result["lost"] == 0
+    # Each component was replaced one pod at a time behind its Service; a request that hit a
+    # pod being replaced failed with a status (counted above), never hung or was lost.
+    assert result["failed"] < result["acked"]
+
+
+def test_helm_upgrade_and_helm_test(cluster: RealNodeCluster) -> None:
+    args = ["upgrade", RELEASE, str(CHART), "-n", OPERATOR_NS, "--wait", "--timeout", "5m"]
+    for value in [
+        *CHART_VALUES,
+        "logLevel=debug",
+        f"tests.plantdCluster={NAME}",
+        f"tests.namespace={NS}",
+        "tests.credentialsSecret.name=plant-admin",
+    ]:
+        args += ["--set", value]
+    cluster.helm(*args, timeout=360)
+    # Two test pods: the operator's /readyz, and the round trip in the cluster's namespace.
+    start = time.monotonic()
+    tested = cluster.helm(
+        "test", RELEASE, "-n", OPERATOR_NS, "--timeout", "3m", timeout=240, check=False
+    )
+    figure("helm test", f"{time.monotonic() - start:.1f}s")
+    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-2000:]
+    assert tested.stdout.count("Succeeded") >= 2, tested.stdout
+    # `helm test --logs` reads test pods from the release's namespace only; the round trip
+    # runs in the plant's (kept until the next `helm test`: before-hook-creation only).
+    logs = cluster.kubectl("logs", "-n", NS, f"{RELEASE}-test-{NAME}").stdout
+    assert "state wrote and read" in logs, logs
+
+
+def test_helm_uninstall_keeps_the_crd_and_the_plant(cluster: RealNodeCluster) -> None:
+    cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180)
+    assert cluster.get("crd", "plantdclusters.plantd.io", "default") is not None
+    pdc = cluster.get("pdc", NAME, NS)
+    assert pdc is not None
+    # Without its operator the plant keeps running as it was: nothing reconciles it.
+    assert in_client(cluster, "get", GATEWAY, "e2e", "hello")["value"] == "world"
+    # Deleting it takes every child with it (owner references), the claim too.
+    cluster.kubectl("delete", "pdc", NAME, "-n", NS, "--wait=true", "--timeout=120s", timeout=150)
+    poll(
+        lambda: not component_pods(cluster, "state") and not cluster.list("pvc", NS),
+        "children gone",
+        180,
+    )
+
+
+def client_pod() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": CLIENT, "namespace": NS, "labels": {"plantd.io/client": "true"}},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": restricted_pod(),
+            "containers": [
+                {
+                    "name": "client",
+                    "image": IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["python3", "-c", "import time; time.sleep(86400)"],
+                    "env": [{"name": "PLANTD_E2E_PASSWORD_FILE", "value": "/etc/e2e/password"}],
+                    "securityContext": restricted_container(),
+                    "volumeMounts": [
+                        {"name": "script", "mountPath": "/e2e", "readOnly": True},
+                        {"name": "admin", "mountPath": "/etc/e2e", "readOnly": True},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "script", "configMap": {"name": "e2e-script"}},
+                {
+                    "name": "admin",
+                    "secret": {
+                        "secretName": "plant-admin",
+                        "defaultMode": 0o440,
+                        "items": [{"key": "password", "path": "password"}],
+                    },
+                },
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        },
+    }
+
+
+def echo_pod() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "e2e-echo", "namespace": NS, "labels": {"plantd.io/client": "true"}},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": restricted_pod(),
+            "containers": [
+                {
+                    "name": "echo",
+                    "image": IMAGE,
+                    "imagePullPolicy": "Never",
+                    "args": [
+                        "echo",
+                        "--broker-endpoint",
+                        f"tcp://{NAME}-broker:9797",
+                        "--service",
+                        "e2e.module.Echo",
+                        "--curve-keys",
+                        "/etc/plantd/curve",
+                        "--http-host",
+                        "0.0.0.0",
+                    ],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/readyz", "port": 8084},
+                        "periodSeconds": 2,
+                    },
+                    "securityContext": restricted_container(),
+                    "volumeMounts": [
+                        {"name": "keys", "mountPath": "/etc/plantd/curve", "readOnly": True}
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "keys", "secret": {"secretName": "e2e-echo-keys", "defaultMode": 0o440}}
+            ],
+        },
+    }
+
+
+def restricted_pod() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }

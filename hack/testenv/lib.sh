@@ -21,9 +21,9 @@ die() {
 	exit 1
 }
 
-# Read versions.env as data (KEY=VALUE lines only), so it cannot run code.
-load_versions() {
-	local f="$TESTENV_DIR/versions.env" key value
+# Export the KEY=VALUE lines of a pins file, read as data so it cannot run code.
+read_pins() {
+	local f=$1 key value
 	[[ -r $f ]] || die "missing $f"
 	while IFS='=' read -r key value; do
 		[[ -z $key || $key == \#* ]] && continue
@@ -32,6 +32,11 @@ load_versions() {
 		# shellcheck disable=SC2163  # exporting the variable named by $key
 		export "$key"
 	done <"$f"
+}
+
+load_versions() {
+	local f="$TESTENV_DIR/versions.env"
+	read_pins "$f"
 	local v
 	for v in K8S_VERSION K8S_STAGING_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION \
 		KUBECONFORM_VERSION ISTIO_API_VERSION PROMETHEUS_OPERATOR_VERSION; do
@@ -61,15 +66,8 @@ readonly NODE_RECIPE=1
 # shellcheck disable=SC2034  # used by the scripts that source this file
 NODE_IMAGES=(pause coredns local-path redis)
 node_paths() {
-	local f=$TESTENV_DIR/node.env key value
-	[[ -r $f ]] || die "missing $f"
-	while IFS='=' read -r key value; do
-		[[ -z $key || $key == \#* ]] && continue
-		[[ $key =~ ^[A-Z0-9_]+$ ]] || die "bad key '$key' in $f"
-		printf -v "$key" '%s' "$value"
-		# shellcheck disable=SC2163  # exporting the variable named by $key
-		export "$key"
-	done <"$f"
+	local f=$TESTENV_DIR/node.env
+	read_pins "$f"
 	local v
 	for v in CONTAINERD_VERSION RUNC_VERSION COREDNS_VERSION LOCAL_PATH_PROVISIONER_VERSION; do
 		[[ -n ${!v:-} ]] || die "$v is not set in $f"

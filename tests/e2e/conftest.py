@@ -78,6 +78,6 @@ def real_node(image: BuiltImage) -> Iterator[RealNodeCluster]:
     )
     if imported.returncode != 0:
         pytest.fail(f"node.sh import {tarball} failed:\n{imported.stderr[-4000:]}")
-    yield RealNodeCluster(kubeconfig=kubeconfig, bin=Path(built.stdout.strip().splitlines()[-1]))
+    yield RealNodeCluster.at(kubeconfig, Path(built.stdout.strip().splitlines()[-1]))
     if os.environ.get("PLANTD_E2E_KEEP_NODE") != "1":
         subprocess.run([str(NODE_SCRIPT), "down"], capture_output=True, timeout=300)

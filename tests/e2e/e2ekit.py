@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.k8s.k8skit import TestEnv
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = ROOT / "hack" / "image"
 IMAGE = os.environ.get("PLANTD_IMAGE", "localhost/plantd:dev")
@@ -44,61 +46,20 @@ NODE_SCRIPT = ROOT / "hack" / "testenv" / "node.sh"
 NODE_UP_TIMEOUT = 2700  # cold: the control plane and the node's binaries build from Go modules
 
 
-@dataclass
-class RealNodeCluster:
-    """The real-node cluster of hack/testenv/node.sh (admin kubeconfig, the testenv's tools)."""
+class RealNodeCluster(TestEnv):
+    """The real-node cluster of hack/testenv/node.sh: the k8s tier's client on another
+    kubeconfig (admin), with the testenv's tools."""
 
-    kubeconfig: str
-    bin: Path
-
-    def run(
-        self,
-        tool: str,
-        *args: str,
-        input: str | None = None,
-        check: bool = True,
-        timeout: float = 180,
-    ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
-        proc = subprocess.run(
-            [str(self.bin / tool), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"{tool} {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
-            )
-        return proc
-
-    def kubectl(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return self.run("kubectl", "--request-timeout=30s", *args, **kw)
+    @classmethod
+    def at(cls, kubeconfig: str, bin: Path) -> RealNodeCluster:
+        return cls(env={**os.environ, "KUBECONFIG": kubeconfig, "PLANTD_TESTENV_BIN": str(bin)})
 
     def helm(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         return self.run("helm", *args, **kw)
 
-    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-        proc = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-        if proc.returncode != 0:
-            if "NotFound" in proc.stderr or "not found" in proc.stderr:
-                return None
-            raise AssertionError(proc.stderr)
-        return dict(json.loads(proc.stdout))
-
-    def list(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
-        sel = ["-l", selector] if selector else []
-        proc = self.kubectl("get", kind, "-n", namespace, *sel, "-o", "json")
-        return list(json.loads(proc.stdout)["items"])
-
-    def apply(self, docs: list[dict[str, Any]]) -> None:
-        import yaml
-
-        self.kubectl(
-            "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
-        )
+    def apply(self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str) -> str:
+        # The tests own these objects outright: take fields another manager last set.
+        return super().apply(obj, "--force-conflicts", *extra)
 
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:

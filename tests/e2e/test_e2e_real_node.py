@@ -60,9 +60,9 @@ def poll(fn: Any, what: str, timeout: float = 180.0, interval: float = 1.0) -> A
 @pytest.fixture(scope="module")
 def cluster(real_node: RealNodeCluster) -> Iterator[RealNodeCluster]:
     # A node kept from an earlier run (PLANTD_E2E_KEEP_NODE=1) may still hold this module's work.
-    real_node.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", check=False)
+    real_node.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180, check=False)
     real_node.kubectl(
-        "delete", "namespace", NS, "--ignore-not-found", "--timeout=120s", check=False
+        "delete", "namespace", NS, "--ignore-not-found", "--timeout=120s", timeout=150, check=False
     )
     yield real_node
     # Leave nothing behind for a kept node (PLANTD_E2E_KEEP_NODE=1).

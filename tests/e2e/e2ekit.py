@@ -60,10 +60,3 @@ class RealNodeCluster(TestEnv):
     def apply(self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str) -> str:
         # The tests own these objects outright: take fields another manager last set.
         return super().apply(obj, "--force-conflicts", *extra)
-
-
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
-    for cond in (obj or {}).get("status", {}).get("conditions", []):
-        if cond.get("type") == kind:
-            return dict(cond)
-    return None

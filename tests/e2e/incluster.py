@@ -5,6 +5,7 @@ test_e2e_real_node.py): talks to what the operator deployed through its Services
     python3 incluster.py enroll ADDRESS NAME KEY  enrol a module's CURVE public key to serve NAME
     python3 incluster.py get ADDRESS SCOPE KEY    print one value
     python3 incluster.py load ADDRESS STOPFILE    writes until STOPFILE exists, then reads back
+                                                  (the count acknowledged so far in STOPFILE.acked)
 
 The administrator's password is read from $PLANTD_E2E_PASSWORD_FILE (a Secret volume). Each
 command prints one JSON object on its last line.
@@ -73,7 +74,9 @@ def get(address: str, scope: str, key: str) -> dict[str, Any]:
 
 def load(address: str, stop_file: str) -> dict[str, Any]:
     """Writes e2e/load-N one after another until stop_file exists, counting failures; then reads
-    every acknowledged key back (a lost write is one acknowledged but not read back)."""
+    every acknowledged key back (a lost write is one acknowledged but not read back). The count
+    acknowledged so far is kept in stop_file + ".acked", so the test can wait for progress."""
+    progress = Path(stop_file + ".acked")
     acked: list[int] = []
     failed = 0
     errors: dict[str, int] = {}
@@ -88,6 +91,7 @@ def load(address: str, stop_file: str) -> dict[str, Any]:
                 state_pb2.SetEntryRequest(scope=SCOPE, key=f"load-{n}", value=str(n)), timeout=3
             )
             acked.append(n)
+            progress.write_text(str(len(acked)))
         except grpc.RpcError as error:
             failed += 1
             code = error.code().name if error.code() else "UNKNOWN"

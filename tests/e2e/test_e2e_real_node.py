@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2ekit import IMAGE, ROOT, RealNodeCluster, condition
-from tests.kit import wait_for
+from e2ekit import IMAGE, ROOT, RealNodeCluster
+from tests.k8s.k8skit import condition, wait_for
+from tests.kit.procs import PYTHON
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -53,10 +54,6 @@ def figure(what: str, value: object) -> None:
 SERVICES = {"org.plantd.State", "org.plantd.Identity", "e2e.module.Echo"}
 
 
-def poll(fn: Any, what: str, timeout: float = 180.0, interval: float = 1.0) -> Any:
-    return wait_for(fn, timeout, what, interval, retry_on=(AssertionError,))
-
-
 @pytest.fixture(scope="module")
 def cluster(real_node: RealNodeCluster) -> Iterator[RealNodeCluster]:
     # A node kept from an earlier run (PLANTD_E2E_KEEP_NODE=1) may still hold this module's work.
@@ -70,12 +67,8 @@ def cluster(real_node: RealNodeCluster) -> Iterator[RealNodeCluster]:
     real_node.helm("uninstall", RELEASE, "-n", OPERATOR_NS, check=False)
 
 
-def pods(c: RealNodeCluster, ns: str, selector: str = "") -> list[dict[str, Any]]:
-    return c.list("pods", ns, selector)
-
-
 def ready(pod: dict[str, Any]) -> bool:
-    return condition(pod, "Ready") is not None and condition(pod, "Ready")["status"] == "True"  # type: ignore[index]
+    return (condition(pod, "Ready") or {}).get("status") == "True"
 
 
 def in_client(c: RealNodeCluster, *args: str, timeout: float = 120) -> dict[str, Any]:
@@ -86,8 +79,7 @@ def in_client(c: RealNodeCluster, *args: str, timeout: float = 120) -> dict[str,
     return result
 
 
-def wait_cluster_ready(c: RealNodeCluster, timeout: int = 300) -> float:
-    start = time.monotonic()
+def wait_cluster_ready(c: RealNodeCluster, timeout: int = 300) -> None:
     c.kubectl(
         "wait",
         "-n",
@@ -97,11 +89,12 @@ def wait_cluster_ready(c: RealNodeCluster, timeout: int = 300) -> float:
         f"--timeout={timeout}s",
         timeout=timeout + 30,
     )
-    return time.monotonic() - start
 
 
 def component_pods(c: RealNodeCluster, component: str) -> list[dict[str, Any]]:
-    return pods(c, NS, f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}")
+    return c.list(
+        "pods", NS, f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}"
+    )
 
 
 def test_helm_install_runs_the_operator_as_real_pods(cluster: RealNodeCluster) -> None:
@@ -112,7 +105,7 @@ def test_helm_install_runs_the_operator_as_real_pods(cluster: RealNodeCluster) -
         args += ["--set", value]
     cluster.helm(*args, "--timeout", "5m", timeout=360)
     figure("helm install --wait", f"{time.monotonic() - start:.1f}s")
-    operators = pods(cluster, OPERATOR_NS, "app.kubernetes.io/name=plantd-operator")
+    operators = cluster.list("pods", OPERATOR_NS, "app.kubernetes.io/name=plantd-operator")
     assert len(operators) == 2 and all(ready(p) for p in operators)
     for pod in operators:
         assert pod["spec"]["nodeName"] == NODE
@@ -130,7 +123,7 @@ def test_helm_install_runs_the_operator_as_real_pods(cluster: RealNodeCluster) -
                 return str(holder)
         return None
 
-    figure("operator leader", poll(leader, "an operator pod holding the Lease", 90))
+    figure("operator leader", wait_for(leader, "an operator pod holding the Lease", 90))
     # Streaming through the kubelet (exec), as a user debugging a pod would.
     uid = cluster.kubectl(
         "exec", "-n", OPERATOR_NS, operators[0]["metadata"]["name"], "--", "id", "-u"
@@ -172,10 +165,9 @@ def test_the_plantd_cluster_becomes_ready_from_real_pods(cluster: RealNodeCluste
             }
         ]
     )
-    waited = wait_cluster_ready(cluster)
+    wait_cluster_ready(cluster)
     figure("PlantdCluster Ready", f"{time.monotonic() - start:.1f}s")
-    assert waited > 0
-    plant = pods(cluster, NS, f"app.kubernetes.io/instance={NAME}")
+    plant = cluster.list("pods", NS, f"app.kubernetes.io/instance={NAME}")
     components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in plant}
     assert {"broker", "state", "identity", "redis"} <= components, components
     for pod in plant:
@@ -205,8 +197,8 @@ def test_a_client_inside_the_cluster_uses_the_plant(
             client_pod(),
         ]
     )
-    poll(lambda: ready(cluster.get("pod", CLIENT, NS) or {}), "the client pod ready", 120)
-    checked = poll(lambda: in_client(cluster, "check", GATEWAY), "a state round trip", 120, 3)
+    wait_for(lambda: ready(cluster.get("pod", CLIENT, NS) or {}), "the client pod ready", 120)
+    checked = wait_for(lambda: in_client(cluster, "check", GATEWAY), "a state round trip", 120, 3)
     assert checked["value"] == "world"
     assert {"org.plantd.State", "org.plantd.Identity"} <= set(checked["services"])
 
@@ -215,7 +207,9 @@ def test_a_client_inside_the_cluster_uses_the_plant(
     keys = tmp_path / "keys"
     subprocess.run(
         [
-            str(ROOT / ".venv" / "bin" / "plantd"),
+            PYTHON,
+            "-m",
+            "plantd.cli.plantd",
             "keys",
             "generate",
             "--dir",
@@ -245,8 +239,10 @@ def test_a_client_inside_the_cluster_uses_the_plant(
             echo_pod(),
         ]
     )
-    poll(lambda: ready(cluster.get("pod", "e2e-echo", NS) or {}), "the echo module registered", 120)
-    echoed = poll(
+    wait_for(
+        lambda: ready(cluster.get("pod", "e2e-echo", NS) or {}), "the echo module registered", 120
+    )
+    echoed = wait_for(
         lambda: in_client(cluster, "check", GATEWAY, "--echo"), "an echo round trip", 60, 2
     )
     assert echoed["echo"] == ["ping", "e2e"]
@@ -257,12 +253,12 @@ def test_losing_the_redis_pod_loses_no_acknowledged_write(cluster: RealNodeClust
     (redis,) = component_pods(cluster, "redis")
     start = time.monotonic()
     cluster.kubectl("delete", "pod", "-n", NS, redis["metadata"]["name"], "--wait=false")
-    poll(
+    wait_for(
         lambda: component_pods(cluster, "redis")[0]["metadata"]["uid"] != redis["metadata"]["uid"],
         "a new redis pod",
         60,
     )
-    got = poll(
+    got = wait_for(
         lambda: in_client(cluster, "get", GATEWAY, "e2e", "hello"), "state answering again", 180, 2
     )
     figure("redis pod replaced, state answering", f"{time.monotonic() - start:.1f}s")
@@ -282,7 +278,7 @@ def test_the_plant_recovers_from_losing_a_pod(cluster: RealNodeCluster, componen
         f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}",
         "--wait=false",
     )
-    poll(
+    wait_for(
         lambda: all(
             p["metadata"]["uid"] not in before and ready(p)
             for p in component_pods(cluster, component)
@@ -298,14 +294,22 @@ def test_the_plant_recovers_from_losing_a_pod(cluster: RealNodeCluster, componen
         assert set(checked["services"]) >= SERVICES, checked["services"]
         return checked
 
-    checked = poll(every_service_back, "every service registered and answering", 120, 2)
+    checked = wait_for(every_service_back, "every service registered and answering", 120, 2)
     figure(f"{component} pod replaced, plant answering", f"{time.monotonic() - start:.1f}s")
     assert checked["echo"] == ["ping", "e2e"]
     assert in_client(cluster, "get", GATEWAY, "e2e", "hello")["value"] == "world"
 
 
 def test_a_rolling_update_under_load_loses_no_acknowledged_write(cluster: RealNodeCluster) -> None:
-    cluster.kubectl("exec", "-n", NS, CLIENT, "--", "rm", "-f", "/tmp/stop")
+    cluster.kubectl("exec", "-n", NS, CLIENT, "--", "rm", "-f", "/tmp/stop", "/tmp/stop.acked")
+
+    def acked_at_least(count: int) -> int | None:
+        # The load's own count of acknowledged writes (incluster.py load keeps it there).
+        out = cluster.kubectl(
+            "exec", "-n", NS, CLIENT, "--", "cat", "/tmp/stop.acked", check=False
+        ).stdout.strip()
+        return int(out) if out.isdigit() and int(out) >= count else None
+
     load = subprocess.Popen(
         [
             str(cluster.bin / "kubectl"),
@@ -327,16 +331,19 @@ def test_a_rolling_update_under_load_loses_no_acknowledged_write(cluster: RealNo
         text=True,
     )
     try:
-        time.sleep(3)  # a few acknowledged writes before the roll (the load runs on)
+        before_roll = wait_for(
+            lambda: acked_at_least(10), "writes acknowledged before the roll", 60, 0.5
+        )
         old = {
-            p["metadata"]["uid"] for p in pods(cluster, NS, f"app.kubernetes.io/instance={NAME}")
+            p["metadata"]["uid"]
+            for p in cluster.list("pods", NS, f"app.kubernetes.io/instance={NAME}")
         }
         start = time.monotonic()
         cluster.kubectl(
             "patch", "pdc", NAME, "-n", NS, "--type=merge", "-p", '{"spec":{"logLevel":"debug"}}'
         )
         for component in ("broker", "state", "identity"):
-            poll(
+            wait_for(
                 lambda c=component: (
                     all(
                         p["metadata"]["uid"] not in old and ready(p)
@@ -352,7 +359,9 @@ def test_a_rolling_update_under_load_loses_no_acknowledged_write(cluster: RealNo
         figure(
             "rolling update (broker, state, identity) to Ready", f"{time.monotonic() - start:.1f}s"
         )
-        time.sleep(3)  # and a few after it
+        # And some acknowledged by the rolled plant, before the load stops.
+        at_ready = wait_for(lambda: acked_at_least(before_roll), "the load's count", 30, 0.5)
+        wait_for(lambda: acked_at_least(at_ready + 10), "writes acknowledged after it", 60, 0.5)
     finally:
         cluster.kubectl("exec", "-n", NS, CLIENT, "--", "touch", "/tmp/stop", check=False)
     out, err = load.communicate(timeout=300)
@@ -400,7 +409,7 @@ def test_helm_uninstall_keeps_the_crd_and_the_plant(cluster: RealNodeCluster) ->
     assert in_client(cluster, "get", GATEWAY, "e2e", "hello")["value"] == "world"
     # Deleting it takes every child with it (owner references), the claim too.
     cluster.kubectl("delete", "pdc", NAME, "-n", NS, "--wait=true", "--timeout=120s", timeout=150)
-    poll(
+    wait_for(
         lambda: not component_pods(cluster, "state") and not cluster.list("pvc", NS),
         "children gone",
         180,

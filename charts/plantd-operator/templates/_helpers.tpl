@@ -73,3 +73,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "plantd-operator.leaseName" -}}
 {{- default (include "plantd-operator.fullname" .) .Values.leaderElection.leaseName -}}
 {{- end -}}
+
+{{/* The plantd image, for the operator and the test pods. */}}
+{{- define "plantd-operator.image" -}}
+"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+{{- end -}}
+
+{{/* Pod securityContext of every pod the chart runs: the image contract's uid, restricted. */}}
+{{- define "plantd-operator.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

@@ -46,7 +46,7 @@ def images(ctx: ClusterContext) -> list[tuple[str, str]]:
     field = "spec.image" if ctx.spec.image else "spec.version"
     out = [(field, ctx.image)]
     if ctx.spec.state.redis.mode == "managed":
-        out.append(("spec.state.redis.managed.image", ctx.spec.state.redis.managed.image))
+        out.append(("spec.state.redis.managed.image", ctx.redis_image))
     return out
 
 

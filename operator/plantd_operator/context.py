@@ -30,6 +30,7 @@ class ClusterContext:
     spec: PlantdClusterSpec
     default_repository: str = "plantd/plantd"
     default_version: str = "0.1.0"
+    default_redis_image: str = shipped.DEFAULT_REDIS_IMAGE
     runbook_url: str = "https://plantd.dev/docs/operator"
     capabilities: Capabilities = field(default_factory=Capabilities)
     # Digests of Secret contents a component reads, so a rotation rolls exactly its pods.
@@ -81,6 +82,11 @@ class ClusterContext:
         if self.spec.image:
             return self.spec.image
         return f"{self.default_repository}:{self.spec.version or self.default_version}"
+
+    @property
+    def redis_image(self) -> str:
+        """The managed Redis image: the cluster's own, else the operator's default."""
+        return self.spec.state.redis.managed.image or self.default_redis_image
 
     @property
     def version(self) -> str:

@@ -17,7 +17,7 @@ import click
 import kopf
 
 from plantd.common import contract
-from plantd_operator import admission, handlers, kube, leader
+from plantd_operator import admission, handlers, kube, leader, shipped
 from plantd_operator.http import Probe, serve
 from plantd_operator.metrics import Metrics
 from plantd_operator.reconcile import Reconciler, Settings
@@ -269,6 +269,13 @@ def _own_namespace() -> str:
     help="plantd version run when a PlantdCluster sets no version.",
 )
 @click.option(
+    "--default-redis-image",
+    default=shipped.DEFAULT_REDIS_IMAGE,
+    show_default=True,
+    help="Managed Redis image used when a PlantdCluster names none "
+    "(spec.state.redis.managed.image), e.g. a mirror in an air-gapped registry.",
+)
+@click.option(
     "--runbook-url",
     default="https://plantd.dev/docs/operator",
     help="Base URL of alert runbooks in rendered PrometheusRules.",
@@ -301,6 +308,7 @@ def cli(
     apply_concurrency: int,
     default_image_repository: str,
     default_version: str,
+    default_redis_image: str,
     runbook_url: str,
     allowed_images: str,
     log_level: str,
@@ -349,6 +357,7 @@ def cli(
                 settings=Settings(
                     default_repository=default_image_repository,
                     default_version=default_version,
+                    default_redis_image=default_redis_image,
                     runbook_url=runbook_url,
                     apply_concurrency=apply_concurrency,
                     allowed_images=allowed,

@@ -186,10 +186,11 @@ class StorageSpec(_Model):
 class ManagedRedisSpec(_Model):
     """A single Redis run by the operator: StatefulSet with a volume and append-only file."""
 
-    image: str = Field(
-        "redis:7.4",
+    image: str | None = Field(
+        None,
         min_length=1,
-        description="Redis container image.",
+        description="Redis container image. Unset: the operator's default "
+        "(--default-redis-image, redis:7.4 unless the chart's defaultImage.redis says otherwise).",
     )
     persistence: bool = Field(
         True,

@@ -19,7 +19,7 @@ import kopf
 from pydantic import ValidationError
 
 from plantd.common import contract
-from plantd_operator import admission, drift, naming, secrets, status
+from plantd_operator import admission, drift, naming, secrets, shipped, status
 from plantd_operator.builders import render_children, workloads
 from plantd_operator.context import Capabilities, ClusterContext
 from plantd_operator.kube import ApiError, Kube
@@ -93,6 +93,7 @@ class ClusterState:
 class Settings:
     default_repository: str = "plantd/plantd"
     default_version: str = "0.1.0"
+    default_redis_image: str = shipped.DEFAULT_REDIS_IMAGE
     runbook_url: str = "https://plantd.dev/docs/operator"
     capability_ttl: float = 60.0
     # Concurrent API writes. More does not help on a busy API server: every request just gets
@@ -180,6 +181,7 @@ class Reconciler:
             spec=spec,
             default_repository=self.settings.default_repository,
             default_version=self.settings.default_version,
+            default_redis_image=self.settings.default_redis_image,
             runbook_url=self.settings.runbook_url,
             capabilities=caps,
             secret_digests=digests,

@@ -21,3 +21,6 @@ IDENTITY_MAX_REPLICAS: Final = 1
 # Whether `plantd broker` can merge the modules enrolled with org.plantd.Identity into its
 # registry (PLANTD_BROKER_IDENTITY_REGISTRY); the contract test checks it against --help.
 BROKER_IDENTITY_REGISTRY: Final = True
+
+# The managed Redis image when a cluster names none (the operator's --default-redis-image).
+DEFAULT_REDIS_IMAGE: Final = "redis:7.4"

@@ -61,6 +61,14 @@ def test_values_schema_rejects_bad_values(testenv: TestEnv) -> None:
         ["--set", "watchNamespaces={a,b}"],
         # The PlantdCluster round-trip test pod (helm test) renders restricted and valid.
         ["--set", "tests.plantdCluster=plant", "--set", "tests.credentialsSecret.name=admin"],
+        [
+            "--set",
+            "tests.plantdCluster=plant",
+            "--set",
+            "tests.credentialsSecret.name=admin",
+            "--set",
+            "tests.echoService=org.plantd.module.Echo",
+        ],
     ],
 )
 def test_rendered_chart_passes_kubeconform_and_server_dry_run(
@@ -166,3 +174,16 @@ def test_image_allow_list_reaches_the_operator(testenv: TestEnv) -> None:
         "helm", "template", "x", str(CHART), "--set", "imageAllowList={a b}", check=False
     )
     assert bad.returncode != 0 and "imageAllowList" in bad.stderr
+
+
+def test_default_images_reach_the_operator(testenv: TestEnv) -> None:
+    default = testenv.run("helm", "template", "x", str(CHART)).stdout
+    assert "- --default-redis-image=redis:7.4" in default
+    mirror = testenv.run(
+        "helm", "template", "x", str(CHART), "--set", "defaultImage.redis=mirror.example/redis:7.4"
+    ).stdout
+    assert "- --default-redis-image=mirror.example/redis:7.4" in mirror
+    bad = testenv.run(
+        "helm", "template", "x", str(CHART), "--set", "defaultImage.redis=", check=False
+    )
+    assert bad.returncode != 0 and "redis" in bad.stderr

@@ -35,7 +35,7 @@ def statefulset(ctx: ClusterContext) -> dict[str, Any]:
     tcp = {"tcpSocket": {"port": "tcp-redis"}}
     container = {
         "name": naming.REDIS,
-        "image": managed.image,
+        "image": ctx.redis_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["redis-server"],
         "args": args,
@@ -63,7 +63,7 @@ def statefulset(ctx: ClusterContext) -> dict[str, Any]:
     ]
     if not managed.persistence:
         volumes.append({"name": "data", "emptyDir": {}})
-    digest = pods.config_hash(args, managed.image, ctx.secret_digests.get("redis:auth", ""))
+    digest = pods.config_hash(args, ctx.redis_image, ctx.secret_digests.get("redis:auth", ""))
     template = pods.pod_template(
         ctx, naming.REDIS, [container], volumes, config_digest=digest, uid=REDIS_UID
     )

@@ -182,6 +182,20 @@ def test_managed_redis_keeps_password_off_the_command_line(ctx_factory: Factory)
     }
 
 
+def test_managed_redis_image_comes_from_the_cluster_else_the_operator(
+    ctx_factory: Factory,
+) -> None:
+    def image(ctx: ClusterContext) -> str:
+        sts = by_kind(render_children(ctx), "StatefulSet")["demo-redis"]
+        return str(sts["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    assert image(ctx_factory()) == "redis:7.4"
+    mirror = "mirror.plant.example/redis:7.4"
+    assert image(ctx_factory(default_redis_image=mirror)) == mirror
+    own = {"state": {"redis": {"managed": {"image": "redis:7.4.2"}}}}
+    assert image(ctx_factory(own, default_redis_image=mirror)) == "redis:7.4.2"
+
+
 def test_curve_keys_mounted_least_privilege(ctx_factory: Factory) -> None:
     deps = by_kind(render_children(ctx_factory()), "Deployment")
 

@@ -78,10 +78,17 @@ soak: install ## Hostile random input against a local stack for SOAK_MINUTES (de
 testenv: ## Build (or reuse) the Kubernetes test binaries into ~/.cache/plantd-testenv
 	@hack/testenv/build.sh >/dev/null
 
-testenv-up: testenv ## Start the local Kubernetes test control plane (kwok fake nodes)
+testenv-up: testenv ## Start both test clusters: kwok fake nodes, and (as root) one real node with `make image` imported
 	@hack/testenv/up.sh
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo "testenv-up: the real-node cluster needs root: run sudo make testenv-node-up" >&2; \
+	else \
+		$(MAKE) --no-print-directory deps-system && \
+		hack/testenv/node.sh up --image "$$(hack/image/build.sh --archive)"; \
+	fi
 
-testenv-down: ## Stop the local Kubernetes test control plane
+testenv-down: ## Stop both test clusters
+	@if [ "$$(id -u)" -eq 0 ]; then hack/testenv/node.sh down; fi
 	@hack/testenv/down.sh
 
 testenv-node-up: deps-system testenv ## Start the real-node cluster (containerd, kubelet, kube-proxy, CoreDNS, local-path); root

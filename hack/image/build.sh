@@ -9,10 +9,27 @@
 # else a bookworm + python3 base made here with debootstrap (hack/image/base.sh).
 #
 # Prints the image name on stdout; progress and the image size on stderr.
+# --archive: print the docker-archive's path instead, and build only when it is missing
+# (`make testenv-up` imports the last `make image` without rebuilding it).
 set -euo pipefail
 # shellcheck source=hack/image/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_DIR"
+
+case ${1:-} in
+--archive)
+	archive=$(image_archive)
+	if [[ -s $archive ]]; then
+		log "using $archive of $(date -r "$archive" -u +%Y-%m-%dT%H:%MZ) (make image rebuilds it)"
+	else
+		"$0" >/dev/null
+	fi
+	printf '%s\n' "$archive"
+	exit 0
+	;;
+"") ;;
+*) die "usage: hack/image/build.sh [--archive]" ;;
+esac
 
 version=$(sed -n 's/^__version__[[:space:]]*=[[:space:]]*"\(.*\)"/\1/p' services/plantd/__init__.py | head -1)
 revision=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)

@@ -7,7 +7,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-Usage: hack/testenv/node.sh up [--timeout SECONDS]
+Usage: hack/testenv/node.sh up [--timeout SECONDS] [--image ARCHIVE]...
        hack/testenv/node.sh import IMAGE.tar...
        hack/testenv/node.sh status
        hack/testenv/node.sh down
@@ -20,6 +20,7 @@ up      Builds what is missing (hack/testenv/node-build.sh, cached), starts the
         namespace, and applies CoreDNS (Service 10.96.0.10) and local-path-provisioner
         (StorageClass local-path, the default). Waits until the node is Ready and both
         add-ons are available. Idempotent: what already runs is kept.
+        --image imports a docker-archive (as `import` does) before the last line.
         The last stdout line is:  export KUBECONFIG=<the cluster's kubeconfig>
 import  Imports docker-archives (e.g. ~/.cache/plantd-image/plantd-dev.tar from
         `make image`) into the node's containerd, for imagePullPolicy Never/IfNotPresent.
@@ -48,6 +49,7 @@ cmd=${1:-}
 }
 shift
 timeout=240
+images=()
 case $cmd in
 -h | --help)
 	usage
@@ -58,6 +60,10 @@ up)
 		case $1 in
 		--timeout)
 			timeout=${2:?--timeout needs a value}
+			shift
+			;;
+		--image)
+			images+=("${2:?--image needs a docker-archive}")
 			shift
 			;;
 		*)
@@ -398,6 +404,8 @@ node_up() {
 	wait_until "CoreDNS available" deployment_available kube-system coredns
 	wait_until "local-path-provisioner available" deployment_available local-path-storage local-path-provisioner
 	log "node: $NODE_NAME is up with CoreDNS and StorageClass local-path in $(elapsed "$t_all")s"
+	local tar
+	for tar in "${images[@]}"; do import_archive "$tar"; done
 	printf 'export KUBECONFIG=%q\n' "$KC"
 }
 

@@ -51,7 +51,22 @@ def image() -> BuiltImage:
 def real_node(image: BuiltImage) -> Iterator[RealNodeCluster]:
     """hack/testenv/node.sh up (a control plane of its own and one real node), the image built
     above imported into the node's containerd; brought down at the end unless
-    PLANTD_E2E_KEEP_NODE=1 (then `make testenv-node-down` stops it)."""
+    PLANTD_E2E_KEEP_NODE=1 (then `make testenv-node-down` stops it).
+
+    PLANTD_E2E_KUBECONFIG=<file> runs the tier on that cluster instead (hack/kind/e2e.sh: a
+    kind cluster with the image loaded), with kubectl and helm from hack/testenv/build.sh."""
+    external = os.environ.get("PLANTD_E2E_KUBECONFIG")
+    if external:
+        built = subprocess.run(
+            [str(ROOT / "hack" / "testenv" / "build.sh")],
+            capture_output=True,
+            text=True,
+            timeout=NODE_UP_TIMEOUT,
+        )
+        if built.returncode != 0:
+            pytest.fail(f"hack/testenv/build.sh failed:\n{built.stderr[-4000:]}")
+        yield RealNodeCluster.at(external, Path(built.stdout.strip().splitlines()[-1]))
+        return
     for tool in ("iptables", "conntrack", "openssl", "curl"):
         require(shutil.which(tool) is not None, f"{tool} not found: make deps-system")
     require(

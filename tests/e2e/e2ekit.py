@@ -15,6 +15,10 @@ from tests.k8s.k8skit import TestEnv
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = ROOT / "hack" / "image"
 IMAGE = os.environ.get("PLANTD_IMAGE", "localhost/plantd:dev")
+# The node the plant must run on and the managed Redis image it has: the real node of
+# hack/testenv/node.sh by default; hack/kind/e2e.sh names a kind worker and its Redis.
+NODE = os.environ.get("PLANTD_E2E_NODE", "plantd-node-1")
+REDIS_IMAGE = os.environ.get("PLANTD_E2E_REDIS_IMAGE", "localhost/plantd-redis:bookworm")
 BUILD_TIMEOUT = 1800  # cold: debootstrap about 50 s, the build about 150 s on 2 cores
 
 
@@ -60,3 +64,25 @@ class RealNodeCluster(TestEnv):
     def apply(self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str) -> str:
         # The tests own these objects outright: take fields another manager last set.
         return super().apply(obj, "--force-conflicts", *extra)
+
+
+# The chart `helm upgrade` is tested from: the chart as the previous round shipped it (sidecars
+# on, before the helm test hooks). Until charts are released as packages, a revision of this
+# repository; move it forward when the chart's version is bumped.
+PREVIOUS_CHART_REVISION = "eaddff7b85bce664834df50ee84202610e91ab13"
+
+
+def previous_chart(into: Path) -> Path:
+    """charts/plantd-operator at PREVIOUS_CHART_REVISION, extracted under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", PREVIOUS_CHART_REVISION, "charts/plantd-operator"],
+        capture_output=True,
+        timeout=60,
+    )
+    if archive.returncode != 0:
+        raise AssertionError(
+            f"git archive {PREVIOUS_CHART_REVISION} failed (a shallow clone? "
+            f"git fetch --unshallow): {archive.stderr.decode(errors='replace').strip()}"
+        )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True, timeout=60)
+    return into / "charts" / "plantd-operator"

@@ -20,18 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2ekit import IMAGE, ROOT, RealNodeCluster
+from e2ekit import (
+    IMAGE,
+    NODE,
+    PREVIOUS_CHART_REVISION,
+    REDIS_IMAGE,
+    ROOT,
+    RealNodeCluster,
+    previous_chart,
+)
 from tests.k8s.k8skit import condition, wait_for
 from tests.kit.procs import PYTHON
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-NODE = "plantd-node-1"
 OPERATOR_NS = "plantd-system"
 RELEASE = "plantd-operator"
 NS = "plant-e2e"
 NAME = "plant"
-REDIS_IMAGE = "localhost/plantd-redis:bookworm"
 GATEWAY = f"{NAME}-state:50051"
 CLIENT = "e2e-client"
 REPO, TAG = IMAGE.rsplit(":", 1)
@@ -60,6 +66,12 @@ def cluster(real_node: RealNodeCluster) -> Iterator[RealNodeCluster]:
     real_node.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180, check=False)
     real_node.kubectl(
         "delete", "namespace", NS, "--ignore-not-found", "--timeout=120s", timeout=150, check=False
+    )
+    # `helm uninstall --wait` returns with the operator pods still terminating.
+    wait_for(
+        lambda: not real_node.list("pods", OPERATOR_NS, "app.kubernetes.io/name=plantd-operator"),
+        "operator pods of an earlier release gone",
+        120,
     )
     yield real_node
     # Leave nothing behind for a kept node (PLANTD_E2E_KEEP_NODE=1).
@@ -375,7 +387,26 @@ def test_a_rolling_update_under_load_loses_no_acknowledged_write(cluster: RealNo
     assert result["failed"] < result["acked"]
 
 
-def test_helm_upgrade_and_helm_test(cluster: RealNodeCluster) -> None:
+def operator_revisions(c: RealNodeCluster) -> set[str]:
+    """The chart revision (pod-template hash) of every running operator pod."""
+    pods = c.list("pods", OPERATOR_NS, "app.kubernetes.io/name=plantd-operator")
+    return {p["metadata"]["labels"].get("pod-template-hash", "") for p in pods if ready(p)}
+
+
+def test_helm_upgrade_from_the_previous_chart_and_helm_test(
+    cluster: RealNodeCluster, tmp_path: Path
+) -> None:
+    # The previous chart version, installed with the plant present (uninstalling the current
+    # release keeps the CRD and the plant: the last test checks that in detail).
+    previous = previous_chart(tmp_path)
+    cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180)
+    old = ["install", RELEASE, str(previous), "-n", OPERATOR_NS, "--wait", "--timeout", "5m"]
+    for value in CHART_VALUES:
+        old += ["--set", value]
+    cluster.helm(*old, timeout=360)
+    wait_cluster_ready(cluster)
+    before = operator_revisions(cluster)
+    start = time.monotonic()
     args = ["upgrade", RELEASE, str(CHART), "-n", OPERATOR_NS, "--wait", "--timeout", "5m"]
     for value in [
         *CHART_VALUES,
@@ -383,9 +414,21 @@ def test_helm_upgrade_and_helm_test(cluster: RealNodeCluster) -> None:
         f"tests.plantdCluster={NAME}",
         f"tests.namespace={NS}",
         "tests.credentialsSecret.name=plant-admin",
+        "tests.echoService=e2e.module.Echo",
     ]:
         args += ["--set", value]
     cluster.helm(*args, timeout=360)
+    figure(
+        f"helm upgrade from the chart at {PREVIOUS_CHART_REVISION[:12]}",
+        f"{time.monotonic() - start:.1f}s",
+    )
+    # The upgraded operator's pods replaced the previous chart's, and they keep the plant Ready.
+    wait_for(
+        lambda: (r := operator_revisions(cluster)) and not (r & before),
+        "the upgraded operator pods ready and the previous chart's gone",
+        180,
+    )
+    wait_cluster_ready(cluster)
     # Two test pods: the operator's /readyz, and the round trip in the cluster's namespace.
     start = time.monotonic()
     tested = cluster.helm(
@@ -397,7 +440,7 @@ def test_helm_upgrade_and_helm_test(cluster: RealNodeCluster) -> None:
     # `helm test --logs` reads test pods from the release's namespace only; the round trip
     # runs in the plant's (kept until the next `helm test`: before-hook-creation only).
     logs = cluster.kubectl("logs", "-n", NS, f"{RELEASE}-test-{NAME}").stdout
-    assert "state wrote and read" in logs, logs
+    assert "echo round trip to e2e.module.Echo, state wrote and read" in logs, logs
 
 
 def test_helm_uninstall_keeps_the_crd_and_the_plant(cluster: RealNodeCluster) -> None:

@@ -47,6 +47,19 @@ def image() -> BuiltImage:
     return BuiltImage(name=IMAGE, build_log=build.stderr)
 
 
+def testenv_bin() -> Path:
+    """hack/testenv/build.sh (cached): the bin dir with kubectl and helm."""
+    built = subprocess.run(
+        [str(ROOT / "hack" / "testenv" / "build.sh")],
+        capture_output=True,
+        text=True,
+        timeout=NODE_UP_TIMEOUT,
+    )
+    if built.returncode != 0:
+        pytest.fail(f"hack/testenv/build.sh failed:\n{built.stderr[-4000:]}")
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="session")
 def real_node(image: BuiltImage) -> Iterator[RealNodeCluster]:
     """hack/testenv/node.sh up (a control plane of its own and one real node), the image built
@@ -57,15 +70,7 @@ def real_node(image: BuiltImage) -> Iterator[RealNodeCluster]:
     kind cluster with the image loaded), with kubectl and helm from hack/testenv/build.sh."""
     external = os.environ.get("PLANTD_E2E_KUBECONFIG")
     if external:
-        built = subprocess.run(
-            [str(ROOT / "hack" / "testenv" / "build.sh")],
-            capture_output=True,
-            text=True,
-            timeout=NODE_UP_TIMEOUT,
-        )
-        if built.returncode != 0:
-            pytest.fail(f"hack/testenv/build.sh failed:\n{built.stderr[-4000:]}")
-        yield RealNodeCluster.at(external, Path(built.stdout.strip().splitlines()[-1]))
+        yield RealNodeCluster.at(external, testenv_bin())
         return
     for tool in ("iptables", "conntrack", "openssl", "curl"):
         require(shutil.which(tool) is not None, f"{tool} not found: make deps-system")
@@ -73,26 +78,17 @@ def real_node(image: BuiltImage) -> Iterator[RealNodeCluster]:
         Path("/opt/cni/bin/bridge").exists() or Path("/usr/lib/cni/bridge").exists(),
         "CNI plugins not found: apt-get install containernetworking-plugins",
     )
-    built = subprocess.run(
-        [str(ROOT / "hack" / "testenv" / "build.sh")],
+    bin = testenv_bin()
+    tarball = image_cache() / "plantd-dev.tar"
+    up = subprocess.run(
+        [str(NODE_SCRIPT), "up", "--image", str(tarball)],
         capture_output=True,
         text=True,
         timeout=NODE_UP_TIMEOUT,
     )
-    if built.returncode != 0:
-        pytest.fail(f"hack/testenv/build.sh failed:\n{built.stderr[-4000:]}")
-    up = subprocess.run(
-        [str(NODE_SCRIPT), "up"], capture_output=True, text=True, timeout=NODE_UP_TIMEOUT
-    )
     if up.returncode != 0:
-        pytest.fail(f"hack/testenv/node.sh up failed:\n{up.stderr[-4000:]}")
+        pytest.fail(f"hack/testenv/node.sh up --image {tarball} failed:\n{up.stderr[-4000:]}")
     kubeconfig = up.stdout.strip().splitlines()[-1].removeprefix("export KUBECONFIG=")
-    tarball = image_cache() / "plantd-dev.tar"
-    imported = subprocess.run(
-        [str(NODE_SCRIPT), "import", str(tarball)], capture_output=True, text=True, timeout=600
-    )
-    if imported.returncode != 0:
-        pytest.fail(f"node.sh import {tarball} failed:\n{imported.stderr[-4000:]}")
-    yield RealNodeCluster.at(kubeconfig, Path(built.stdout.strip().splitlines()[-1]))
+    yield RealNodeCluster.at(kubeconfig, bin)
     if os.environ.get("PLANTD_E2E_KEEP_NODE") != "1":
         subprocess.run([str(NODE_SCRIPT), "down"], capture_output=True, timeout=300)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.k8s.k8skit import TestEnv
+from tests.k8s.k8skit import TestEnv, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = ROOT / "hack" / "image"
@@ -19,6 +19,12 @@ IMAGE = os.environ.get("PLANTD_IMAGE", "localhost/plantd:dev")
 # hack/testenv/node.sh by default; hack/kind/e2e.sh names a kind worker and its Redis.
 NODE = os.environ.get("PLANTD_E2E_NODE", "plantd-node-1")
 REDIS_IMAGE = os.environ.get("PLANTD_E2E_REDIS_IMAGE", "localhost/plantd-redis:bookworm")
+# The operator's release, as the README and both e2e modules install it.
+OPERATOR_RELEASE = "plantd-operator"
+OPERATOR_NS = "plantd-system"
+# The operator Deployment's pods; `helm test` pods share the chart's name label and stay after
+# an uninstall (hook-delete-policy before-hook-creation).
+OPERATOR_PODS = "app.kubernetes.io/name=plantd-operator,app.kubernetes.io/component!=test"
 BUILD_TIMEOUT = 1800  # cold: debootstrap about 50 s, the build about 150 s on 2 cores
 
 
@@ -64,6 +70,18 @@ class RealNodeCluster(TestEnv):
     def apply(self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str) -> str:
         # The tests own these objects outright: take fields another manager last set.
         return super().apply(obj, "--force-conflicts", *extra)
+
+    def uninstall_operator(self, check: bool = False) -> None:
+        """`helm uninstall --wait` of the operator release, then until its pods are gone:
+        helm returns while they still terminate, and a next install would count them."""
+        self.helm(
+            "uninstall", OPERATOR_RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180, check=check
+        )
+        wait_for(
+            lambda: not self.list("pods", OPERATOR_NS, OPERATOR_PODS),
+            "the operator release's pods gone",
+            120,
+        )
 
 
 # The chart `helm upgrade` is tested from: the chart as the previous round shipped it (sidecars

@@ -16,13 +16,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import yaml
 from e2ekit import NODE, ROOT, RealNodeCluster
 from tests.k8s.k8skit import condition, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 README = ROOT / "README.md"
-RELEASE, OPERATOR_NS = "plantd-operator", "plantd-system"
+NODE_VALUES = ROOT / "hack" / "testenv" / "node-values.yaml"
 
 
 def quick_start_block() -> str:
@@ -50,7 +51,7 @@ def cleanup(real_node: RealNodeCluster) -> Iterator[RealNodeCluster]:
         "the minimal cluster's pods gone",
         180,
     )
-    real_node.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180, check=False)
+    real_node.uninstall_operator()
 
 
 def test_the_readme_quick_start_reaches_ready_on_the_test_cluster(
@@ -59,13 +60,7 @@ def test_the_readme_quick_start_reaches_ready_on_the_test_cluster(
     if os.environ.get("PLANTD_E2E_KUBECONFIG"):
         pytest.skip("the README block is for the repository's own test cluster, not this one")
     # Leftovers of an earlier run on a kept node (PLANTD_E2E_KEEP_NODE=1).
-    real_node.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180, check=False)
-    # `helm uninstall --wait` returns with the operator pods still terminating.
-    wait_for(
-        lambda: not real_node.list("pods", OPERATOR_NS, "app.kubernetes.io/name=plantd-operator"),
-        "the quick start's operator pods gone",
-        120,
-    )
+    real_node.uninstall_operator()
     start = time.monotonic()
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "MAKEFLAGS")}
     typed = subprocess.run(
@@ -88,4 +83,5 @@ def test_the_readme_quick_start_reaches_ready_on_the_test_cluster(
         assert pod["spec"]["nodeName"] == NODE
         assert pod["status"]["phase"] == "Running", pod["metadata"]["name"]
     redis = [p for p in pods if p["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"]
-    assert redis[0]["spec"]["containers"][0]["image"] == "localhost/plantd-redis:bookworm"
+    default_redis = yaml.safe_load(NODE_VALUES.read_text())["defaultImage"]["redis"]
+    assert redis[0]["spec"]["containers"][0]["image"] == default_redis

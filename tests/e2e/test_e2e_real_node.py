@@ -23,6 +23,8 @@ import pytest
 from e2ekit import (
     IMAGE,
     NODE,
+    OPERATOR_NS,
+    OPERATOR_RELEASE,
     PREVIOUS_CHART_REVISION,
     REDIS_IMAGE,
     ROOT,
@@ -34,8 +36,7 @@ from tests.kit.procs import PYTHON
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-OPERATOR_NS = "plantd-system"
-RELEASE = "plantd-operator"
+RELEASE = OPERATOR_RELEASE
 NS = "plant-e2e"
 NAME = "plant"
 GATEWAY = f"{NAME}-state:50051"
@@ -63,15 +64,9 @@ SERVICES = {"org.plantd.State", "org.plantd.Identity", "e2e.module.Echo"}
 @pytest.fixture(scope="module")
 def cluster(real_node: RealNodeCluster) -> Iterator[RealNodeCluster]:
     # A node kept from an earlier run (PLANTD_E2E_KEEP_NODE=1) may still hold this module's work.
-    real_node.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180, check=False)
+    real_node.uninstall_operator()
     real_node.kubectl(
         "delete", "namespace", NS, "--ignore-not-found", "--timeout=120s", timeout=150, check=False
-    )
-    # `helm uninstall --wait` returns with the operator pods still terminating.
-    wait_for(
-        lambda: not real_node.list("pods", OPERATOR_NS, "app.kubernetes.io/name=plantd-operator"),
-        "operator pods of an earlier release gone",
-        120,
     )
     yield real_node
     # Leave nothing behind for a kept node (PLANTD_E2E_KEEP_NODE=1).
@@ -399,7 +394,7 @@ def test_helm_upgrade_from_the_previous_chart_and_helm_test(
     # The previous chart version, installed with the plant present (uninstalling the current
     # release keeps the CRD and the plant: the last test checks that in detail).
     previous = previous_chart(tmp_path)
-    cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180)
+    cluster.uninstall_operator(check=True)
     old = ["install", RELEASE, str(previous), "-n", OPERATOR_NS, "--wait", "--timeout", "5m"]
     for value in CHART_VALUES:
         old += ["--set", value]
@@ -444,7 +439,7 @@ def test_helm_upgrade_from_the_previous_chart_and_helm_test(
 
 
 def test_helm_uninstall_keeps_the_crd_and_the_plant(cluster: RealNodeCluster) -> None:
-    cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", timeout=180)
+    cluster.uninstall_operator(check=True)
     assert cluster.get("crd", "plantdclusters.plantd.io", "default") is not None
     pdc = cluster.get("pdc", NAME, NS)
     assert pdc is not None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plantd.common import contract
+from plantd.common.endpoints import DNS_PREFIX
 from plantd_operator import naming, shipped
 from plantd_operator.models import PlantdClusterSpec, PodOverrides
 
@@ -139,6 +140,24 @@ class ClusterContext:
     def bus_endpoint(self, bus: str, side: str) -> str:
         front, back = contract.BUS_PORTS[bus]
         return f"tcp://{self.host(naming.BROKER)}:{front if side == 'pub' else back}"
+
+    def _every_broker(self, port: int) -> str:
+        """Every ready broker pod: the headless Service's addresses, followed as they change."""
+        host = f"{naming.headless(self.name, naming.BROKER)}.{self.namespace}.svc"
+        return f"{DNS_PREFIX}tcp://{host}:{port}"
+
+    @property
+    def worker_brokers(self) -> str:
+        """Where the services' workers register (docs/ha.md): with every broker pod, or a
+        client that reached another broker would not find the service. The same for one
+        replica or five, so scaling the brokers is not a config change (no worker restarts)."""
+        return self._every_broker(contract.MDP_PORT)
+
+    def publish_endpoint(self, bus: str) -> str:
+        """Where publishers send: every broker, so a subscriber on any one of them hears each
+        message once. Subscribers use :meth:`bus_endpoint` (one broker through the Service:
+        on two they would hear everything twice)."""
+        return self._every_broker(contract.BUS_PORTS[bus][0])
 
     @property
     def redis_address(self) -> str:

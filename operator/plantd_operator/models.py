@@ -144,8 +144,10 @@ class BrokerSpec(_Model):
         1,
         ge=1,
         le=5,
-        description="Broker pods. Each broker is independent: clients reach one through the "
-        "ClusterIP Service, so more than one needs broker-aware workers (headless Service).",
+        description="Broker pods, active-active: a client reaches one through the broker "
+        "Service; the state and identity workers register with every broker and publishers "
+        "send to every broker (found through the headless Service). Modules must do the same "
+        "(docs/ha.md).",
     )
     resources: Resources = Field(
         default_factory=_new(Resources), description="Resources of the broker container."

@@ -255,6 +255,36 @@ def test_a_client_inside_the_cluster_uses_the_plant(
     assert echoed["echo"] == ["ping", "e2e"]
 
 
+def explain(c: RealNodeCluster, components: tuple[str, ...]) -> str:
+    """What the pods of ``components`` were doing: status, restarts, and the logs of each
+    container (the previous run's too): printed when a recovery takes too long."""
+    lines = [c.kubectl("get", "pods", "-n", NS, "-o", "wide", check=False).stdout]
+    for component in components:
+        for pod in component_pods(c, component):
+            name = pod["metadata"]["name"]
+            for status in pod.get("status", {}).get("containerStatuses", []):
+                container = status["name"]
+                lines.append(
+                    f"--- {name}/{container}: ready={status.get('ready')} "
+                    f"restarts={status.get('restartCount')} state={status.get('state')}"
+                )
+                for previous in ("--previous", ""):
+                    logs = c.kubectl(
+                        "logs",
+                        "-n",
+                        NS,
+                        name,
+                        "-c",
+                        container,
+                        "--tail=30",
+                        *([previous] if previous else []),
+                        check=False,
+                    )
+                    if logs.returncode == 0 and logs.stdout.strip():
+                        lines.append(f"[{previous or 'current'}]\n{logs.stdout}")
+    return "\n".join(lines)
+
+
 def test_losing_the_redis_pod_loses_no_acknowledged_write(cluster: RealNodeCluster) -> None:
     in_client(cluster, "check", GATEWAY)  # writes e2e/hello = world, acknowledged
     (redis,) = component_pods(cluster, "redis")
@@ -265,9 +295,15 @@ def test_losing_the_redis_pod_loses_no_acknowledged_write(cluster: RealNodeClust
         "a new redis pod",
         60,
     )
-    got = wait_for(
-        lambda: in_client(cluster, "get", GATEWAY, "e2e", "hello"), "state answering again", 180, 2
-    )
+    try:
+        got = wait_for(
+            lambda: in_client(cluster, "get", GATEWAY, "e2e", "hello"),
+            "state answering again",
+            180,
+            2,
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{explain(cluster, ('redis', 'state'))}") from None
     figure("redis pod replaced, state answering", f"{time.monotonic() - start:.1f}s")
     assert got["value"] == "world"  # the AOF on the volume kept it
 

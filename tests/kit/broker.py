@@ -25,6 +25,7 @@ class BrokerPorts:
     mdp: int = field(default_factory=free_port)
     http: int = field(default_factory=free_port)
     buses: dict[str, tuple[int, int]] = field(default_factory=_bus_ports)
+    host: str = "127.0.0.1"  # the MDP port's address: 127.0.0.N, so brokers share one port
 
     def __post_init__(self) -> None:
         taken = {p for pair in self.buses.values() for p in pair}
@@ -36,7 +37,7 @@ class BrokerPorts:
 
     @property
     def endpoint(self) -> str:
-        return f"tcp://127.0.0.1:{self.mdp}"
+        return f"tcp://{self.host}:{self.mdp}"
 
     def bus(self, name: str) -> tuple[str, str]:
         """(publishers' endpoint, subscribers' endpoint) of bus ``name``."""

@@ -44,8 +44,10 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
         put(c, contract.KEY_LOG_LEVEL, spec.log_level)
         put(c, contract.KEY_LOG_FORMAT, contract.DEFAULT_LOG_FORMAT)
         put(c, contract.KEY_HEARTBEAT_MS, hb.interval_ms)
-        if c != naming.BROKER:
-            put(c, contract.KEY_BROKER_ENDPOINT, ctx.broker_endpoint)
+        if c in (naming.STATE, naming.IDENTITY):
+            put(c, contract.KEY_BROKER_ENDPOINT, ctx.worker_brokers)  # register with each
+        elif c != naming.BROKER:
+            put(c, contract.KEY_BROKER_ENDPOINT, ctx.broker_endpoint)  # a client: any one
 
     put(naming.BROKER, contract.KEY_ENDPOINT, contract.CONTAINER_BROKER_BIND)
     put(naming.BROKER, contract.KEY_BUS_BIND, contract.CONTAINER_BIND_HOST)
@@ -57,8 +59,8 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
     for c in redis_users:
         for key, value in redis_settings(ctx).items():
             put(c, key, value)
-    put(naming.STATE, contract.KEY_STATE_BUS_ENDPOINT, ctx.bus_endpoint("state", "pub"))
-    put(naming.STATE, contract.KEY_EVENT_BUS_ENDPOINT, ctx.bus_endpoint("event", "pub"))
+    put(naming.STATE, contract.KEY_STATE_BUS_ENDPOINT, ctx.publish_endpoint("state"))
+    put(naming.STATE, contract.KEY_EVENT_BUS_ENDPOINT, ctx.publish_endpoint("event"))
     put(naming.STATE, contract.KEY_EVENT_SUB_ENDPOINT, ctx.bus_endpoint("event", "sub"))
     # Authorization: tokens of this cluster's issuer for org.plantd.State, verified against
     # the JWKS the operator renders from the signing-key Secret (no identity round trip at
@@ -83,7 +85,7 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
     # the issuer/audiences Istio's RequestAuthentication checks spelled out, not defaulted.
     put(naming.IDENTITY, contract.KEY_JWT_KEYS_DIR, contract.CONTAINER_JWT_DIR)
     put(naming.IDENTITY, contract.KEY_DATA_DIR, IDENTITY_DATA_DIR)
-    put(naming.IDENTITY, contract.KEY_BUS_ENDPOINT, ctx.bus_endpoint("event", "pub"))
+    put(naming.IDENTITY, contract.KEY_BUS_ENDPOINT, ctx.publish_endpoint("event"))
     put(naming.IDENTITY, contract.KEY_ISSUER, ctx.issuer)
     put(naming.IDENTITY, contract.KEY_AUDIENCES, ",".join(AUDIENCES))
     if spec.identity.bootstrap_secret_ref is not None:
@@ -110,8 +112,8 @@ def gateway_settings(ctx: ClusterContext, put: Callable[[str, str, str | int], N
     put(gw, contract.KEY_REST_PORT, grpc.rest_port)
     put(gw, contract.KEY_STATE_SUB_ENDPOINT, ctx.bus_endpoint("state", "sub"))
     put(gw, contract.KEY_METRIC_SUB_ENDPOINT, ctx.bus_endpoint("metric", "sub"))
-    put(gw, contract.KEY_EVENT_PUB_ENDPOINT, ctx.bus_endpoint("event", "pub"))
-    put(gw, contract.KEY_METRIC_PUB_ENDPOINT, ctx.bus_endpoint("metric", "pub"))
+    put(gw, contract.KEY_EVENT_PUB_ENDPOINT, ctx.publish_endpoint("event"))
+    put(gw, contract.KEY_METRIC_PUB_ENDPOINT, ctx.publish_endpoint("metric"))
     put(gw, contract.KEY_EVENT_SUB_ENDPOINT, ctx.bus_endpoint("event", "sub"))
     put(gw, contract.KEY_AUTH, "identity")
     put(gw, contract.KEY_AUTH_ISSUER, ctx.issuer)

@@ -6,7 +6,13 @@
   prefix filtering, optional CURVE (:class:`plantd.common.curve.CurveClient`).
 """
 
-from plantd.bus.client import AsyncSubscriber, BusMessage, Publisher, Subscriber
+from plantd.bus.client import (
+    AsyncSubscriber,
+    BusMessage,
+    Publisher,
+    Subscriber,
+    follow_brokers,
+)
 from plantd.bus.proxy import BusError, BusProxy, BusStats, bus_endpoints
 
 __all__ = [
@@ -18,4 +24,5 @@ __all__ = [
     "Publisher",
     "Subscriber",
     "bus_endpoints",
+    "follow_brokers",
 ]

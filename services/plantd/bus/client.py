@@ -10,10 +10,18 @@ exactly two frames are dropped by subscribers and counted in ``malformed``.
 
 Connect a publisher to a bus's publisher port (e.g. 11000 for ``state``) and a subscriber to its
 subscriber port (11001); see :data:`plantd.common.contract.BUS_PORTS`.
+
+Several brokers (docs/ha.md): a publisher's endpoint may be a broker set
+(``tcp://a:11000,tcp://b:11000`` or ``dns:tcp://NAME:11000``) and it publishes to every broker, so
+a subscriber on any one of them sees each message once (brokers never forward to each other: no
+loops). :meth:`Publisher.rediscover` follows ``dns:`` entries as brokers come and go. A
+subscriber connects to one broker: connected to two it would get every message twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -23,6 +31,7 @@ import zmq
 import zmq.asyncio
 
 from plantd.common.curve import CurveClient
+from plantd.common.discovery import BrokerSet, resolve_brokers
 
 log = logging.getLogger("plantd.bus")
 
@@ -59,15 +68,32 @@ class Publisher:
         linger_ms: int = 1000,
     ) -> None:
         self.endpoint = endpoint
+        self.brokers = BrokerSet(endpoint)  # InvalidEndpoint if it is not a broker set
         ctx = context if context is not None else zmq.Context.instance()
         self._sock: zmq.Socket[bytes] = ctx.socket(zmq.XPUB)
         self._sock.sndhwm = hwm
         self._sock.linger = linger_ms  # flush queued messages briefly on close
         if curve is not None:
             curve.apply(self._sock)
-        self._sock.connect(endpoint)
+        self.connected_to: list[str] = []
+        self._connect_to(resolve_brokers(endpoint))
         self._subscriptions: set[bytes] = set()
         self.published = 0
+
+    def _connect_to(self, brokers: list[str]) -> None:
+        for gone in [ep for ep in self.connected_to if ep not in brokers]:
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.disconnect(gone)
+            log.info("publisher %s: broker %s is gone; not publishing to it", self.endpoint, gone)
+        for new in [ep for ep in brokers if ep not in self.connected_to]:
+            self._sock.connect(new)
+        self.connected_to = list(brokers)
+
+    async def rediscover(self) -> list[str]:
+        """Look up the ``dns:`` entries again; publish to the brokers they name now."""
+        if self.brokers.discovering:
+            self._connect_to(await self.brokers.resolve())
+        return self.connected_to
 
     def publish(self, topic: str | bytes, payload: bytes) -> None:
         """Send one message; never blocks (dropped if nobody is subscribed or queues are full)."""
@@ -120,6 +146,16 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def follow_brokers(publishers: Iterable[Publisher], every_s: float = 10.0) -> None:
+    """Keep publishers with ``dns:`` broker sets on the brokers their names resolve to now
+    (runs until cancelled; returns at once when none of them discovers)."""
+    following = [p for p in publishers if p.brokers.discovering]
+    while following:
+        await asyncio.sleep(every_s)
+        for publisher in following:
+            await publisher.rediscover()
 
 
 def _prefixes(topics: Iterable[str | bytes]) -> list[bytes]:

@@ -34,7 +34,7 @@ ENV_CONFIG = "PLANTD_CONFIG"
 DEFAULT_CONFIG_FILE = "~/.config/plantd/config.yaml"
 DEFAULT_PROFILE = "default"
 TOP_DEFAULT_PROFILE = "default_profile"
-ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
+ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://", "dns:tcp://")  # dns: a broker set
 
 
 class ConfigFileError(Exception):
@@ -44,13 +44,15 @@ class ConfigFileError(Exception):
 def _parse_endpoint(raw: Any) -> str:
     text = str(raw).strip()
     if not text.startswith(ENDPOINT_SCHEMES):
-        raise ValueError(f"expected an endpoint like tcp://HOST:PORT, got {text!r}")
+        raise ValueError(
+            f"expected an endpoint like tcp://HOST:PORT (or several, comma-separated), got {text!r}"
+        )
     # The client library's own check (strict where libzmq is lax: libzmq accepts `tcp://[::1`
     # and then never connects, which looked like a timeout). Imported here: `plant --help`
     # need not load ZeroMQ.
-    from plantd.mdp.client import check_endpoint
+    from plantd.mdp.client import check_brokers
 
-    return check_endpoint(text)
+    return check_brokers(text)  # one broker, or a broker set (docs/ha.md)
 
 
 def _parse_timeout(raw: Any) -> float:

@@ -62,7 +62,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "-e",
     "--endpoint",
     metavar="URL",
-    help=f"broker endpoint [env PLANTD_CLIENT_ENDPOINT; default {contract.DEFAULT_BROKER_CONNECT}]",
+    help="broker endpoint, or several comma-separated (docs/ha.md) "
+    f"[env PLANTD_CLIENT_ENDPOINT; default {contract.DEFAULT_BROKER_CONNECT}]",
 )
 @click.option(
     "-t",

@@ -86,6 +86,18 @@ def check_endpoint(value: str, *, bind: bool) -> str:
     return endpoints.check_endpoint(value, bind=bind)
 
 
+def check_broker_set(value: str) -> str:
+    """Validate a setting that names brokers: one endpoint, several comma-separated, or
+    ``dns:tcp://NAME:PORT`` for every address of NAME (docs/ha.md)."""
+    return endpoints.check_endpoint_set(value)
+
+
+BROKER_SET_HELP = (
+    "; several brokers: comma-separated, or dns:tcp://NAME:PORT for every address of NAME "
+    "(a headless Service), see docs/ha.md"
+)
+
+
 class _EnvSource(EnvSettingsSource):
     """pydantic-settings' env source, reading the mapping load() was given."""
 
@@ -167,7 +179,7 @@ class ServiceSettings(BaseSettings):
 
     broker_endpoint: str = Field(
         contract.DEFAULT_BROKER_CONNECT,
-        description="MDP broker address this process connects to",
+        description="MDP broker address this process connects to" + BROKER_SET_HELP,
     )
     http_port: int = Field(
         8081,
@@ -199,7 +211,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("broker_endpoint")
     @classmethod
     def _connect_endpoint(cls, v: str) -> str:
-        return check_endpoint(v, bind=False)
+        return check_broker_set(v)
 
     @field_validator("curve_keys", mode="after")
     @classmethod

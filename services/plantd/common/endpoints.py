@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Final
+from typing import Final, NamedTuple
 
 
 class InvalidEndpoint(ValueError):
@@ -73,3 +73,61 @@ def _is_ipv6(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ---- broker sets: one setting naming every broker of a plant (docs/ha.md) -------------------
+
+DNS_PREFIX: Final = "dns:"
+MAX_SET_ENTRIES: Final = 64
+
+
+class SetEntry(NamedTuple):
+    """One entry of a broker set: an endpoint, or (``discover``) a ``tcp://NAME:PORT`` whose
+    every address is a broker (a Kubernetes headless Service), re-resolved as they change."""
+
+    endpoint: str
+    discover: bool
+
+
+def parse_endpoint_set(value: str) -> tuple[SetEntry, ...]:
+    """``tcp://a:9797,tcp://b:9797`` or ``dns:tcp://broker-peers.ns.svc:9797`` (or a mix)
+    -> entries, each checked as a connect endpoint; raise InvalidEndpoint on the first bad one.
+
+    A single endpoint is a set of one, so every existing setting stays valid as written."""
+    if not isinstance(value, str):
+        raise InvalidEndpoint(repr(value), "an endpoint is a string")
+    if len(value) > MAX_ENDPOINT_CHARS * 4:
+        raise InvalidEndpoint(value, f"longer than {MAX_ENDPOINT_CHARS * 4} characters")
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) > MAX_SET_ENTRIES:
+        raise InvalidEndpoint(value, f"more than {MAX_SET_ENTRIES} brokers")
+    entries: list[SetEntry] = []
+    for part in parts:
+        if not part:
+            raise InvalidEndpoint(value, "an empty entry (two commas, or a trailing comma)")
+        discover = part.startswith(DNS_PREFIX)
+        endpoint = check_endpoint(part[len(DNS_PREFIX) :] if discover else part)
+        if discover and not endpoint.startswith("tcp://"):
+            raise InvalidEndpoint(part, "dns: discovery needs a tcp://NAME:PORT")
+        entry = SetEntry(endpoint, discover)
+        if entry in entries:
+            raise InvalidEndpoint(value, f"{part!r} is listed twice")
+        entries.append(entry)
+    return tuple(entries)
+
+
+def check_endpoint_set(value: str) -> str:
+    """``value`` if :func:`parse_endpoint_set` accepts it, else raise InvalidEndpoint."""
+    parse_endpoint_set(value)
+    return value
+
+
+def split_tcp(endpoint: str) -> tuple[str, int]:
+    """``tcp://host:port`` (as checked above) -> ``(host, port)``; brackets of IPv6 removed."""
+    host, _, port = endpoint[len("tcp://") :].rpartition(";")[2].rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def tcp_endpoint(address: str, port: int) -> str:
+    """An address as resolved (``10.0.0.7`` or ``fd00::7``) and a port -> a tcp:// endpoint."""
+    return f"tcp://[{address}]:{port}" if ":" in address else f"tcp://{address}:{port}"

@@ -23,6 +23,7 @@ from plantd.common.options import service_command
 from plantd.common.service import ServiceContext, ServiceError
 from plantd.echo.handler import handle
 from plantd.mdp import AsyncWorker, CurveClient, Dialect
+from plantd.mdp.fleet import WorkerFleet
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -48,15 +49,22 @@ async def main(ctx: ServiceContext) -> None:
         handled.inc()
         return handle(frames)
 
-    worker = AsyncWorker(
-        settings.broker_endpoint,
-        settings.service,
-        on_request,
-        heartbeat_ms=settings.heartbeat_ms,
-        dialect=next(d for d in Dialect if d.label == settings.dialect),
-        curve=curve,
-    )
-    # Ready once the broker has answered us (the worker sets `connected` on its first message).
+    dialect = next(d for d in Dialect if d.label == settings.dialect)
+
+    def on_broker(endpoint: str, credit: int) -> AsyncWorker:
+        return AsyncWorker(
+            endpoint,
+            settings.service,
+            on_request,
+            credit=credit,
+            heartbeat_ms=settings.heartbeat_ms,
+            dialect=dialect,
+            curve=curve,
+        )
+
+    # One worker per broker of the plant (a broker set: docs/ha.md).
+    worker = WorkerFleet(settings.broker_endpoint, on_broker, service=settings.service)
+    # Ready once a broker has answered us (a worker sets `connected` on its first message).
     ctx.add_readiness("broker", worker.connected.is_set)
     task = asyncio.create_task(worker.run())
     ctx.log.info(

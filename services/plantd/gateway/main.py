@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from plantd import __version__
-from plantd.bus import AsyncSubscriber, Publisher
+from plantd.bus import AsyncSubscriber, Publisher, follow_brokers
 from plantd.common import contract
 from plantd.common.auth import NotBeforeMap, Verifier
 from plantd.common.auth.keeper import KeyKeeper, cancel_all
@@ -317,6 +317,7 @@ async def main(ctx: ServiceContext) -> None:
     try:
         tasks += [loop.create_task(readiness.run()), loop.create_task(bus_health.run())]
         tasks.append(loop.create_task(identity_health.run()))
+        tasks.append(loop.create_task(follow_brokers(publishers.values())))
         if keeper is not None:
             tasks += [loop.create_task(job()) for job in keeper.jobs()]
         ctx.log.info(

@@ -19,6 +19,7 @@ from plantd.common.config import (
     RedisPasswordFile,
     RedisUrl,
     ServiceSettings,
+    check_broker_set,
     check_endpoint,
 )
 from plantd.common.redis_conn import RedisTarget
@@ -341,12 +342,15 @@ class GatewaySettings(ServiceSettings):
                 )
         return v
 
-    @field_validator(
-        "state_sub_endpoint", "metric_sub_endpoint", "event_pub_endpoint", "metric_pub_endpoint"
-    )
+    @field_validator("state_sub_endpoint", "metric_sub_endpoint")
     @classmethod
-    def _bus(cls, v: str) -> str:
-        return check_endpoint(v, bind=False)
+    def _bus_sub(cls, v: str) -> str:
+        return check_endpoint(v, bind=False)  # one broker: from two, every message twice
+
+    @field_validator("event_pub_endpoint", "metric_pub_endpoint")
+    @classmethod
+    def _bus_pub(cls, v: str) -> str:
+        return check_broker_set(v)  # publishers reach every broker
 
     @model_validator(mode="after")
     def _timeouts(self) -> GatewaySettings:

@@ -29,6 +29,7 @@ from plantd.identity.sqlite_store import SqliteStore
 from plantd.identity.store import Store
 from plantd.identity.throttle import Backoff, Bucket
 from plantd.mdp import AsyncWorker
+from plantd.mdp.fleet import WorkerFleet
 
 DRAIN_S = 5.0
 # Backoff of the first store connection (Redis not listening yet): 0.2, 0.4 ... 5 s.
@@ -210,15 +211,23 @@ async def main(ctx: ServiceContext) -> None:
             "argon2": hasher.params,
         },
     )
-    worker = AsyncWorker(
-        settings.broker_endpoint,
-        settings.service,
-        service.handle,
-        credit=settings.credit,
-        heartbeat_ms=settings.heartbeat_ms,
-        curve=curve,
-        caller_identity=True,
+
+    def on_broker(endpoint: str, credit: int) -> AsyncWorker:
+        return AsyncWorker(
+            endpoint,
+            settings.service,
+            service.handle,
+            credit=credit,
+            heartbeat_ms=settings.heartbeat_ms,
+            curve=curve,
+            caller_identity=True,
+        )
+
+    # One worker per broker of the plant (a broker set: docs/ha.md); events to every broker.
+    worker = WorkerFleet(
+        settings.broker_endpoint, on_broker, credit=settings.credit, service=settings.service
     )
+    worker.also_rediscover.append(publisher.rediscover)
     ctx.add_readiness("jwks", lambda: bool(keys.jwks()["keys"]))
     ctx.add_readiness("broker", worker.connected.is_set)
     loop = asyncio.get_running_loop()

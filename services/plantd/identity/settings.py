@@ -17,7 +17,7 @@ from plantd.common.config import (
     RedisTimeoutMs,
     RedisUrl,
     ServiceSettings,
-    check_endpoint,
+    check_broker_set,
     check_redis_settings,
 )
 
@@ -157,7 +157,7 @@ class IdentitySettings(ServiceSettings):
     @field_validator("bus_endpoint")
     @classmethod
     def _bus(cls, v: str) -> str:
-        return check_endpoint(v, bind=False)
+        return check_broker_set(v)  # publishers reach every broker
 
     @field_validator("audiences", mode="before")
     @classmethod

@@ -16,6 +16,13 @@ Other error replies settle the request and keep the socket (and the client's rou
 Error replies come as ``plantd.error`` frames or, in the legacy dialect, the original's JSON
 envelope; both raise :class:`BrokerError`. A malformed endpoint raises :class:`EndpointError`
 when the client is created (libzmq would accept some and then never connect).
+
+Several brokers (docs/ha.md): ``endpoint`` may be a broker set, ``tcp://a:9797,tcp://b:9797``
+or ``dns:tcp://NAME:PORT`` (every address of NAME, resolved when a socket is made). Each socket
+then connects to all of them with ``ZMQ_IMMEDIATE``, so a request goes to a broker that is
+connected now (libzmq's round robin); when one dies, its connection drops and the next request,
+or the retry of an idempotent one, goes to another. A request in flight at a broker that dies is
+lost with it: it ends in ``RequestTimeout`` (retried on another broker only if idempotent).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import zmq.asyncio
 from plantd.common import endpoints
 from plantd.common.contract import DEFAULT_BROKER_CONNECT
 from plantd.common.curve import CurveClient
+from plantd.common.discovery import resolve_brokers, resolve_brokers_async
 from plantd.mdp.codec import Dialect, Reply, decode_reply, encode_request, parse_error_reply
 from plantd.mdp.errors import (
     BrokerError,
@@ -100,6 +108,23 @@ def check_endpoint(endpoint: str) -> str:
         raise EndpointError(exc.endpoint, exc.reason) from None
 
 
+def check_brokers(value: str) -> str:
+    """Return ``value`` if it names a broker set a client can use, else raise EndpointError."""
+    try:
+        return endpoints.check_endpoint_set(value)
+    except endpoints.InvalidEndpoint as exc:
+        raise EndpointError(exc.endpoint, exc.reason) from None
+
+
+def connect_brokers(sock: zmq.Socket[Any], brokers: list[str]) -> None:
+    """Connect ``sock`` to every broker; with more than one, only to those connected now
+    (``ZMQ_IMMEDIATE``: a request is never queued for a broker that is down)."""
+    if len(brokers) > 1:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    for endpoint in brokers:
+        connect(sock, endpoint)
+
+
 def connect(sock: zmq.Socket[Any], endpoint: str) -> None:
     """``sock.connect(endpoint)``, with libzmq's refusal as an EndpointError (not a ZMQError)."""
     try:
@@ -136,7 +161,7 @@ class Client:
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive (seconds)")
-        self.endpoint = check_endpoint(endpoint)
+        self.endpoint = check_brokers(endpoint)
         self.timeout = timeout
         self.retries = max(0, retries)
         self.dialect = dialect
@@ -151,7 +176,11 @@ class Client:
         if self._sock is None:
             sock = self.context.socket(zmq.DEALER)
             _configure(sock, self.curve)
-            connect(sock, self.endpoint)
+            try:
+                connect_brokers(sock, resolve_brokers(self.endpoint))
+            except BaseException:
+                sock.close(0)
+                raise
             self._sock = sock
         return self._sock
 
@@ -229,7 +258,12 @@ class Client:
         try:
             while True:
                 if sent < attempts and not got_partial:
-                    sock.send_multipart(msg)
+                    # Writable at once with one broker (queued until it connects); with a
+                    # set, only once one of them is connected.
+                    if not sock.poll(max(1, int(t * 1000)), zmq.POLLOUT):
+                        self._reset()
+                        raise RequestTimeout(service.decode(errors="replace"), t, sent)
+                    sock.send_multipart(msg, zmq.NOBLOCK)
                     sent += 1
                 reply = self._recv(sock, service, time.monotonic() + t)
                 if reply is None:
@@ -295,11 +329,22 @@ class _Pool:
                 raise ClientClosed("client is closed")
             if self._idle:
                 return self._idle.pop()
+            self._open += 1  # counted before the await: the limit holds while we resolve
+        try:
+            brokers = await resolve_brokers_async(self._endpoint)
             sock = self._ctx.socket(zmq.DEALER)
-            _configure(sock, self._curve)
-            connect(sock, self._endpoint)
-            self._open += 1
-            return sock
+            try:
+                _configure(sock, self._curve)
+                connect_brokers(sock, brokers)
+            except BaseException:
+                sock.close(0)
+                raise
+        except BaseException:
+            async with self._free:
+                self._open -= 1
+                self._free.notify()
+            raise
+        return sock
 
     async def release(self, sock: zmq.asyncio.Socket, reusable: bool) -> None:
         async with self._free:
@@ -342,7 +387,7 @@ class AsyncClient:
             raise ValueError("timeout must be positive (seconds)")
         if max_sockets < 1:
             raise ValueError("max_sockets must be at least 1")
-        self.endpoint = check_endpoint(endpoint)
+        self.endpoint = check_brokers(endpoint)
         self.timeout = timeout
         self.retries = max(0, retries)
         self.dialect = dialect
@@ -440,7 +485,11 @@ class AsyncClient:
         try:
             while True:
                 if sent < attempts and not got_partial:
-                    await sock.send_multipart(msg)
+                    try:  # waits only with a broker set and none of them connected
+                        async with asyncio.timeout(t):
+                            await sock.send_multipart(msg)
+                    except TimeoutError:
+                        raise RequestTimeout(service.decode(errors="replace"), t, sent) from None
                     sent += 1
                 reply = await self._recv(sock, service, time.monotonic() + t)
                 if reply is None:

@@ -22,7 +22,7 @@ from plantd.common.config import (
     RedisTimeoutMs,
     RedisUrl,
     ServiceSettings,
-    check_endpoint,
+    check_broker_set,
     check_redis_settings,
 )
 from plantd.common.redis_conn import redact_url
@@ -144,7 +144,7 @@ class StateSettings(ServiceSettings):
     @field_validator("bus_endpoint", "event_bus_endpoint")
     @classmethod
     def _bus(cls, v: str) -> str:
-        return check_endpoint(v, bind=False)
+        return check_broker_set(v)  # publishers reach every broker
 
     @field_validator("registry", mode="after")
     @classmethod

@@ -18,6 +18,7 @@ from plantd.common.options import service_command
 from plantd.common.service import ServiceContext, ServiceError
 from plantd.mdp import AsyncWorker
 from plantd.mdp.caller import MARKER, split_caller
+from plantd.mdp.fleet import WorkerFleet
 from plantd.state.auth import AllowAll, Authorizer
 from plantd.state.authz_runtime import AuthRuntime
 from plantd.state.config import StateSettings
@@ -81,15 +82,25 @@ async def main(ctx: ServiceContext) -> None:
         metrics=StateMetrics(ctx.registry, lambda: store.available),
         split_caller=CallerFrames(split_caller, MARKER) if runtime is not None else None,
     )
-    worker = AsyncWorker(
-        settings.broker_endpoint,
-        contract.SERVICE_STATE,
-        batch_handler=service.handle_batch,
-        credit=settings.credit,
-        heartbeat_ms=settings.heartbeat_ms,
-        curve=curve,
-        caller_identity=runtime is not None,
+
+    def on_broker(endpoint: str, credit: int) -> AsyncWorker:
+        return AsyncWorker(
+            endpoint,
+            contract.SERVICE_STATE,
+            batch_handler=service.handle_batch,
+            credit=credit,
+            heartbeat_ms=settings.heartbeat_ms,
+            curve=curve,
+            caller_identity=runtime is not None,
+        )
+
+    # One worker per broker of the plant (a broker set: docs/ha.md); events to every broker.
+    worker = WorkerFleet(
+        settings.broker_endpoint, on_broker, credit=settings.credit, service=contract.SERVICE_STATE
     )
+    worker.also_rediscover.append(publisher.rediscover)
+    if runtime is not None:
+        worker.also_rediscover.append(runtime.audit_sink.rediscover)
     ctx.add_readiness("store", lambda: store.available)
     ctx.add_readiness("broker", worker.connected.is_set)
     loop = asyncio.get_running_loop()

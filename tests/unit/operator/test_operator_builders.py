@@ -99,7 +99,7 @@ def test_image_contract(ctx_factory: Factory) -> None:
     state = deps["demo-state"]["spec"]["template"]["spec"]["containers"]
     assert [c["command"] for c in state] == [["plantd", "state"], ["plantd", "gateway"]]
     data = by_kind(children, "ConfigMap")["demo-config"]["data"]
-    assert data["PLANTD_STATE_BROKER_ENDPOINT"] == "tcp://demo-broker.plant.svc:9797"
+    assert data["PLANTD_STATE_BROKER_ENDPOINT"] == "dns:tcp://demo-broker-headless.plant.svc:9797"
     assert data["PLANTD_STATE_REDIS_URL"] == "redis://demo-redis.plant.svc:6379/0"
     assert data["PLANTD_BROKER_HEARTBEAT_MS"] == str(contract.HEARTBEAT_MS)
     assert all(k.startswith("PLANTD_") for k in data)
@@ -333,3 +333,32 @@ def test_only_workloads_depend_on_secret_contents(ctx_factory: Factory) -> None:
         ("ConfigMap", "demo-registry"),
         ("ConfigMap", "demo-jwks"),
     }
+
+
+def test_several_brokers_get_workers_and_publishers_on_each(ctx_factory: Factory) -> None:
+    one = by_kind(render_children(ctx_factory({})), "ConfigMap")["demo-config"]["data"]
+    three = by_kind(render_children(ctx_factory({"broker": {"replicas": 3}})), "ConfigMap")[
+        "demo-config"
+    ]["data"]
+    peers = "dns:tcp://demo-broker-headless.plant.svc"
+    # Workers register with, and publishers send to, every broker pod (docs/ha.md)...
+    for key, port in [
+        ("PLANTD_STATE_BROKER_ENDPOINT", 9797),
+        ("PLANTD_IDENTITY_BROKER_ENDPOINT", 9797),
+        ("PLANTD_STATE_BUS_ENDPOINT", contract.BUS_PORTS["state"][0]),
+        ("PLANTD_STATE_EVENT_BUS_ENDPOINT", contract.BUS_PORTS["event"][0]),
+        ("PLANTD_IDENTITY_BUS_ENDPOINT", contract.BUS_PORTS["event"][0]),
+        ("PLANTD_GATEWAY_EVENT_PUB_ENDPOINT", contract.BUS_PORTS["event"][0]),
+        ("PLANTD_GATEWAY_METRIC_PUB_ENDPOINT", contract.BUS_PORTS["metric"][0]),
+    ]:
+        assert three[key] == one[key] == f"{peers}:{port}", key  # scaling changes no config
+    # ...while clients and subscribers use any one broker through the Service.
+    for key in [
+        "PLANTD_GATEWAY_BROKER_ENDPOINT",
+        "PLANTD_GATEWAY_STATE_SUB_ENDPOINT",
+        "PLANTD_STATE_EVENT_SUB_ENDPOINT",
+    ]:
+        assert three[key] == one[key] and three[key].startswith("tcp://demo-broker.plant.svc:")
+    # The names it looks up are a Service the operator renders.
+    services = by_kind(render_children(ctx_factory({"broker": {"replicas": 3}})), "Service")
+    assert services["demo-broker-headless"]["spec"]["clusterIP"] == "None"

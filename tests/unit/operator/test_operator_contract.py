@@ -206,15 +206,20 @@ def test_the_sidecar_as_rendered_is_what_plantd_gateway_reads(
             if settings.curve:
                 assert str(settings.curve_keys) in mounts
                 assert mounts[str(settings.curve_keys)] == "curve-keys-gw", "its own key pair"
-            # The bus ports it follows are the broker's.
-            broker = config[contract.env_key(contract.STATE, contract.KEY_BROKER_ENDPOINT)]
-            assert settings.broker_endpoint == broker
-            host = broker.removeprefix("tcp://").rsplit(":", 1)[0]
+            # The bus ports it follows are the broker's: it calls and subscribes through the
+            # broker Service (any one broker), publishes to every broker pod (docs/ha.md).
+            workers = config[contract.env_key(contract.STATE, contract.KEY_BROKER_ENDPOINT)]
+            peers = workers.removeprefix("dns:tcp://").rsplit(":", 1)[0]
+            assert workers.startswith("dns:tcp://") and peers.endswith(
+                "-broker-headless." + peers.split(".", 1)[1]
+            )
+            host = settings.broker_endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
+            assert host == peers.replace("-broker-headless.", "-broker.", 1)
             for endpoint in (
                 settings.state_sub_endpoint,
                 settings.event_sub_endpoint,
                 settings.metric_sub_endpoint,
-                settings.event_pub_endpoint,
-                settings.metric_pub_endpoint,
             ):
                 assert endpoint.startswith(f"tcp://{host}:"), endpoint
+            for endpoint in (settings.event_pub_endpoint, settings.metric_pub_endpoint):
+                assert endpoint.startswith(f"dns:tcp://{peers}:"), endpoint

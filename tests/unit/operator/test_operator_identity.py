@@ -131,7 +131,7 @@ def test_identity_pod_mounts_every_signing_key_and_a_data_volume(ctx_factory: Fa
     data = next(c for c in children if c["kind"] == "ConfigMap")["data"]
     assert data["PLANTD_IDENTITY_JWT_KEYS_DIR"] == "/etc/plantd/jwt"
     assert "PLANTD_IDENTITY_JWT_KEY_FILE" not in data
-    assert data["PLANTD_IDENTITY_BUS_ENDPOINT"] == "tcp://demo-broker.plant.svc:12000"
+    assert data["PLANTD_IDENTITY_BUS_ENDPOINT"] == "dns:tcp://demo-broker-headless.plant.svc:12000"
     assert data["PLANTD_IDENTITY_ISSUER"] == "plantd-identity"
     assert (
         data["PLANTD_IDENTITY_AUDIENCES"]

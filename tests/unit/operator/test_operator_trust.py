@@ -240,7 +240,9 @@ def test_state_authorization_is_on_by_default(ctx_factory: Factory) -> None:
     assert data["PLANTD_STATE_AUTH"] == "identity"
     assert data["PLANTD_STATE_AUTH_ISSUER"] == ctx.issuer == "plantd-identity"
     assert data["PLANTD_STATE_AUTH_AUDIENCE"] == "org.plantd.State"
-    assert data["PLANTD_STATE_EVENT_BUS_ENDPOINT"] == "tcp://demo-broker.plant.svc:12000"
+    assert (
+        data["PLANTD_STATE_EVENT_BUS_ENDPOINT"] == "dns:tcp://demo-broker-headless.plant.svc:12000"
+    )
     assert data["PLANTD_STATE_EVENT_SUB_ENDPOINT"] == "tcp://demo-broker.plant.svc:12001"
     cm = by_name(children, "ConfigMap")["demo-jwks"]
     assert json.loads(cm["data"]["jwks.json"]) == json.loads(JWKS)

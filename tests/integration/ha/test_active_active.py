@@ -1,0 +1,216 @@
+"""Active-active brokers (docs/ha.md), all real processes on CURVE: one module serves the
+clients of every broker, a client with the broker set rides out the loss of one broker, and
+a publisher reaches subscribers on every broker, once each.
+
+Figures (requests, failures, time to recover) are printed: run with -s to see them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from tests.integration.broker.brokerkit import (
+    BrokerProcess,
+    ServiceProcess,
+    broker_process,
+    echo_process,
+    make_keys,
+)
+from tests.kit.wait import wait_for
+
+from plantd.bus import Publisher, Subscriber
+from plantd.common import contract
+from plantd.common.keys import load_client
+from plantd.mdp import Client
+from plantd.mdp.errors import RequestTimeout
+
+pytestmark = pytest.mark.integration
+
+ECHO = contract.SERVICE_ECHO
+
+
+@dataclass
+class Plant:
+    keys: Path
+    brokers: list[BrokerProcess]
+    echo: ServiceProcess
+
+    @property
+    def broker_set(self) -> str:
+        return ",".join(b.endpoint for b in self.brokers)
+
+    def client(self, endpoint: str, **kw: float) -> Client:
+        return Client(endpoint, curve=load_client(self.keys, contract.CLIENT), **kw)  # type: ignore[arg-type]
+
+
+def start_plant(tmp: Path, brokers: int = 3) -> Plant:
+    keys = make_keys(tmp / "keys", (contract.ECHO, contract.CLIENT, contract.STATE))
+    procs = [broker_process(tmp, curve_keys=keys).start_ready() for _ in range(brokers)]
+    endpoints = ",".join(b.endpoint for b in procs)
+    echo = echo_process(tmp, endpoints, curve_keys=keys).start()
+    echo.wait_ready()
+    plant = Plant(keys, procs, echo)
+    for broker in procs:  # readiness needs one broker; the test wants all three
+        wait_for(
+            lambda b=broker: served_by(plant, b), 20, f"echo registered with {broker.endpoint}"
+        )
+    return plant
+
+
+def stop_plant(plant: Plant) -> None:
+    plant.echo.stop()
+    for broker in plant.brokers:
+        broker.stop()
+
+
+def served_by(plant: Plant, broker: BrokerProcess) -> bool:
+    with plant.client(broker.endpoint, timeout=2.0, retries=0) as c:
+        return c.mmi("mmi.service", ECHO) == [b"200"]
+
+
+@pytest.fixture
+def plant(tmp_path: Path) -> Iterator[Plant]:
+    p = start_plant(tmp_path)
+    try:
+        yield p
+    finally:
+        stop_plant(p)
+
+
+def test_one_module_serves_the_clients_of_every_broker(plant: Plant) -> None:
+    for i, broker in enumerate(plant.brokers):
+        with plant.client(broker.endpoint, timeout=5.0, retries=0) as c:
+            assert c.request(ECHO, "echo", f"via broker {i}") == [f"via broker {i}".encode()]
+    # A client of the whole set is spread over the brokers (libzmq's round robin).
+    with plant.client(plant.broker_set, timeout=5.0, retries=0) as c:
+        for n in range(30):
+            assert c.request(ECHO, "echo", str(n)) == [str(n).encode()]
+    # The module's log names every broker it serves on.
+    for broker in plant.brokers:
+        assert f"serving on broker {broker.endpoint}" in plant.echo.text()
+
+
+@dataclass
+class Load:
+    """A client of the broker set sending echo requests back to back in a thread."""
+
+    plant: Plant
+    idempotent: bool
+    ok: int = 0
+    failed: int = 0
+    first_ok_after: dict[float, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _times: list[tuple[float, bool]] = field(default_factory=list)
+
+    def run(self) -> None:
+        # Timeouts as a user would set them: 1 s a try; 3 tries for an idempotent request.
+        retries = 3 if self.idempotent else 0
+        with self.plant.client(self.plant.broker_set, timeout=1.0, retries=retries) as c:
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                try:
+                    got = c.request(ECHO, "echo", str(n), idempotent=self.idempotent)
+                    assert got == [str(n).encode()], got
+                    self.ok += 1
+                    self._times.append((time.monotonic(), True))
+                except RequestTimeout:
+                    self.failed += 1
+                    self._times.append((time.monotonic(), False))
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self, thread: threading.Thread) -> None:
+        self._stop.set()
+        thread.join(10)
+
+    def longest_silence(self, since: float) -> float:
+        """The longest time without an answer from ``since`` on (the time to recover)."""
+        answered = [since] + [t for t, ok in self._times if ok and t > since]
+        return max(b - a for a, b in itertools.pairwise(answered))
+
+
+def test_losing_one_of_three_brokers_under_load(plant: Plant) -> None:
+    loads = [Load(plant, idempotent=True), Load(plant, idempotent=False)]
+    threads = [load.start() for load in loads]
+    try:
+        wait_for(lambda: all(load.ok >= 50 for load in loads), 20, "load running")
+        killed = time.monotonic()
+        plant.brokers[0].kill9()
+        before = [load.ok for load in loads]
+        wait_for(
+            lambda: all(load.ok >= b + 200 for load, b in zip(loads, before, strict=True)),
+            30,
+            "200 more requests each, with one broker gone",
+        )
+    finally:
+        for load, thread in zip(loads, threads, strict=True):
+            load.stop(thread)
+    safe, unsafe = loads
+    print(
+        f"\n[ha] kill -9 of 1 of 3 brokers: idempotent {safe.ok} ok / {safe.failed} failed, "
+        f"longest silence {safe.longest_silence(killed):.2f}s; non-idempotent {unsafe.ok} "
+        f"ok / {unsafe.failed} failed, longest silence {unsafe.longest_silence(killed):.2f}s"
+    )
+    # Retried on another broker: nothing an idempotent caller sees fails.
+    assert safe.failed == 0
+    # One request at a time: only the one in flight at the dying broker can be lost.
+    assert unsafe.failed <= 1
+    # Recovered within a request timeout and its retries, well inside the 10 s target.
+    assert safe.longest_silence(killed) < 5.0 and unsafe.longest_silence(killed) < 5.0
+    # The module still serves on the other two.
+    assert all(served_by(plant, b) for b in plant.brokers[1:])
+
+
+def test_a_publisher_reaches_subscribers_on_every_broker_once(plant: Plant) -> None:
+    pub_endpoints = ",".join(b.bus("event")[0] for b in plant.brokers)
+    curve = load_client(plant.keys, contract.CLIENT)
+    subs = [Subscriber(b.bus("event")[1], [b"ha."], curve=curve) for b in plant.brokers]
+    publisher = Publisher(pub_endpoints, curve=load_client(plant.keys, contract.STATE))
+    try:
+        assert publisher.connected_to == pub_endpoints.split(",")
+        got: list[list[bytes]] = [[] for _ in subs]
+
+        def drain() -> None:
+            for i, sub in enumerate(subs):
+                while (msg := sub.recv(timeout=0)) is not None:
+                    got[i].append(msg.payload)
+
+        def everyone_hears_a_probe() -> bool:
+            publisher.publish("ha.probe", b"probe")  # the slow joiner: until all subscribed
+            drain()
+            return all(b"probe" in g for g in got)
+
+        wait_for(everyone_hears_a_probe, 20, "every broker's subscriber hears the publisher")
+        sent = [str(n).encode() for n in range(100)]
+        for payload in sent:
+            publisher.publish("ha.n", payload)
+
+        def all_arrived() -> bool:
+            drain()
+            return all(len([p for p in g if p != b"probe"]) >= len(sent) for g in got)
+
+        wait_for(all_arrived, 20, "100 messages at every subscriber")
+        # One path per subscriber keeps order: a duplicate would arrive before this marker.
+        publisher.publish("ha.end", b"end")
+
+        def all_ended() -> bool:
+            drain()
+            return all(b"end" in g for g in got)
+
+        wait_for(all_ended, 20, "the end marker at every subscriber")
+        for g in got:
+            assert [p for p in g if p not in (b"probe", b"end")] == sent  # once each, in order
+    finally:
+        publisher.close()
+        for sub in subs:
+            sub.close()

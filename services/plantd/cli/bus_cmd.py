@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -12,8 +13,9 @@ import click
 from plantd.cli import output
 from plantd.cli.connect import session
 from plantd.cli.errors import CliError, ExitCode
-from plantd.cli.settings import get_settings
+from plantd.cli.settings import ClientSettings, get_settings
 from plantd.common import contract
+from plantd.common.discovery import resolve_brokers
 from plantd.mdp.client import Client
 
 
@@ -96,8 +98,50 @@ def _mmi_json(client: Client, name: str) -> Any:
 
 @click.command("services")
 def services() -> None:
-    """List the services registered with the broker and their workers (mmi.services/workers)."""
+    """List the services registered with the broker and their workers (mmi.services/workers).
+
+    With a broker set (``-e tcp://a,tcp://b`` or ``dns:...``) each broker is asked on its own
+    and shown under its endpoint: which broker answered is part of the answer (docs/ha.md)."""
     settings = get_settings()
+    brokers = resolve_brokers(settings.endpoint)
+    if len(brokers) <= 1:
+        rows = _services_at(settings)
+        if settings.json_output:
+            output.print_json({"endpoint": settings.endpoint, "services": rows})
+            return
+        _print_services(settings.endpoint, rows)
+        return
+    answers: list[dict[str, Any]] = []
+    for endpoint in brokers:
+        try:
+            answers.append(
+                {
+                    "endpoint": endpoint,
+                    "services": _services_at(replace(settings, endpoint=endpoint)),
+                }
+            )
+        except CliError as exc:
+            answers.append({"endpoint": endpoint, "error": exc.message, "exit": int(exc.code)})
+    if settings.json_output:
+        output.print_json({"endpoint": settings.endpoint, "brokers": answers})
+    else:
+        for answer in answers:
+            if "error" in answer:
+                output.stdout_console().print(f"{answer['endpoint']}: {answer['error']}")
+            else:
+                _print_services(answer["endpoint"], answer["services"])
+    failed = [a for a in answers if "error" in a]
+    if failed:
+        raise CliError(
+            f"{len(failed)} of {len(answers)} brokers did not answer: "
+            + ", ".join(a["endpoint"] for a in failed),
+            hint="the others' services are listed above",
+            code=ExitCode(failed[0]["exit"]),
+        )
+
+
+def _services_at(settings: ClientSettings) -> list[dict[str, Any]]:
+    """The rows of one broker (both MMI questions to the same broker)."""
     with session(settings) as client:
         names = _mmi_json(client, "mmi.services")
         workers = _mmi_json(client, "mmi.workers")
@@ -114,20 +158,17 @@ def services() -> None:
                 **{k: info.get(k, 0) for k in ("workers", "idle", "busy", "queued")},
             }
         )
-    if settings.json_output:
-        output.print_json({"endpoint": settings.endpoint, "services": rows})
-        return
+    return rows
+
+
+def _print_services(endpoint: str, rows: list[dict[str, Any]]) -> None:
     console = output.stdout_console()
     if not rows:
-        console.print(f"no services registered at {settings.endpoint}")
+        console.print(f"no services registered at {endpoint}")
         return
     columns = ["service", "workers", "idle", "busy", "queued"]
     console.print(
-        output.table(
-            f"services at {settings.endpoint}",
-            columns,
-            [[r[c] for c in columns] for r in rows],
-        )
+        output.table(f"services at {endpoint}", columns, [[r[c] for c in columns] for r in rows])
     )
 
 

@@ -8,6 +8,8 @@ Figures (requests, failures, time to recover) are printed: run with -s to see th
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from tests.integration.broker.brokerkit import (
     echo_process,
     make_keys,
 )
+from tests.kit.procs import PYTHON, base_env
 from tests.kit.wait import wait_for
 
 from plantd.bus import Publisher, Subscriber
@@ -214,3 +217,30 @@ def test_a_publisher_reaches_subscribers_on_every_broker_once(plant: Plant) -> N
         publisher.close()
         for sub in subs:
             sub.close()
+
+
+def test_plant_services_asks_every_broker_of_a_set_and_says_which_answered(
+    plant: Plant, tmp_path: Path
+) -> None:
+    def plant_services() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PYTHON, "-m", "plantd.cli.plant", "--curve-keys", str(plant.keys), "--timeout", "2",
+             "-e", plant.broker_set, "--json", "services"],
+            capture_output=True, text=True, timeout=60, env=base_env({"HOME": str(tmp_path)}),
+        )  # fmt: skip
+
+    done = plant_services()
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)["brokers"]
+    assert [a["endpoint"] for a in answers] == [b.endpoint for b in plant.brokers]
+    for answer in answers:
+        echo = next(s for s in answer["services"] if s["service"] == ECHO)
+        assert echo["workers"] == 1  # the one module, registered with each broker
+
+    plant.brokers[1].kill9()
+    done = plant_services()
+    assert done.returncode == 3  # unreachable: one broker of the plant is down
+    answers = json.loads(done.stdout)["brokers"]
+    assert "error" in answers[1] and answers[1]["endpoint"] == plant.brokers[1].endpoint
+    assert all(any(s["service"] == ECHO for s in answers[i]["services"]) for i in (0, 2))
+    assert f"1 of 3 brokers did not answer: {plant.brokers[1].endpoint}" in done.stderr

@@ -64,13 +64,14 @@ format: install ## Apply ruff's fixes and formatting
 	@$(BIN)/ruff check --fix .
 	@$(BIN)/ruff format .
 
-bench: install deps-system ## Run the benchmarks (broker, bus, state, identity, operator, gateway); figures and ratios
+bench: install deps-system ## Run the benchmarks (broker, bus, state, identity, operator, gateway, ha); figures and ratios
 	@$(BIN)/python -m bench.broker
 	@$(BIN)/python -m bench.bus
 	@$(BIN)/python -m bench.state
 	@$(BIN)/python -m bench.identity
 	@$(BIN)/python -m bench.operator
 	@$(BIN)/python -m bench.gateway
+	@$(BIN)/python -m bench.ha
 
 soak: install ## Hostile random input against a local stack for SOAK_MINUTES (default 10); 0 writes lost
 	@$(BIN)/python -m bench.soak --minutes $(or $(SOAK_MINUTES),10)

@@ -180,7 +180,11 @@ def role_load(
     sock = ctx.socket(zmq.DEALER)
     sock.sndhwm = sock.rcvhwm = 0
     sock.rcvtimeo = 5000
-    sock.connect(endpoint)
+    brokers = endpoint.split(",")  # several (bench.ha): libzmq's round robin over them
+    if len(brokers) > 1:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    for broker in brokers:
+        sock.connect(broker)
     now = time.perf_counter
     pack, unpack = _TS.pack, _TS.unpack
     lat: list[float] = []

@@ -8,6 +8,9 @@ Public API::
     AsyncClient(endpoint, *, ..., max_sockets).request(service, *body) (same stream methods)
     Worker(endpoint, service, handler, *, credit, dialect, ...).run() / .start() / .stop()
     AsyncWorker(endpoint, service, handler | batch_handler=..., *, credit, ...).run() / .stop()
+    WorkerFleet(brokers, factory, *, credit).run() / .stop(): an AsyncWorker on every broker
+    A client's or a blocking Worker's ``endpoint`` may be a broker set, ``tcp://a,tcp://b``
+    or ``dns:tcp://NAME:PORT`` (every address of NAME): docs/ha.md.
     A handler streams by returning an iterator: items go out as PARTIALs, FinalPart(frames)
     (or a sync generator's ``return frames``) is the FINAL.
 
@@ -30,6 +33,7 @@ from plantd.mdp.errors import (
     ProtocolError,
     RequestTimeout,
 )
+from plantd.mdp.fleet import WorkerFleet
 from plantd.mdp.stats import BrokerSnapshot, BrokerStats
 from plantd.mdp.worker import AsyncWorker, FinalPart, Worker
 
@@ -53,5 +57,6 @@ __all__ = [
     "RequestTimeout",
     "StreamPart",
     "Worker",
+    "WorkerFleet",
     "check_endpoint",
 ]

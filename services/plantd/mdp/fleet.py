@@ -111,6 +111,10 @@ class WorkerFleet:
     def reconnects(self) -> int:
         return sum(w.reconnects for w in self.workers.values())
 
+    @property
+    def malformed(self) -> int:
+        return sum(w.malformed for w in self.workers.values())
+
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -37,12 +37,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
 import zmq
 
 from plantd.common.contract import DEFAULT_BROKER_CONNECT, HEARTBEAT_LIVENESS, HEARTBEAT_MS
 from plantd.common.curve import CurveClient
+from plantd.common.endpoints import DNS_PREFIX
 from plantd.mdp._wire import events, recv_multipart, send_multipart, send_replies
 from plantd.mdp.client import check_endpoint, connect
 from plantd.mdp.codec import (
@@ -57,7 +58,10 @@ from plantd.mdp.codec import (
     split_worker_requests,
     worker_reply_prefix,
 )
-from plantd.mdp.errors import MAX_ERROR_MESSAGE_CHARS, ErrorCode, ProtocolError
+from plantd.mdp.errors import MAX_ERROR_MESSAGE_CHARS, EndpointError, ErrorCode, ProtocolError
+
+if TYPE_CHECKING:
+    from plantd.mdp.fleet import WorkerFleet
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +183,13 @@ class AsyncWorker:
             raise ValueError("a worker needs a service name")
         if credit < 1:
             raise ValueError("credit must be >= 1")
+        if "," in endpoint or endpoint.startswith(DNS_PREFIX):
+            raise EndpointError(
+                endpoint,
+                "it names several brokers, and an AsyncWorker serves one: run one on every "
+                "broker with plantd.mdp.fleet.WorkerFleet (the blocking Worker takes a broker "
+                "set as it is; docs/ha.md)",
+            )
         self.endpoint = check_endpoint(endpoint)
         self.service = service.encode() if isinstance(service, str) else service
         self.handler = handler
@@ -589,6 +600,8 @@ class Worker:
 
     ``handler(frames)`` runs in a pool of ``credit`` threads, so heartbeats continue while it
     works. ``run()`` blocks; ``start()`` runs in a background thread; ``stop()`` ends either.
+    ``endpoint`` may be a broker set (``tcp://a:9797,tcp://b:9797``, ``dns:tcp://NAME:PORT``):
+    then one AsyncWorker per broker shares the pool (:class:`plantd.mdp.fleet.WorkerFleet`).
     """
 
     def __init__(
@@ -609,27 +622,40 @@ class Worker:
     ) -> None:
         if handler is None:
             raise ValueError("Worker needs a handler")
-        self._worker = AsyncWorker(
-            endpoint,
-            service,
-            handler,
-            heartbeat_ms=heartbeat_ms,
-            liveness=liveness,
-            credit=credit,
-            dialect=dialect,
-            curve=curve,
-            context=context,
-            reconnect_ms=reconnect_ms,
-            max_reconnect_ms=max_reconnect_ms,
-            executor=ThreadPoolExecutor(max_workers=credit, thread_name_prefix="plantd-handler"),
-            caller_identity=caller_identity,
-        )
+        self._executor = ThreadPoolExecutor(max_workers=credit, thread_name_prefix="plantd-handler")
+
+        def on_broker(broker: str, share: int) -> AsyncWorker:
+            return AsyncWorker(
+                broker,
+                service,
+                handler,
+                heartbeat_ms=heartbeat_ms,
+                liveness=liveness,
+                credit=share,
+                dialect=dialect,
+                curve=curve,
+                context=context,
+                reconnect_ms=reconnect_ms,
+                max_reconnect_ms=max_reconnect_ms,
+                executor=self._executor,
+                caller_identity=caller_identity,
+            )
+
+        self._worker: AsyncWorker | WorkerFleet
+        if "," in endpoint or endpoint.startswith(DNS_PREFIX):
+            from plantd.mdp.fleet import WorkerFleet  # it imports this module
+
+            name = service.decode() if isinstance(service, bytes) else service
+            self._worker = WorkerFleet(endpoint, on_broker, credit=credit, service=name)
+        else:
+            self._worker = on_broker(endpoint, credit)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
 
     @property
-    def inner(self) -> AsyncWorker:
+    def inner(self) -> AsyncWorker | WorkerFleet:
+        """The AsyncWorker, or with a broker set the WorkerFleet (counters are summed)."""
         return self._worker
 
     def run(self) -> None:
@@ -643,9 +669,7 @@ class Worker:
         try:
             asyncio.run(main())
         finally:
-            ex = self._worker._executor
-            if ex is not None:
-                ex.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def start(self) -> Worker:
         """Serve in a background thread; returns self."""

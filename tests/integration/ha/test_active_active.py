@@ -30,8 +30,8 @@ from tests.kit.wait import wait_for
 from plantd.bus import Publisher, Subscriber
 from plantd.common import contract
 from plantd.common.keys import load_client
-from plantd.mdp import Client
-from plantd.mdp.errors import RequestTimeout
+from plantd.mdp import AsyncWorker, Client, Worker
+from plantd.mdp.errors import BrokerError, EndpointError, RequestTimeout
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +244,28 @@ def test_plant_services_asks_every_broker_of_a_set_and_says_which_answered(
     assert "error" in answers[1] and answers[1]["endpoint"] == plant.brokers[1].endpoint
     assert all(any(s["service"] == ECHO for s in answers[i]["services"]) for i in (0, 2))
     assert f"1 of 3 brokers did not answer: {plant.brokers[1].endpoint}" in done.stderr
+
+
+def test_a_blocking_worker_takes_a_broker_set_and_an_async_one_says_what_to_use(
+    plant: Plant,
+) -> None:
+    def shout(frames: list[bytes]) -> list[bytes]:
+        return [f.upper() for f in frames]
+
+    curve = load_client(plant.keys, contract.STATE)
+    worker = Worker(plant.broker_set, "test.shout", shout, credit=3, curve=curve).start()
+    try:
+        for broker in plant.brokers:
+            with plant.client(broker.endpoint, timeout=5.0, retries=2) as c:
+                got = wait_for(
+                    lambda c=c: c.request("test.shout", "hi", idempotent=True),
+                    20,
+                    f"the blocking worker on {broker.endpoint}",
+                    retry_on=(BrokerError,),
+                )
+                assert got == [b"HI"]
+        assert worker.inner.handled >= 3
+    finally:
+        worker.stop()
+    with pytest.raises(EndpointError, match="WorkerFleet"):
+        AsyncWorker(plant.broker_set, "test.shout", shout)

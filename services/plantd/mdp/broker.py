@@ -38,7 +38,6 @@ from plantd.common.registry import Rights
 from plantd.mdp._wire import _recv, send_multipart, send_routed
 from plantd.mdp.budgets import Limits
 from plantd.mdp.dispatcher import Dispatcher, Outgoing
-from plantd.mdp.errors import ErrorCode
 from plantd.mdp.stats import BrokerSnapshot, BrokerStats
 
 log = logging.getLogger(__name__)
@@ -330,7 +329,7 @@ class Broker:
         except Exception:
             log.exception("broker loop crashed; failing every pending request")
             with lock:
-                d.fail_everything(ErrorCode.SHUTTING_DOWN, "broker failed internally")
+                d.fail_everything("broker failed internally")
                 with contextlib.suppress(Exception):
                     self._flush()
             raise

@@ -11,7 +11,10 @@ the call; afterwards the socket is replaced, since its extra replies may still b
 A socket that timed out is also replaced (a new identity), so a stale reply can never be taken
 for the answer to a later request; so is one whose request ended in ``DEADLINE_EXCEEDED`` or
 ``WORKER_LOST`` (the request may still be with a worker), or that has an unread message left.
-Other error replies settle the request and keep the socket (and the client's routing id).
+Other error replies settle the request and keep the socket (and the client's routing id),
+except ``SHUTTING_DOWN``: the request was refused unrun by a broker (or worker) that is going
+away, so ``request`` sends it again on a new socket, which reaches another broker, until its
+timeout (drain-first rollouts lose no request of such a client; docs/ha.md).
 
 Error replies come as ``plantd.error`` frames or, in the legacy dialect, the original's JSON
 envelope; both raise :class:`BrokerError`. A malformed endpoint raises :class:`EndpointError`
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import random
 import time
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from typing import Any, Final, NamedTuple, cast
@@ -90,6 +94,17 @@ def _check_final(service: bytes, reply: Reply) -> list[bytes]:
     return reply.body
 
 
+# Pauses between sends of a request refused unrun (SHUTTING_DOWN: a draining broker or worker):
+# a draining broker turns unready first, and the Service (or the next broker of a set) takes
+# the new connection within about a second. The last one ends the loop (the deadline decides).
+_REFUSED_PAUSES: Final = (0.05, 0.1, 0.2, 0.4, 0.8, 0.8, 0.8, float("inf"))
+
+
+def _refused(error: BrokerError | None) -> bool:
+    """The request was refused and never ran: sending it again cannot apply it twice."""
+    return error is not None and error.code == ErrorCode.SHUTTING_DOWN
+
+
 def _settled(error: BrokerError | None) -> bool:
     """False when a later reply to this request may still arrive on the socket: then the
     socket must not serve another request (MDP has no request id to tell the replies apart)."""
@@ -121,6 +136,9 @@ def connect_brokers(sock: zmq.Socket[Any], brokers: list[str]) -> None:
     (``ZMQ_IMMEDIATE``: a request is never queued for a broker that is down)."""
     if len(brokers) > 1:
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        # In a random order: a new socket's first request goes to its first connected broker,
+        # and a request refused by a draining broker must not be sent to it again first.
+        brokers = random.sample(brokers, len(brokers))
     for endpoint in brokers:
         connect(sock, endpoint)
 
@@ -220,12 +238,31 @@ class Client:
         timeout: float | None = None,
         idempotent: bool = False,
     ) -> list[bytes]:
-        """Send one request and return the FINAL reply body (PARTIAL bodies are discarded)."""
-        last: list[bytes] = []
-        for part, final in self._exchange(_b(service), _frames(body), timeout, idempotent):
-            if final:
-                last = part
-        return last
+        """Send one request and return the FINAL reply body (PARTIAL bodies are discarded).
+
+        A request refused unrun (``SHUTTING_DOWN``: a draining broker or worker) is sent again
+        on a new connection, so it reaches another broker, within its timeout."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        refusal: BrokerError | None = None
+        for pause in _REFUSED_PAUSES:
+            try:
+                last: list[bytes] = []
+                for part, final in self._exchange(_b(service), _frames(body), timeout, idempotent):
+                    if final:
+                        last = part
+                return last
+            except RequestTimeout:
+                if refusal is not None:  # no other broker took it: say why it was refused
+                    raise refusal from None
+                raise
+            except BrokerError as exc:
+                if not _refused(exc) or time.monotonic() + pause >= deadline:
+                    raise
+                refusal = exc
+                self._reset()  # a new connection: the Service or the set picks another broker
+                time.sleep(pause)
+                timeout = max(0.001, deadline - time.monotonic())  # within the first deadline
+        raise AssertionError("unreachable")  # the last pause is infinite
 
     def stream(
         self, service: Frame, *body: Frame, timeout: float | None = None
@@ -414,12 +451,30 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109 - per-request deadline
         idempotent: bool = False,
     ) -> list[bytes]:
-        """Send one request and return the FINAL reply body."""
-        last: list[bytes] = []
-        async for part, final in self._exchange(_b(service), _frames(body), timeout, idempotent):
-            if final:
-                last = part
-        return last
+        """Send one request and return the FINAL reply body (a refused one is sent again on
+        a new socket within its timeout, as :meth:`Client.request` does)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        refusal: BrokerError | None = None
+        for pause in _REFUSED_PAUSES:
+            try:
+                last: list[bytes] = []
+                async for part, final in self._exchange(
+                    _b(service), _frames(body), timeout, idempotent
+                ):
+                    if final:
+                        last = part
+                return last
+            except RequestTimeout:
+                if refusal is not None:  # no other broker took it: say why it was refused
+                    raise refusal from None
+                raise
+            except BrokerError as exc:
+                if not _refused(exc) or time.monotonic() + pause >= deadline:
+                    raise
+                refusal = exc
+                await asyncio.sleep(pause)
+                timeout = max(0.001, deadline - time.monotonic())  # within the first deadline
+        raise AssertionError("unreachable")  # the last pause is infinite
 
     async def stream(
         self,
@@ -502,7 +557,10 @@ class AsyncClient:
                     continue
                 # Reused only when nothing more can come for this request (see Client).
                 error = _final_error(service, reply)
-                clean = sent == 1 and _settled(error) and not _readable(sock)
+                # A refusal comes from a broker that is going: its socket is not kept either.
+                clean = (
+                    sent == 1 and _settled(error) and not _refused(error) and not _readable(sock)
+                )
                 if error is not None:
                     raise error
                 yield reply.body, True

@@ -995,21 +995,24 @@ class Dispatcher:
         pending = any(w.load for w in self._workers.values()) or bool(self._queued)
         if pending and now < self._drain_deadline:
             return False
-        self.fail_everything(ErrorCode.SHUTTING_DOWN, "broker shut down before the reply")
+        self.fail_everything("broker shut down before the reply")
         return True
 
     def _fail_queue(self, svc: _Service, code: str, why: str) -> None:
         while svc.queued:
             self._reply_error(self._pop_next(svc), svc, code, why)
 
-    def fail_everything(self, code: str, why: str) -> None:
+    def fail_everything(self, why: str) -> None:
+        """The broker is going: queued requests were never run (``SHUTTING_DOWN``, safe to
+        send again, e.g. to another broker); those with a worker may have been
+        (``WORKER_LOST``, as when a worker dies mid-request)."""
         for svc in list(self._queued):
-            self._fail_queue(svc, code, why)
+            self._fail_queue(svc, ErrorCode.SHUTTING_DOWN, why)
         for w in list(self._workers.values()):
             for reqs in w.inflight.values():
                 for req in reqs:
                     if req.parts is not _FAILED:
-                        self._reply_error(req, w.service, code, why)
+                        self._reply_error(req, w.service, ErrorCode.WORKER_LOST, why)
             w.inflight.clear()
             self._send(w.ident, encode_broker_disconnect(w.dialect, w.delimited))
         self._workers.clear()

@@ -25,6 +25,7 @@ from tests.integration.broker.brokerkit import (
     make_keys,
 )
 from tests.kit.procs import PYTHON, base_env
+from tests.kit.timing import HEARTBEAT_MS
 from tests.kit.wait import wait_for
 
 from plantd.bus import Publisher, Subscriber
@@ -72,9 +73,9 @@ def stop_plant(plant: Plant) -> None:
         broker.stop()
 
 
-def served_by(plant: Plant, broker: BrokerProcess) -> bool:
+def served_by(plant: Plant, broker: BrokerProcess, service: str = ECHO) -> bool:
     with plant.client(broker.endpoint, timeout=2.0, retries=0) as c:
-        return c.mmi("mmi.service", ECHO) == [b"200"]
+        return c.mmi("mmi.service", service) == [b"200"]
 
 
 @pytest.fixture
@@ -253,7 +254,9 @@ def test_a_blocking_worker_takes_a_broker_set_and_an_async_one_says_what_to_use(
         return [f.upper() for f in frames]
 
     curve = load_client(plant.keys, contract.STATE)
-    worker = Worker(plant.broker_set, "test.shout", shout, credit=3, curve=curve).start()
+    worker = Worker(
+        plant.broker_set, "test.shout", shout, credit=3, curve=curve, heartbeat_ms=HEARTBEAT_MS
+    ).start()
     try:
         for broker in plant.brokers:
             with plant.client(broker.endpoint, timeout=5.0, retries=2) as c:
@@ -269,3 +272,45 @@ def test_a_blocking_worker_takes_a_broker_set_and_an_async_one_says_what_to_use(
         worker.stop()
     with pytest.raises(EndpointError, match="WorkerFleet"):
         AsyncWorker(plant.broker_set, "test.shout", shout)
+
+
+def test_a_draining_broker_refuses_and_the_client_moves_to_another(plant: Plant) -> None:
+    """SIGTERM: the broker finishes what its workers hold and refuses new requests unrun
+    (SHUTTING_DOWN); a client of the set sends those again elsewhere, so none fails."""
+    draining = plant.brokers[0]
+    release, started = threading.Event(), threading.Event()
+
+    def slow(frames: list[bytes]) -> list[bytes]:
+        started.set()
+        release.wait(10)  # holds the draining broker open while the test sends
+        return frames
+
+    curve = load_client(plant.keys, contract.STATE)
+    worker = Worker(
+        draining.endpoint, "test.slow", slow, curve=curve, heartbeat_ms=HEARTBEAT_MS
+    ).start()
+    held: list[list[bytes]] = []
+    try:
+        wait_for(lambda: served_by(plant, draining, "test.slow"), 20, "the slow worker")
+        holder = threading.Thread(
+            target=lambda: held.append(
+                plant.client(draining.endpoint, timeout=15.0, retries=0).request("test.slow", "x")
+            )
+        )
+        holder.start()
+        assert started.wait(10), "the slow request never reached its worker"
+        draining.signal()  # SIGTERM: drain
+        wait_for(lambda: not draining.ready(), 10, "the broker draining (unready)")
+        t_sent = time.monotonic()
+        with plant.client(plant.broker_set, timeout=5.0, retries=0) as c:
+            for n in range(30):  # round robin: about a third reach the draining broker first
+                assert c.request(ECHO, "echo", str(n)) == [str(n).encode()]
+        assert draining.alive()  # still draining: the refusals came from it
+        print(f"[ha] 30 requests during the drain in {time.monotonic() - t_sent:.2f}s")
+        release.set()
+        holder.join(10)
+        assert held == [[b"x"]], draining.log()  # what it held in flight was finished
+        assert draining.wait_exit(10) == 0
+    finally:
+        release.set()
+        worker.stop()

@@ -105,6 +105,31 @@ def _refused(error: BrokerError | None) -> bool:
     return error is not None and error.code == ErrorCode.SHUTTING_DOWN
 
 
+class _Refusals:
+    """When a request refused unrun is sent again (one policy for both clients): after each
+    pause of ``_REFUSED_PAUSES`` while the request's first deadline allows."""
+
+    def __init__(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.refusal: BrokerError | None = None
+        self._pauses = iter(_REFUSED_PAUSES)
+
+    def pause_after(self, error: BrokerError) -> float:
+        """Seconds to wait before sending again; raises ``error`` if it may not be sent."""
+        pause = next(self._pauses)
+        if not _refused(error) or time.monotonic() + pause >= self.deadline:
+            raise error
+        self.refusal = error
+        return pause
+
+    def remaining(self) -> float:
+        return max(0.001, self.deadline - time.monotonic())
+
+    def explain(self, timeout: RequestTimeout) -> BrokerError | RequestTimeout:
+        """After a refusal, no other broker answering in time: the refusal says more."""
+        return self.refusal if self.refusal is not None else timeout
+
+
 def _settled(error: BrokerError | None) -> bool:
     """False when a later reply to this request may still arrive on the socket: then the
     socket must not serve another request (MDP has no request id to tell the replies apart)."""
@@ -242,27 +267,21 @@ class Client:
 
         A request refused unrun (``SHUTTING_DOWN``: a draining broker or worker) is sent again
         on a new connection, so it reaches another broker, within its timeout."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        refusal: BrokerError | None = None
-        for pause in _REFUSED_PAUSES:
+        refusals = _Refusals(self.timeout if timeout is None else timeout)
+        while True:
             try:
                 last: list[bytes] = []
                 for part, final in self._exchange(_b(service), _frames(body), timeout, idempotent):
                     if final:
                         last = part
                 return last
-            except RequestTimeout:
-                if refusal is not None:  # no other broker took it: say why it was refused
-                    raise refusal from None
-                raise
+            except RequestTimeout as exc:
+                raise refusals.explain(exc) from None
             except BrokerError as exc:
-                if not _refused(exc) or time.monotonic() + pause >= deadline:
-                    raise
-                refusal = exc
+                pause = refusals.pause_after(exc)  # re-raises what may not be sent again
                 self._reset()  # a new connection: the Service or the set picks another broker
                 time.sleep(pause)
-                timeout = max(0.001, deadline - time.monotonic())  # within the first deadline
-        raise AssertionError("unreachable")  # the last pause is infinite
+                timeout = refusals.remaining()
 
     def stream(
         self, service: Frame, *body: Frame, timeout: float | None = None
@@ -453,9 +472,8 @@ class AsyncClient:
     ) -> list[bytes]:
         """Send one request and return the FINAL reply body (a refused one is sent again on
         a new socket within its timeout, as :meth:`Client.request` does)."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        refusal: BrokerError | None = None
-        for pause in _REFUSED_PAUSES:
+        refusals = _Refusals(self.timeout if timeout is None else timeout)
+        while True:
             try:
                 last: list[bytes] = []
                 async for part, final in self._exchange(
@@ -464,17 +482,12 @@ class AsyncClient:
                     if final:
                         last = part
                 return last
-            except RequestTimeout:
-                if refusal is not None:  # no other broker took it: say why it was refused
-                    raise refusal from None
-                raise
+            except RequestTimeout as exc:
+                raise refusals.explain(exc) from None
             except BrokerError as exc:
-                if not _refused(exc) or time.monotonic() + pause >= deadline:
-                    raise
-                refusal = exc
-                await asyncio.sleep(pause)
-                timeout = max(0.001, deadline - time.monotonic())  # within the first deadline
-        raise AssertionError("unreachable")  # the last pause is infinite
+                pause = refusals.pause_after(exc)  # re-raises what may not be sent again
+                await asyncio.sleep(pause)  # the refused socket was not kept: a new one next
+                timeout = refusals.remaining()
 
     async def stream(
         self,

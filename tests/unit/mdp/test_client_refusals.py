@@ -1,0 +1,40 @@
+"""The policy for requests refused unrun (SHUTTING_DOWN): sent again, within the deadline."""
+
+from __future__ import annotations
+
+import pytest
+
+from plantd.mdp.client import _Refusals
+from plantd.mdp.errors import BrokerError, ErrorCode, RequestTimeout
+
+
+def refused() -> BrokerError:
+    return BrokerError(ErrorCode.SHUTTING_DOWN, "broker is shutting down", "svc")
+
+
+def test_a_refusal_is_sent_again_with_growing_pauses() -> None:
+    policy = _Refusals(timeout=10.0)
+    assert [policy.pause_after(refused()) for _ in range(3)] == [0.05, 0.1, 0.2]
+    assert 9.0 < policy.remaining() <= 10.0
+
+
+@pytest.mark.parametrize("code", [ErrorCode.WORKER_LOST, ErrorCode.DEADLINE_EXCEEDED])
+def test_an_error_that_may_have_run_is_never_sent_again(code: str) -> None:
+    error = BrokerError(code, "maybe it ran", "svc")
+    with pytest.raises(BrokerError) as info:
+        _Refusals(timeout=10.0).pause_after(error)
+    assert info.value is error
+
+
+def test_no_pause_past_the_deadline_and_the_refusal_explains_a_later_timeout() -> None:
+    policy = _Refusals(timeout=0.12)
+    accepted = refused()
+    assert policy.pause_after(accepted) == 0.05  # 0.05 s fits in 0.12 s
+    late = refused()
+    policy._pauses = iter([0.5])  # a pause longer than what is left
+    with pytest.raises(BrokerError) as info:
+        policy.pause_after(late)
+    assert info.value is late
+    assert policy.explain(RequestTimeout("svc", 0.1, 1)) is accepted
+    plain = RequestTimeout("svc", 0.1, 1)
+    assert _Refusals(timeout=1.0).explain(plain) is plain

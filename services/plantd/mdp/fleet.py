@@ -83,6 +83,7 @@ class WorkerFleet:
         self.workers: dict[str, AsyncWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._drain_s = 5.0  # what stop() was given: the last drain must not extend it
         self._stop = asyncio.Event()
         self._failed: BaseException | None = None
         self.connected = _AnyConnected(self)
@@ -143,10 +144,11 @@ class WorkerFleet:
                 if self._failed is not None:
                     raise self._failed
         finally:
-            await self._stop_all(0.0 if self._failed else 5.0)
+            await self._stop_all(0.0 if self._failed else self._drain_s)
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a drain deadline
         """Finish in-flight requests on every broker (up to ``timeout``), DISCONNECT each."""
+        self._drain_s = timeout
         self._stop.set()
         await asyncio.gather(*(w.stop(timeout) for w in self.workers.values()))
 
@@ -159,13 +161,14 @@ class WorkerFleet:
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
             self.left += 1
+            # Its run task, kept in _retiring, finishes the requests in hand and says DISCONNECT.
+            worker.request_stop(5.0)
             log.info(
                 "worker %s: broker %s is gone from %s; leaving it",
                 self.service,
                 endpoint,
                 self.brokers.value,
             )
-            asyncio.get_running_loop().create_task(worker.stop(5.0))
         if not new:
             return
         shares = credit_split(self.credit, len(current))

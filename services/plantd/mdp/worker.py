@@ -588,6 +588,10 @@ class AsyncWorker:
 
         Requests arriving meanwhile get ``SHUTTING_DOWN``.
         """
+        self.request_stop(timeout)
+
+    def request_stop(self, timeout: float = 5.0) -> None:
+        """:meth:`stop` from plain code (it only flags the loop, which then drains)."""
         self._drain_deadline = time.monotonic() + timeout
         self._stopping = True
         if self._stop_event is not None:

@@ -10,6 +10,11 @@ process keeping 100 requests outstanding on a DEALER connected to all N brokers 
 robin, as ``plantd.mdp.Client`` does with a broker set). One broker is the baseline, measured in
 the same run and interleaved with the others, so load from elsewhere hits every cell alike.
 
+A second table prices the state service's write acknowledgement (``--redis-wait-replicas``):
+state-set through the broker to a Redis primary with one replica, acknowledged on the primary
+(the baseline, same run) or only once the replica confirmed it (``WAIT 1``), at 1 and 100 in
+flight.
+
 On two cores more brokers cannot add throughput (brokers, worker and load already share both);
 what scales is the broker CPU per round trip, printed per broker, from which the capacity on a
 machine with more cores is projected: one broker saturates at 1e6 / (its CPU us per round trip)
@@ -23,13 +28,16 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from bench._procs import free_endpoint, stop
 from bench._stats import median, ratio, table
 from bench.broker import SERVICE, _run_level, _spawn, _wait_ready
+from bench.state import RedisServer, Stack
 
 PY = sys.executable
 INFLIGHT = 100
@@ -74,6 +82,48 @@ def run_cell(brokers: int, duration: float, warmup: float) -> dict[str, Any]:
     finally:
         stop(procs[brokers:])  # the worker first: it says DISCONNECT to brokers still there
         stop(procs[:brokers])
+
+
+def wait_cost(reps: int, duration: float, warmup: float) -> dict[tuple[int, int], dict[str, float]]:
+    """state-set req/s and p99 with WAIT 0 / 1 at 1 and 100 in flight: medians by (wait, n)."""
+    with tempfile.TemporaryDirectory(prefix="bench-ha-") as tmp:
+        work = Path(tmp)
+        (work / "primary").mkdir()
+        (work / "replica").mkdir()
+        primary = RedisServer(work / "primary")
+        replica = RedisServer(work / "replica", replica_of=primary.port)
+        stacks: dict[int, Stack] = {}
+        try:
+            _wait_online_replica(primary.port)
+            for wait in (0, 1):
+                flags = ["--redis-wait-replicas", str(wait), "--redis-wait-timeout-ms", "1000"]
+                stacks[wait] = Stack("redis", 1, primary.url, work, extra=flags)
+            cells: dict[tuple[int, int], list[dict[str, Any]]] = {}
+            for _ in range(reps):
+                for n in (1, INFLIGHT):
+                    for wait, stack in stacks.items():  # interleaved: noise hits both alike
+                        r = stack.run("state-set", 1, n, duration, warmup, primary.proc.pid)
+                        cells.setdefault((wait, n), []).append(r)
+        finally:
+            for stack in stacks.values():
+                stack.close()
+            replica.close()
+            primary.close()
+    metrics = ("rps", "p50_ms", "p99_ms", "errors")
+    return {k: {m: median(x[m] for x in v) for m in metrics} for k, v in cells.items()}
+
+
+def _wait_online_replica(port: int, timeout: float = 20.0) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    with redis.Redis(port=port, socket_timeout=2) as r:
+        while time.monotonic() < deadline:
+            info = r.info("replication")
+            if any(isinstance(v, dict) and v.get("state") == "online" for v in info.values()):
+                return
+            time.sleep(0.05)
+    raise SystemExit("the Redis replica did not come in sync")
 
 
 def orchestrate(reps: int, duration: float) -> int:
@@ -136,6 +186,22 @@ def orchestrate(reps: int, duration: float) -> int:
         "* N x 1e6 / broker CPU per round trip: the brokers' ceiling when each has a core and "
         "workers and clients have cores of their own (not reachable on this 2-core machine)."
     )
+    waits = wait_cost(reps, duration, warmup)
+    rows = []
+    for n in (1, INFLIGHT):
+        for wait in (0, 1):
+            m = waits[wait, n]
+            rows.append(
+                [
+                    f"{'WAIT 1' if wait else 'primary only'}, {n} in flight",
+                    m["rps"],
+                    m["p50_ms"],
+                    m["p99_ms"],
+                    ratio(m["rps"], waits[0, n]["rps"]),
+                ]
+            )
+    print("\nstate-set acknowledgement, Redis primary + 1 replica, 1 state worker")
+    print(table(["cell", "req/s", "p50 ms", "p99 ms", "vs primary only"], rows))
     summary = {
         "bench": "ha",
         "reps": reps,
@@ -144,7 +210,16 @@ def orchestrate(reps: int, duration: float) -> int:
         **{f"brokers_{n}_p99_ms": round(med[n]["p99_ms"], 3) for n in BROKERS},
         **{f"brokers_{n}_vs_1": round(ratio(med[n]["rps"], base["rps"]), 3) for n in BROKERS},
         **{f"brokers_{n}_broker_cpu_us": round(med[n]["cpu_broker_us"], 2) for n in BROKERS},
-        "errors": sum(x["errors"] for v in results.values() for x in v),
+        **{
+            f"state_set_wait{w}_{n}_rps": round(waits[w, n]["rps"])
+            for w in (0, 1)
+            for n in (1, INFLIGHT)
+        },
+        "state_set_wait1_vs_0_at_100": round(
+            ratio(waits[1, INFLIGHT]["rps"], waits[0, INFLIGHT]["rps"]), 3
+        ),
+        "errors": sum(x["errors"] for v in results.values() for x in v)
+        + sum(int(m["errors"]) for m in waits.values()),
         "elapsed_s": round(time.monotonic() - t0, 1),
     }
     print(json.dumps(summary))

@@ -297,7 +297,14 @@ def _wait_workers(endpoint: str, service: bytes, count: int, timeout: float = 20
 class Stack:
     """A broker plus N workers (echo, or real `plantd state` processes) kept for many cells."""
 
-    def __init__(self, kind: str, workers: int, redis_url: str, data_dir: Path) -> None:
+    def __init__(
+        self,
+        kind: str,
+        workers: int,
+        redis_url: str,
+        data_dir: Path,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.kind = kind
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.procs = [_spawn(_role("broker", "--endpoint", self.endpoint))]
@@ -327,7 +334,7 @@ class Stack:
             ]
             if kind == "redis":
                 cmd += ["--redis-url", redis_url, "--redis-prefix", f"bench{workers}:"]
-            self.procs.append(_spawn(cmd))
+            self.procs.append(_spawn([*cmd, *extra]))
         self.cpu_pids = {"broker": self.procs[0].pid, "workers": [p.pid for p in self.procs[1:]]}
         _wait(self.endpoint, ECHO if kind == "echo" else STATE)
         _wait_workers(self.endpoint, self.service, workers)
@@ -412,7 +419,7 @@ def _redis_cell(
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, replica_of: int | None = None) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise SystemExit("redis-server is not installed: apt-get install -y redis-server")
@@ -432,6 +439,7 @@ class RedisServer:
                 "no",
                 "--daemonize",
                 "no",
+                *(["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []),
             ],
             stdout=subprocess.DEVNULL,
         )

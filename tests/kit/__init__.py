@@ -39,8 +39,10 @@ Processes (:mod:`.procs`, :mod:`.broker`)
 
 Redis (:mod:`.redis`)
     ``REDIS_SERVER``, ``INSTALL_HINT``, ``require_redis() -> path``.
-    ``RedisServer(workdir, *, appendonly, fsync, password, tls_dir)``: ``start()``, ``stop()``,
-    ``kill()``, ``url``, ``port``, ``ping()``, ``answering()``, ``command(*args)``.
+    ``RedisServer(workdir, *, appendonly, fsync, password, tls_dir, replica_of)``:
+    ``start()``, ``stop()``, ``kill()``, ``url``, ``port``, ``ping()``, ``answering()``,
+    ``command(*args)``. ``RedisSentinels(workdir, primary, *, count, master, down_after_ms)``:
+    ``start()``, ``stop()``, ``url`` (redis+sentinel://), ``primary_port()``.
 
 TLS (:mod:`.tls`)
     ``make_certs(directory) -> directory``: a throwaway CA (``ca.crt``) and a server certificate
@@ -60,7 +62,7 @@ from .broker import (
 from .net import free_port, free_ports, http_get, metric_value
 from .prereq import in_ci, require
 from .procs import PYTHON, ServiceProcess, base_env, stop_process
-from .redis import INSTALL_HINT, REDIS_SERVER, RedisServer, require_redis
+from .redis import INSTALL_HINT, REDIS_SERVER, RedisSentinels, RedisServer, require_redis
 from .timing import HEARTBEAT_MS, LIVENESS, START_TIMEOUT, expiry_s
 from .tls import make_certs
 from .wait import await_for, wait_for
@@ -74,6 +76,7 @@ __all__ = [
     "START_TIMEOUT",
     "BrokerPorts",
     "BrokerProcess",
+    "RedisSentinels",
     "RedisServer",
     "ServiceProcess",
     "await_for",

@@ -36,8 +36,10 @@ class RedisServer:
         fsync: str = "everysec",
         password: str | None = None,
         tls_dir: Path | None = None,
+        replica_of: RedisServer | None = None,
     ) -> None:
         self.exe = require_redis()
+        self.replica_of = replica_of
         self.workdir = workdir
         self.port = free_port()
         self.appendonly = appendonly
@@ -78,7 +80,9 @@ class RedisServer:
         else:
             args += ["--port", str(self.port)]
         if self.password:
-            args += ["--requirepass", self.password]
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
         return args
 
     def start(self, timeout: float = 10.0) -> RedisServer:
@@ -145,3 +149,93 @@ class RedisServer:
             parts = [f"${len(a.encode())}\r\n{a}\r\n" for a in args]
             s.sendall(f"*{len(args)}\r\n{''.join(parts)}".encode())
             return s.recv(65536).decode(errors="replace")
+
+
+class RedisSentinels:
+    """``count`` Sentinels (``redis-server --sentinel``) watching ``primary`` as ``master``,
+    quorum a majority; quick to act (down after ``down_after_ms``) so a test sees a failover
+    within seconds. Each has its own directory: Sentinel rewrites its config file."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        primary: RedisServer,
+        *,
+        count: int = 3,
+        master: str = "plant",
+        down_after_ms: int = 1000,
+    ) -> None:
+        self.exe = require_redis()
+        self.workdir = workdir
+        self.primary = primary
+        self.master = master
+        self.down_after_ms = down_after_ms
+        self.ports = [free_port() for _ in range(count)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        auth = f":{self.primary.password}@" if self.primary.password else ""
+        return f"redis+sentinel://{auth}{hosts}/{self.master}/0?sentinel_auth=no"
+
+    def start(self, timeout: float = 10.0) -> RedisSentinels:
+        quorum = len(self.ports) // 2 + 1
+        for i, port in enumerate(self.ports):
+            d = self.workdir / f"sentinel-{i}"
+            d.mkdir(parents=True, exist_ok=True)
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {d}",
+                f"logfile {d / 'sentinel.log'}",
+                f"sentinel monitor {self.master} 127.0.0.1 {self.primary.port} {quorum}",
+                f"sentinel down-after-milliseconds {self.master} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.master} 10000",
+                f"sentinel parallel-syncs {self.master} 1",
+            ]
+            if self.primary.password:
+                lines.append(f"sentinel auth-pass {self.master} {self.primary.password}")
+            conf = d / "sentinel.conf"
+            conf.write_text("\n".join(lines) + "\n")
+            conf.chmod(0o600)
+            self.procs.append(
+                subprocess.Popen(
+                    [self.exe, str(conf), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        deadline = time.monotonic() + timeout
+        while self.primary_port() != self.primary.port:
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"the Sentinels did not see the primary in {timeout} s")
+            time.sleep(0.05)
+        return self
+
+    def primary_port(self) -> int | None:
+        """The primary's port as the first answering Sentinel names it."""
+        for port in self.ports:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                    s.sendall(b"SENTINEL get-master-addr-by-name " + self.master.encode() + b"\r\n")
+                    reply = s.recv(256).decode(errors="replace").split("\r\n")
+            except OSError:
+                continue
+            # *2 $9 127.0.0.1 $4 6379: the port is the fifth line
+            if reply[0] == "*2" and len(reply) >= 5 and reply[4].isdigit():
+                return int(reply[4])
+        return None
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.procs = []

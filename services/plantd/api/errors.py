@@ -116,6 +116,7 @@ _TABLE: Final[dict[tuple[Origin, str], ErrorMapping]] = {
     (Origin.STATE, "SCOPE_EXISTS"): _m(_S.ALREADY_EXISTS, 409),
     (Origin.STATE, "CONFLICT"): _m(_S.ABORTED, 409),
     (Origin.STATE, "STORE_UNAVAILABLE"): _m(_S.UNAVAILABLE, 503),
+    (Origin.STATE, "NOT_REPLICATED"): _m(_S.UNAVAILABLE, 503),
     (Origin.STATE, "UNAUTHENTICATED"): _m(_S.UNAUTHENTICATED, 401),
     (Origin.STATE, "PERMISSION_DENIED"): _m(_S.PERMISSION_DENIED, 403),
     (Origin.STATE, "INTERNAL"): _m(_S.INTERNAL, 500),

@@ -64,6 +64,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from plantd.common import contract, endpoints
 from plantd.common.logging import LogFormat, LogLevel, hidden_field
+from plantd.common.redis_url import SENTINEL_SCHEMES, parse_sentinel_url
 
 # The labels of plantd.mdp.Dialect (this module must not import plantd.mdp).
 MdpDialect = Literal["mdp02", "mdp01", "legacy"]
@@ -302,15 +303,24 @@ class ServiceSettings(BaseSettings):
 
 
 def _redis_scheme(v: str) -> str:
-    if v and not v.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+    if v.startswith(SENTINEL_SCHEMES):
+        parse_sentinel_url(v)  # its ValueError says what is wrong
+    elif v and not v.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            "must start with redis://, rediss:// (TLS), unix://, or redis+sentinel:// "
+            "(rediss+sentinel:// for TLS)"
+        )
     return v
 
 
 RedisUrl = Annotated[
     str,
     AfterValidator(_redis_scheme),
-    Field(description="redis://[USER:PASSWORD@]HOST:PORT/DB, or rediss://... for TLS"),
+    Field(
+        description="redis://[USER:PASSWORD@]HOST:PORT/DB (rediss:// for TLS), or "
+        "redis+sentinel://[USER:PASSWORD@]HOST:PORT,HOST:PORT/MASTER[/DB] to follow a "
+        "Sentinel-managed primary (rediss+sentinel:// for TLS)"
+    ),
 ]
 RedisPassword = Annotated[
     SecretStr | None,
@@ -387,8 +397,12 @@ def check_redis_settings(s: _RedisChoice) -> None:
     """The Redis fields' cross-checks, for a model validator: :class:`ValueError` naming the fix."""
     if s.store == "redis" and not s.redis_url:
         raise ValueError(f"store=redis needs redis_url (--redis-url or {s.env_name('redis_url')})")
-    if s.redis_ca_file is not None and not s.redis_url.startswith("rediss://"):
-        raise ValueError("redis_ca_file is for TLS: use a rediss:// redis_url")
+    if s.redis_ca_file is not None and not s.redis_url.startswith(
+        ("rediss://", "rediss+sentinel://")
+    ):
+        raise ValueError(
+            "redis_ca_file is for TLS: use a rediss:// (or rediss+sentinel://) redis_url"
+        )
     if s.redis_password is not None and s.redis_password_file is not None:
         raise ValueError("give redis_password or redis_password_file, not both")
 

@@ -34,7 +34,8 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.commands.core import AsyncScript
 
-from plantd.common.redis_conn import RedisSetupError, RedisTarget, client_for, redact_url
+from plantd.common.redis_conn import RedisSetupError, RedisTarget, client_for
+from plantd.common.redis_url import redact_url
 from plantd.identity import records
 from plantd.identity import redis_scripts as lua
 from plantd.identity.errors import Code, Conflict, IdentityError, NotFound

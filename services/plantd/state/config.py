@@ -25,7 +25,7 @@ from plantd.common.config import (
     check_broker_set,
     check_redis_settings,
 )
-from plantd.common.redis_conn import redact_url
+from plantd.common.redis_url import redact_url
 from plantd.state.limits import Limits
 from plantd.state.redis_store import DEFAULT_PREFIX
 
@@ -70,6 +70,20 @@ class StateSettings(ServiceSettings):
         description="prefix of every Redis key, so several clusters can share one Redis",
     )
     redis_timeout_ms: RedisTimeoutMs = 2000
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="acknowledge a write only once this many Redis replicas have it (WAIT); "
+        "fewer within --redis-wait-timeout-ms answers NOT_REPLICATED. 0 = on the primary only "
+        "(a failover can lose the last writes; docs/ha.md)",
+    )
+    redis_wait_timeout_ms: int = Field(
+        500,
+        ge=1,
+        le=60_000,
+        description="how long a write waits for --redis-wait-replicas before NOT_REPLICATED",
+    )
     bus_endpoint: str = Field(
         DEFAULT_BUS_ENDPOINT,
         description="state bus publisher port (the broker's XSUB frontend) for change events",

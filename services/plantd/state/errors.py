@@ -7,7 +7,10 @@ are stable: clients and the gRPC gateway switch on them, so never rename one; ad
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from plantd.state.model import Change
 
 
 class Code:
@@ -21,6 +24,7 @@ class Code:
     SCOPE_EXISTS: Final = "SCOPE_EXISTS"  # create-scope of an existing scope
     CONFLICT: Final = "CONFLICT"  # if_version did not match (compare-and-set lost)
     STORE_UNAVAILABLE: Final = "STORE_UNAVAILABLE"  # the store is down; retry later
+    NOT_REPLICATED: Final = "NOT_REPLICATED"  # applied on the primary, too few replicas yet
     UNAUTHENTICATED: Final = "UNAUTHENTICATED"  # reserved for the identity issue
     PERMISSION_DENIED: Final = "PERMISSION_DENIED"  # reserved for the identity issue
     INTERNAL: Final = "INTERNAL"  # a bug: the message says what broke
@@ -34,6 +38,7 @@ class Code:
         SCOPE_EXISTS,
         CONFLICT,
         STORE_UNAVAILABLE,
+        NOT_REPLICATED,
         UNAUTHENTICATED,
         PERMISSION_DENIED,
         INTERNAL,
@@ -41,9 +46,13 @@ class Code:
 
 
 class StateError(Exception):
-    """A request that cannot be served; becomes one error reply, never a crash."""
+    """A request that cannot be served; becomes one error reply, never a crash.
 
-    __slots__ = ("code", "details", "field", "message")
+    ``changes`` is empty but for an error that still changed the store (``NOT_REPLICATED``:
+    the primary applied the write), so watchers hear of it like any other change.
+    """
+
+    __slots__ = ("changes", "code", "details", "field", "message")
 
     def __init__(
         self,
@@ -52,12 +61,14 @@ class StateError(Exception):
         *,
         field: str | None = None,
         details: dict[str, Any] | None = None,
+        changes: tuple[Change, ...] = (),
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.field = field
         self.details = details
+        self.changes = changes
 
     def envelope(self) -> dict[str, Any]:
         """The reply document for this error."""
@@ -114,6 +125,20 @@ def store_unavailable(detail: str) -> StateError:
         Code.STORE_UNAVAILABLE,
         f"the state store is unavailable ({detail}); the request was not acknowledged, "
         "retry shortly (a write whose reply is lost may still have been applied: re-read)",
+    )
+
+
+def not_replicated(
+    replicas: int, wanted: int, timeout_ms: int, changes: tuple[Change, ...]
+) -> StateError:
+    """A write the primary applied but only ``replicas`` of ``wanted`` confirmed in time."""
+    return StateError(
+        Code.NOT_REPLICATED,
+        f"the write was applied on the Redis primary but only {replicas} of the {wanted} "
+        f"replicas required confirmed it within {timeout_ms} ms; it is not acknowledged and "
+        "a failover now could lose it: re-read, and write again if it is gone",
+        details={"replicas": replicas, "wanted": wanted},
+        changes=changes,
     )
 
 

@@ -45,6 +45,8 @@ def build_store(settings: StateSettings) -> Store:
             password_file=settings.redis_password_file,
             ca_file=settings.redis_ca_file,
             socket_timeout=settings.redis_timeout_ms / 1000.0,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
     return SqliteStore(settings.data_dir, limits=limits, synchronous=settings.sqlite_sync)
 

@@ -8,7 +8,9 @@ costs one reply to parse.
 Outages: any connection error marks the store unavailable and starts a reconnect loop with
 backoff; until it succeeds every batch fails at once with ``StoreUnavailable`` (no waiting on
 dead sockets), and ``available`` drives ``/readyz``. redis-py's own retries are disabled: a
-retried pipeline could apply a write twice.
+retried pipeline could apply a write twice. The reconnect loop cannot die: whatever a connect
+attempt raises is logged and retried, and a batch or probe that finds the store down with no
+loop running starts one, so an outage always ends when Redis is back.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
-from plantd.common.redis_conn import RedisSetupError, RedisTarget, client_for, redact_url
+from plantd.common.redis_conn import RedisSetupError, RedisTarget, client_for
+from plantd.common.redis_url import redact_url
 from plantd.state import errors
 from plantd.state import redis_scripts as lua
 from plantd.state.errors import Code, StateError, StoreUnavailable
@@ -76,6 +79,10 @@ _DOWN = (
     OSError,
     asyncio.TimeoutError,
 )
+# What asyncio's transport leaks when a write meets a connection the peer already reset
+# (redis-py issue 4287: TypeError/AttributeError instead of ConnectionError on CPython 3.12+).
+# Raised while sending or reading on a pooled connection they mean "this connection is dead".
+_TRANSPORT_LEAKS = (TypeError, AttributeError)
 
 # (operation, its part of the script's reply) -> result. Plain functions, not a closure per
 # operation: a batch builds none.
@@ -99,6 +106,8 @@ class RedisStore(Store):
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
         max_backoff: float = 2.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         super().__init__(limits)
         self.url = url
@@ -125,11 +134,17 @@ class RedisStore(Store):
             str(limits.max_request_bytes),
         )
         self.store_errors = 0  # batches that failed on the store (metrics read it)
+        # WAIT after a batch that writes: its writes are acknowledged only once this many
+        # replicas have them (the cost is one replication round trip: bench/state.py --wait).
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self._wait_command = _pack(["WAIT", str(wait_replicas), str(wait_timeout_ms)])
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def describe(self) -> str:
-        return f"redis {redact_url(self.url)} prefix={self.prefix!r}"
+        wait = f" wait={self.wait_replicas}/{self.wait_timeout_ms}ms" if self.wait_replicas else ""
+        return f"redis {redact_url(self.url)} prefix={self.prefix!r}{wait}"
 
     def _make_client(self) -> aioredis.Redis:
         try:
@@ -178,13 +193,13 @@ class RedisStore(Store):
 
     async def close(self) -> None:
         self._available = False
+        client, self._client = self._client, None  # first: no reconnect loop starts again
         if self._reconnector is not None:
             self._reconnector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnector
             self._reconnector = None
-        if self._client is not None:
-            client, self._client = self._client, None
+        if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
 
@@ -199,10 +214,11 @@ class RedisStore(Store):
 
     async def ping(self) -> None:
         if not self._available:
+            self._ensure_reconnecting()
             raise StoreUnavailable(self._down_reason)
         try:
             await self._require_client().ping()
-        except _DOWN as exc:
+        except (*_DOWN, *_TRANSPORT_LEAKS) as exc:
             self._mark_down(_describe(exc))
             raise StoreUnavailable(self._down_reason) from exc
 
@@ -221,18 +237,31 @@ class RedisStore(Store):
             )
             self._down_since = time.monotonic()
         self._available = False
+        self._ensure_reconnecting()
+
+    def _ensure_reconnecting(self) -> None:
+        """Start the reconnect loop unless it runs (or the store was closed)."""
+        if self._client is None:
+            return
         if self._reconnector is None or self._reconnector.done():
             self._reconnector = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
         delay = 0.05
-        while not self._available:
+        while not self._available and self._client is not None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_backoff)
             try:
                 await self._connect()
             except StoreUnavailable as exc:
                 self._down_reason = f"redis {redact_url(self.url)}: {exc}"
+            except Exception as exc:  # any failure to connect is retried
+                # Not one of the errors we know (a transport leak, a client bug): the loop
+                # must outlive it, or the store would stay down after Redis is back.
+                reason = f"{type(exc).__name__}: {exc}"
+                if not self._down_reason.endswith(reason):
+                    log.warning("redis reconnect failed unexpectedly: %s; retrying", reason)
+                self._down_reason = f"redis {redact_url(self.url)}: {reason}"
 
     # ---- batches ------------------------------------------------------------------------------
 
@@ -242,11 +271,13 @@ class RedisStore(Store):
 
     async def execute(self, ops: Sequence[Op]) -> list[Result | StateError]:
         if not self._available:
+            self._ensure_reconnecting()
             raise StoreUnavailable(self._down_reason)
         keys = [self._k_scopes, self._k_revs, self._k_ttl]
         slots: dict[str, str] = {}
         argv: list[str] = [*self._argv_head]
         decoders: list[Decoder] = []
+        writes = False
         for op in ops:
             encoder = _ENCODERS.get(op.__class__)
             if encoder is None:
@@ -261,9 +292,15 @@ class RedisStore(Store):
             argv += (code, slot, scope, str(len(args)))
             argv += args
             decoders.append(decode)
-        command = _pack(["EVALSHA", lua.BATCH.sha, str(len(keys)), *keys, *argv])
+            writes = writes or op.__class__ in _WRITES
+        commands = [_pack(["EVALSHA", lua.BATCH.sha, str(len(keys)), *keys, *argv])]
+        wait = self.wait_replicas > 0 and writes
+        if wait:
+            commands.append(self._wait_command)  # same send: no extra round trip to Redis
         try:
-            [reply] = await self._run([command])
+            reply, *waited = await self._run(commands)
+            if isinstance(reply, rexc.ResponseError):
+                raise reply
         except rexc.ResponseError as exc:
             # The whole batch was refused (OOM, ACL, or a bug in the script): say so per op.
             log.error("redis refused a batch: %s", exc, extra={"operations": len(ops)})
@@ -276,7 +313,23 @@ class RedisStore(Store):
                 out.append(err)
             except _Refused as big:
                 out.append(big.error(op, self.limits))
+        if wait:
+            self._check_replicated(ops, out, waited[0])
         return out
+
+    def _check_replicated(
+        self, ops: Sequence[Op], out: list[Result | StateError], got: Any
+    ) -> None:
+        """Turn each write's success into NOT_REPLICATED when WAIT counted too few replicas."""
+        replicas = got if isinstance(got, int) else 0  # an error reply confirms nothing
+        if replicas >= self.wait_replicas:
+            return
+        for i, (op, res) in enumerate(zip(ops, out, strict=True)):
+            if op.__class__ in _WRITES and not isinstance(res, StateError):
+                changes: tuple[Change, ...] = getattr(res, "changes", ())
+                out[i] = errors.not_replicated(
+                    replicas, self.wait_replicas, self.wait_timeout_ms, changes
+                )
 
     async def _run(self, commands: list[bytes]) -> list[Any]:
         """Send packed commands on one connection; their replies, in order.
@@ -312,6 +365,9 @@ class RedisStore(Store):
                 except rexc.ResponseError as exc:  # the connection stays in step
                     error = error or exc
                     replies.append(exc)
+        except _TRANSPORT_LEAKS as exc:
+            await conn.disconnect()
+            raise rexc.ConnectionError(f"connection broken ({type(exc).__name__}: {exc})") from exc
         except BaseException:
             # A half-read reply would desynchronise the connection: drop it.
             await conn.disconnect()
@@ -326,6 +382,7 @@ class RedisStore(Store):
 
     async def sweep_expired(self, max_keys: int = 1000) -> list[Change]:
         if not self._available:
+            self._ensure_reconnecting()
             return []
         client = self._require_client()
         # Scopes whose earliest expiry is due by our clock (+1 s for skew; the script
@@ -386,6 +443,8 @@ def _pack(args: Sequence[str]) -> bytes:
 
 # Operations the batch script runs without a scope slot.
 _UNSCOPED: Final = frozenset((lua.OP_SCOPES, lua.OP_EXISTS))
+# Operations that change the store: what WAIT (``wait_replicas``) must confirm.
+_WRITES: Final = frozenset((Set, Delete, CreateScope, DeleteScope))
 
 Encoded = tuple[str, str, Sequence[str], Decoder]
 

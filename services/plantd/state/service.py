@@ -165,6 +165,8 @@ class StateService:
                     await asyncio.sleep(0)
                 if isinstance(res, StateError):
                     tally[(req.name, res.code)] += 1
+                    if res.changes:  # NOT_REPLICATED: the primary has it, watchers hear it
+                        changes.extend(res.changes)
                     continue
                 tally[(req.name, "ok")] += 1
                 if res is not None and res.changes:

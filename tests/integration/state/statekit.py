@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from tests.kit import (
@@ -37,13 +36,12 @@ from tests.kit import (
 
 from plantd.common import contract
 from plantd.common.curve import CurveClient
+from plantd.mdp import BrokerError, Client
+from plantd.state.client import StateClient
 from plantd.state.limits import Limits
 from plantd.state.redis_store import RedisStore
 from plantd.state.sqlite_store import SqliteStore
 from plantd.state.store import Store
-
-if TYPE_CHECKING:
-    from plantd.mdp import Client
 
 __all__ = [
     "INSTALL_HINT",
@@ -54,6 +52,7 @@ __all__ = [
     "RedisServer",
     "StateProc",
     "WriteStream",
+    "assert_all_present",
     "await_for",
     "base_env",
     "client_curve",
@@ -63,6 +62,7 @@ __all__ = [
     "make_keys",
     "opened_store",
     "page_changes",
+    "read_back",
     "require",
     "stop_process",
     "vm_hwm",
@@ -227,6 +227,7 @@ class WriteStream:
         self.in_flight = in_flight
         self.acked: dict[int, float] = {}  # write number -> monotonic time of the ack
         self.errors: dict[str, int] = {}
+        self.last_failure = 0.0  # monotonic time of the latest failed write
         self._next = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -249,12 +250,14 @@ class WriteStream:
             except Exception as exc:  # timeouts, broker errors: not acknowledged
                 name = type(exc).__name__
                 self.errors[name] = self.errors.get(name, 0) + 1
+                self.last_failure = time.monotonic()
                 continue
             if doc.get("success"):
                 self.acked[i] = time.monotonic()
             else:
                 code = str(doc.get("code"))
                 self.errors[code] = self.errors.get(code, 0) + 1
+                self.last_failure = time.monotonic()
 
     async def wait_acked(self, n: int, within: float = 20.0) -> None:
         await await_for(lambda: _true(len(self.acked) >= n), within, f"{n} acknowledged writes")
@@ -263,6 +266,35 @@ class WriteStream:
         self._stop.set()
         await asyncio.gather(*self._tasks)
         await self.client.close()
+
+
+def read_back(broker: Broker, scope: str, numbers: list[int]) -> dict[int, str | None]:
+    """Values of the given writes, read in batches of 500 keys.
+
+    A read the broker had handed to the killed worker comes back WORKER_LOST once the broker
+    notices (heartbeats); reads are idempotent, so those are retried.
+    """
+    out: dict[int, str | None] = {}
+    with Client(broker.endpoint, timeout=10, retries=0, curve=client_curve(broker.keys_dir)) as c:
+        sc = StateClient(c)
+        for i in range(0, len(numbers), 500):
+            chunk = numbers[i : i + 500]
+            keys = [WriteStream.key(n) for n in chunk]
+            for attempt in range(5):
+                try:
+                    items = sc.batch_get(scope, keys)["items"]
+                    break
+                except BrokerError as exc:
+                    if exc.code != "WORKER_LOST" or attempt == 4:
+                        raise
+            for n, item in zip(chunk, items, strict=True):
+                out[n] = item["value"] if item["found"] else None
+    return out
+
+
+def assert_all_present(found: dict[int, str | None]) -> None:
+    lost = [n for n, v in found.items() if v != str(n)]
+    assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:10]}"
 
 
 async def _true(value: bool) -> bool:

@@ -21,46 +21,19 @@ from statekit import (
     RedisServer,
     StateProc,
     WriteStream,
+    assert_all_present,
     await_for,
     client_curve,
     http_get,
+    read_back,
     require,
     wait_for,
 )
 
-from plantd.mdp import BrokerError, Client
+from plantd.mdp import Client
 from plantd.state.client import StateClient
 
 pytestmark = pytest.mark.integration
-
-
-def read_back(broker: Broker, scope: str, numbers: list[int]) -> dict[int, str | None]:
-    """Values of the given writes, read in batches of 500 keys.
-
-    A read the broker had handed to the killed worker comes back WORKER_LOST once the broker
-    notices (heartbeats); reads are idempotent, so those are retried.
-    """
-    out: dict[int, str | None] = {}
-    with Client(broker.endpoint, timeout=10, retries=0, curve=client_curve(broker.keys_dir)) as c:
-        sc = StateClient(c)
-        for i in range(0, len(numbers), 500):
-            chunk = numbers[i : i + 500]
-            keys = [WriteStream.key(n) for n in chunk]
-            for attempt in range(5):
-                try:
-                    items = sc.batch_get(scope, keys)["items"]
-                    break
-                except BrokerError as exc:
-                    if exc.code != "WORKER_LOST" or attempt == 4:
-                        raise
-            for n, item in zip(chunk, items, strict=True):
-                out[n] = item["value"] if item["found"] else None
-    return out
-
-
-def assert_all_present(found: dict[int, str | None]) -> None:
-    lost = [n for n, v in found.items() if v != str(n)]
-    assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:10]}"
 
 
 async def _has(stream: WriteStream, code: str) -> bool:

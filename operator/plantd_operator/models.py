@@ -155,6 +155,14 @@ class BrokerSpec(_Model):
     heartbeat: HeartbeatSpec = Field(
         default_factory=_new(HeartbeatSpec), description="Heartbeat settings for the bus."
     )
+    shutdown_grace_seconds: int = Field(
+        5,
+        ge=0,
+        le=600,
+        description="On termination a broker refuses new requests (clients move to another "
+        "broker) and lets the requests its workers hold finish for this long; the pod's "
+        "terminationGracePeriodSeconds covers it (docs/ha.md).",
+    )
     pod: PodOverrides = Field(
         default_factory=_new(PodOverrides), description="Scheduling and annotations of broker pods."
     )

@@ -52,6 +52,14 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
     put(naming.BROKER, contract.KEY_ENDPOINT, contract.CONTAINER_BROKER_BIND)
     put(naming.BROKER, contract.KEY_BUS_BIND, contract.CONTAINER_BIND_HOST)
     put(naming.BROKER, contract.KEY_HEARTBEAT_LIVENESS, hb.liveness)
+    put(naming.BROKER, contract.KEY_SHUTDOWN_GRACE_MS, spec.broker.shutdown_grace_seconds * 1000)
+    # A new broker takes clients only once plantd's workers found it (plantd.broker.ready_gate),
+    # so a rolling update moves on to the next broker only then.
+    put(
+        naming.BROKER,
+        contract.KEY_READY_SERVICES,
+        ",".join((contract.SERVICE_STATE, contract.SERVICE_IDENTITY)),
+    )
 
     redis_users = [naming.STATE]
     if ctx.identity_store == "redis":

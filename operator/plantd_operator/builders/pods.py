@@ -79,6 +79,25 @@ def http_probes(port_name: str) -> dict[str, Any]:
     }
 
 
+# Seconds a terminating pod keeps serving before SIGTERM: the endpoints controller and every
+# kube-proxy take this pod out of its Services meanwhile, so a client refused by the draining
+# process reconnects to another pod, not to this one again.
+PRESTOP_SLEEP_S = 3
+# What a plantd process may take after SIGTERM besides its own drain: the runner's margin
+# before it cancels (plantd.common.service) and the exit.
+STOP_MARGIN_S = 15
+
+
+def drain_lifecycle() -> dict[str, Any]:
+    """preStop: wait (kubelet's sleep action, no shell in the image) before SIGTERM."""
+    return {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}}
+
+
+def termination_grace_s(drain_s: int) -> int:
+    """terminationGracePeriodSeconds for a pod whose process drains for ``drain_s``."""
+    return max(30, PRESTOP_SLEEP_S + drain_s + STOP_MARGIN_S)
+
+
 def env_from_config(ctx: ClusterContext) -> list[dict[str, Any]]:
     return [{"configMapRef": {"name": naming.child(ctx.name, "config")}}]
 
@@ -147,6 +166,7 @@ def plantd_container(
         "resources": resources(component, spec_resources),
         "securityContext": container_security(),
         "volumeMounts": mounts,
+        "lifecycle": drain_lifecycle(),
         **http_probes(contract.PORT_NAME_METRICS),
     }
     if extra_env:
@@ -210,6 +230,7 @@ def pod_template(
     *,
     config_digest: str,
     uid: int = contract.IMAGE_UID,
+    termination_grace: int = 30,
 ) -> dict[str, Any]:
     """Pod template with labels, the config hash, overrides, mesh injection and security."""
     overrides = ctx.pod_overrides(component)
@@ -230,7 +251,7 @@ def pod_template(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security(uid),
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": termination_grace,
         "containers": containers,
         "volumes": volumes,
     }

@@ -155,8 +155,16 @@ def deployment(ctx: ClusterContext, component: str) -> dict[str, Any]:
         # Its rate limits live in the same Redis as the pod's service (config.gateway_settings).
         sidecar["volumeMounts"] += redis_mounts
         containers.append(sidecar)
+    # The broker drains for shutdown_grace_seconds; state and identity finish the batch in
+    # hand and say DISCONNECT within the runner's 10 s.
+    drain_s = ctx.spec.broker.shutdown_grace_seconds if component == naming.BROKER else 10
     template = pods.pod_template(
-        ctx, component, containers, volumes, config_digest=_digest(ctx, component)
+        ctx,
+        component,
+        containers,
+        volumes,
+        config_digest=_digest(ctx, component),
+        termination_grace=pods.termination_grace_s(drain_s),
     )
     return {
         "apiVersion": "apps/v1",
@@ -283,7 +291,9 @@ def services(ctx: ClusterContext) -> list[dict[str, Any]]:
     out.append(_service(ctx, naming.child(ctx.name, naming.BROKER), naming.BROKER, broker_ports))
     headless = _service(ctx, naming.headless(ctx.name, naming.BROKER), naming.BROKER, broker_ports)
     headless["spec"]["clusterIP"] = "None"
-    headless["spec"]["publishNotReadyAddresses"] = False
+    # Workers and publishers find a new broker through this name BEFORE it is ready: its
+    # readiness waits for their workers (ready_services), and clients use the other Service.
+    headless["spec"]["publishNotReadyAddresses"] = True
     headless["spec"]["selector"] = sel
     out.append(headless)
     for component in (naming.STATE, naming.IDENTITY):

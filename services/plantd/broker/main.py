@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
+import time
+from collections.abc import Callable
 
+from plantd.broker.ready_gate import ReadyGate
 from plantd.broker.service import BrokerService
 from plantd.bus.proxy import BusError
 from plantd.common.config import BrokerSettings, ServiceSettings
@@ -17,6 +21,8 @@ from plantd.common.keys import KeysError
 from plantd.common.options import service_command
 from plantd.common.registry import RegistryError
 from plantd.common.service import ServiceContext, ServiceError
+
+log = logging.getLogger("plantd.broker")
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -29,6 +35,8 @@ async def main(ctx: ServiceContext) -> None:
         raise ServiceError(str(exc)) from None
     ctx.add_liveness("broker", service.alive)
     ctx.add_readiness("broker", service.ready)
+    if settings.ready_services:
+        ctx.add_readiness("workers", _workers_gate(settings, service))
     service.start_worker()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, service.reload_now)
@@ -48,6 +56,30 @@ async def _watch(service: BrokerService, every: float) -> None:
     while True:
         await asyncio.sleep(every)
         service.reload()
+
+
+def _workers_gate(settings: BrokerSettings, service: BrokerService) -> Callable[[], bool]:
+    """The readiness check of ``ready_services`` (plantd.broker.ready_gate), logged once."""
+    gate = ReadyGate(
+        settings.ready_services, settings.ready_services_wait_ms / 1000.0, time.monotonic()
+    )
+
+    def check() -> bool:
+        if gate.open:
+            return True
+        if not gate.check(time.monotonic(), service.registered_services):
+            return False
+        if gate.timed_out:
+            log.warning(
+                "ready without workers for %s after %d ms (ready_services_wait_ms)",
+                ", ".join(sorted(gate.missing)),
+                settings.ready_services_wait_ms,
+            )
+        else:
+            log.info("ready: every service in ready_services has a worker here")
+        return True
+
+    return check
 
 
 def _grace(settings: ServiceSettings) -> float:

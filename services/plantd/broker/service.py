@@ -390,3 +390,10 @@ class BrokerService:
 
     def ready(self) -> bool:
         return self._started and self.alive()
+
+    def registered_services(self) -> list[str]:
+        """Services with at least one worker registered at this broker now."""
+        broker = self.broker
+        if broker is None:
+            return []
+        return [s.name for s in broker.snapshot().services if s.workers > 0]

@@ -46,6 +46,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal, Protocol, Self
 import yaml
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -297,6 +298,17 @@ class ServiceSettings(BaseSettings):
         return out
 
 
+def split_commas(v: object) -> object:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (flags and environment); lists pass through."""
+    if isinstance(v, str):
+        return [item.strip() for item in v.split(",") if item.strip()]
+    return v
+
+
+# A list setting given as comma-separated text on the command line or in the environment.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+
+
 # ---- Redis connection settings (the state and identity stores: plantd.common.redis_conn) ----
 # Each service declares the fields (their order is its --help order) with these types, so the
 # descriptions, bounds and the URL check have one authority.
@@ -530,6 +542,19 @@ class BrokerSettings(ServiceSettings):
     )
     shutdown_grace_ms: int = Field(
         5_000, ge=0, le=600_000, description="on SIGTERM, wait this long for in-flight requests"
+    )
+    ready_services: CommaList = Field(
+        default_factory=list,
+        max_length=64,
+        description="comma-separated services that must have a worker registered here before "
+        "/readyz says ready (a rolling update then waits for them); [] = ready at once",
+    )
+    ready_services_wait_ms: int = Field(
+        30_000,
+        ge=0,
+        le=600_000,
+        description="ready anyway this long after start when a ready_services worker has not "
+        "come (a missing service must not keep the whole bus out of its Service)",
     )
     # Machine identities (plantd.common.registry; docs/security.md "Registry").
     registry: str = Field(

@@ -46,14 +46,6 @@ def resolve_brokers(value: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-async def resolve_brokers_async(value: str) -> list[str]:
-    """:func:`resolve_brokers` without blocking the loop (lookups only for ``dns:`` entries)."""
-    entries = endpoints.parse_endpoint_set(value)
-    if not any(e.discover for e in entries):
-        return [e.endpoint for e in entries]
-    return await asyncio.get_running_loop().run_in_executor(None, resolve_brokers, value)
-
-
 async def lookup(host: str, port: int) -> list[str]:
     """:func:`addresses_of` in a thread: a slow DNS server must not stall the loop."""
     return await asyncio.get_running_loop().run_in_executor(None, addresses_of, host, port)

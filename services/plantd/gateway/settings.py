@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import NoDecode
 
 from plantd.common import contract
 from plantd.common.config import (
     DEFAULT_EVENT_SUB,
     AuthCacheEntries,
     AuthIssuer,
+    CommaList,
     JwksFile,
     JwksRefreshS,
     NotBeforeSubEndpoint,
@@ -292,7 +292,7 @@ class GatewaySettings(ServiceSettings):
     rest_port: int = Field(
         contract.REST_PORT, ge=0, le=65535, description="REST edge port (0 = any free port)"
     )
-    rest_cors_origins: Annotated[list[str], NoDecode] = Field(
+    rest_cors_origins: CommaList = Field(
         default_factory=list,
         max_length=64,
         description="comma-separated origins browsers may call from (exact, e.g. "
@@ -322,13 +322,6 @@ class GatewaySettings(ServiceSettings):
         description="a WebSocket without an Authorization header must send its auth message "
         "within this time",
     )
-
-    @field_validator("rest_cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [o.strip() for o in v.split(",") if o.strip()]
-        return v
 
     @field_validator("rest_cors_origins", mode="after")
     @classmethod

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import NoDecode
 
 from plantd.common import contract
 from plantd.common.config import (
     REDIS_CLI_HIDDEN,
+    CommaList,
     RedisCaFile,
     RedisPassword,
     RedisPasswordFile,
@@ -99,7 +99,7 @@ class IdentitySettings(ServiceSettings):
         "its RFC 7638 thumbprint (the operator mounts its Secret here); overrides jwt_keys_dir",
     )
     issuer: str = Field(DEFAULT_ISSUER, min_length=1, max_length=255, description="JWT iss")
-    audiences: Annotated[list[str], NoDecode] = Field(
+    audiences: CommaList = Field(
         list(contract.TOKEN_AUDIENCES),
         min_length=1,
         max_length=16,
@@ -158,13 +158,6 @@ class IdentitySettings(ServiceSettings):
     @classmethod
     def _bus(cls, v: str) -> str:
         return check_broker_set(v)  # publishers reach every broker
-
-    @field_validator("audiences", mode="before")
-    @classmethod
-    def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [a.strip() for a in v.split(",") if a.strip()]
-        return v
 
     @field_validator("data_dir", "jwt_keys_dir", mode="after")
     @classmethod

@@ -43,7 +43,7 @@ import zmq.asyncio
 from plantd.common import endpoints
 from plantd.common.contract import DEFAULT_BROKER_CONNECT
 from plantd.common.curve import CurveClient
-from plantd.common.discovery import resolve_brokers, resolve_brokers_async
+from plantd.common.discovery import BrokerSet, resolve_brokers
 from plantd.mdp.codec import Dialect, Reply, decode_reply, encode_request, parse_error_reply
 from plantd.mdp.errors import (
     BrokerError,
@@ -367,7 +367,9 @@ class _Pool:
         limit: int,
     ) -> None:
         self._ctx = ctx
-        self._endpoint = endpoint
+        # A name that stops resolving keeps its last answer: a DNS hiccup must not leave a
+        # new socket connected to no broker at all.
+        self._brokers = BrokerSet(endpoint)
         self._curve = curve
         self._idle: list[zmq.asyncio.Socket] = []
         self._open = 0
@@ -387,7 +389,7 @@ class _Pool:
                 return self._idle.pop()
             self._open += 1  # counted before the await: the limit holds while we resolve
         try:
-            brokers = await resolve_brokers_async(self._endpoint)
+            brokers = await self._brokers.resolve()
             sock = self._ctx.socket(zmq.DEALER)
             try:
                 _configure(sock, self._curve)

@@ -362,3 +362,42 @@ def test_several_brokers_get_workers_and_publishers_on_each(ctx_factory: Factory
     # The names it looks up are a Service the operator renders.
     services = by_kind(render_children(ctx_factory({"broker": {"replicas": 3}})), "Service")
     assert services["demo-broker-headless"]["spec"]["clusterIP"] == "None"
+
+
+def test_rollouts_drain_first(ctx_factory: Factory) -> None:
+    """preStop before SIGTERM, a grace period that covers the drain, one pod at a time, and a
+    broker that takes clients only once plantd's workers found it (docs/ha.md)."""
+    children = render_children(ctx_factory({"broker": {"replicas": 3, "shutdownGraceSeconds": 40}}))
+    deployments = by_kind(children, "Deployment")
+    for name, dep in deployments.items():
+        pod = dep["spec"]["template"]["spec"]
+        for container in pod["containers"]:  # the gateway sidecars too
+            assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 3}}}, name
+        assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    broker_pod = deployments["demo-broker"]["spec"]["template"]["spec"]
+    assert broker_pod["terminationGracePeriodSeconds"] == 3 + 40 + 15
+    assert (
+        deployments["demo-state"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    )
+    config = by_kind(children, "ConfigMap")["demo-config"]["data"]
+    assert config["PLANTD_BROKER_SHUTDOWN_GRACE_MS"] == "40000"
+    assert config["PLANTD_BROKER_READY_SERVICES"] == "org.plantd.State,org.plantd.Identity"
+    # Workers must find an unready broker (its readiness waits for them); clients must not.
+    services = by_kind(children, "Service")
+    assert services["demo-broker-headless"]["spec"]["publishNotReadyAddresses"] is True
+    assert "publishNotReadyAddresses" not in services["demo-broker"]["spec"]
+    pdbs = by_kind(children, "PodDisruptionBudget")
+    assert pdbs["demo-broker"]["spec"]["maxUnavailable"] == 1
+    # The default keeps the 30 s Kubernetes gives anyway.
+    default = by_kind(render_children(ctx_factory()), "Deployment")["demo-broker"]
+    assert default["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+
+
+def test_the_rendered_broker_settings_are_ones_the_broker_accepts(ctx_factory: Factory) -> None:
+    from plantd.common.config import BrokerSettings
+
+    config = by_kind(render_children(ctx_factory()), "ConfigMap")["demo-config"]["data"]
+    env = {k: v for k, v in config.items() if k.startswith("PLANTD_BROKER_")}
+    settings = BrokerSettings.load(environ=env)
+    assert settings.ready_services == ["org.plantd.State", "org.plantd.Identity"]
+    assert settings.shutdown_grace_ms == 5000

@@ -180,6 +180,13 @@ class StateSettings(ServiceSettings):
     @model_validator(mode="after")
     def _store_needs(self) -> StateSettings:
         check_redis_settings(self)
+        if self.redis_wait_replicas and self.redis_wait_timeout_ms >= self.redis_timeout_ms:
+            # WAIT holds the reply that long: past redis_timeout_ms the read gives up first
+            # and every write would fail as STORE_UNAVAILABLE instead of NOT_REPLICATED.
+            raise ValueError(
+                f"redis_wait_timeout_ms ({self.redis_wait_timeout_ms}) must be below "
+                f"redis_timeout_ms ({self.redis_timeout_ms})"
+            )
         if self.max_batch_reply_bytes < self.max_reply_bytes:
             raise ValueError("max_batch_reply_bytes must be at least max_reply_bytes")
         if self.max_reply_bytes < self.max_value_bytes + 64 * 1024:

@@ -135,7 +135,7 @@ class RedisStore(Store):
         )
         self.store_errors = 0  # batches that failed on the store (metrics read it)
         # WAIT after a batch that writes: its writes are acknowledged only once this many
-        # replicas have them (the cost is one replication round trip: bench/state.py --wait).
+        # replicas have them (the cost is one replication round trip: python -m bench.ha).
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self._wait_command = _pack(["WAIT", str(wait_replicas), str(wait_timeout_ms)])

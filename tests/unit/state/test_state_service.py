@@ -291,3 +291,13 @@ def test_watch_bus_endpoint_follows_the_broker_endpoint() -> None:
     assert for_endpoint("tcp://10.0.0.5:9897") == "tcp://10.0.0.5:11101"
     assert for_endpoint("tcp://h:9797", "tcp://other:1") == "tcp://other:1"
     assert for_endpoint("ipc:///tmp/x") == "tcp://127.0.0.1:11001"
+
+
+def test_wait_for_replicas_must_end_before_the_redis_read_timeout() -> None:
+    url = {"store": "redis", "redis_url": "redis+sentinel://s1,s2/plant"}
+    ok = StateSettings.load(flags={**url, "redis_wait_replicas": 1})
+    assert (ok.redis_wait_replicas, ok.redis_wait_timeout_ms) == (1, 500)
+    with pytest.raises(ConfigError, match=r"redis_wait_timeout_ms \(3000\) must be below"):
+        StateSettings.load(flags={**url, "redis_wait_replicas": 1, "redis_wait_timeout_ms": 3000})
+    with pytest.raises(ConfigError, match="name the master"):
+        StateSettings.load(flags={"store": "redis", "redis_url": "redis+sentinel://s1"})

@@ -63,6 +63,9 @@ class BrokerSet:
         self.entries = endpoints.parse_endpoint_set(value)  # InvalidEndpoint if bad
         self._resolver = resolver
         self._last: dict[str, list[str]] = {}
+        # Names failing now: warned about once per outage (the client pool resolves for every
+        # new socket, so a warning per lookup would be one per request while DNS is down).
+        self._failing: set[str] = set()
 
     @property
     def discovering(self) -> bool:
@@ -78,12 +81,17 @@ class BrokerSet:
             try:
                 addresses = await self._resolver(host, port)
                 self._last[entry.endpoint] = [endpoints.tcp_endpoint(a, port) for a in addresses]
+                if entry.endpoint in self._failing:
+                    self._failing.discard(entry.endpoint)
+                    log.info("broker name %s resolves again", host)
             except OSError as exc:
-                log.warning(
-                    "cannot resolve broker name %s (%s); keeping the %d broker(s) it had",
-                    host,
-                    exc,
-                    len(self._last.get(entry.endpoint, [])),
-                )
+                if entry.endpoint not in self._failing:
+                    self._failing.add(entry.endpoint)
+                    log.warning(
+                        "cannot resolve broker name %s (%s); keeping the %d broker(s) it had",
+                        host,
+                        exc,
+                        len(self._last.get(entry.endpoint, [])),
+                    )
             found.extend(self._last.get(entry.endpoint, []))
         return list(dict.fromkeys(found))  # in order, each once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -93,3 +94,28 @@ def test_a_static_set_never_looks_anything_up() -> None:
     brokers = BrokerSet("tcp://a:1,tcp://b:2", resolver)
     assert not brokers.discovering
     assert asyncio.run(brokers.resolve()) == ["tcp://a:1", "tcp://b:2"]
+
+
+def test_a_failing_name_is_warned_about_once_per_outage(caplog: pytest.LogCaptureFixture) -> None:
+    answers: list[list[str] | OSError] = [OSError("SERVFAIL")] * 3 + [["10.0.0.1"], OSError("x")]
+
+    async def resolver(host: str, port: int) -> list[str]:
+        answer = answers.pop(0)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+    brokers = BrokerSet("dns:tcp://peers:9797", resolver)
+
+    async def rounds() -> None:
+        for _ in range(5):
+            await brokers.resolve()
+
+    with caplog.at_level(logging.INFO, logger="plantd.discovery"):
+        asyncio.run(rounds())
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if m.startswith("cannot resolve")] == [
+        "cannot resolve broker name peers (SERVFAIL); keeping the 0 broker(s) it had",
+        "cannot resolve broker name peers (x); keeping the 1 broker(s) it had",
+    ]
+    assert said.count("broker name peers resolves again") == 1

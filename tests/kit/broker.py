@@ -67,13 +67,20 @@ class BrokerProcess(ServiceProcess):
         extra: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         heartbeat_ms: int = HEARTBEAT_MS,
+        shutdown_quiet_ms: int = 0,
     ) -> None:
         self.workdir = workdir
         self.ports = ports or BrokerPorts()
         self.keys_dir = curve_keys
         self.extra = list(extra)
         # Through the environment, so a test's own --heartbeat-ms in ``extra`` still wins.
-        env = {"PLANTD_BROKER_HEARTBEAT_MS": str(heartbeat_ms), **(env or {})}
+        # The quiet period after SIGTERM (1 s by default) only matters to a test of the drain
+        # (those pass it); elsewhere it would add a second to every broker's teardown.
+        env = {
+            "PLANTD_BROKER_HEARTBEAT_MS": str(heartbeat_ms),
+            "PLANTD_BROKER_SHUTDOWN_QUIET_MS": str(shutdown_quiet_ms),
+            **(env or {}),
+        }
         super().__init__(
             "plantd.broker",
             self._args(),
@@ -124,10 +131,17 @@ def broker_process(
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     heartbeat_ms: int = HEARTBEAT_MS,
+    shutdown_quiet_ms: int = 0,
 ) -> BrokerProcess:
     """A broker process, not started yet: ``.start().wait_ready()`` or ``.start_ready()``."""
     return BrokerProcess(
-        tmp, ports, curve_keys=curve_keys, extra=extra, env=env, heartbeat_ms=heartbeat_ms
+        tmp,
+        ports,
+        curve_keys=curve_keys,
+        extra=extra,
+        env=env,
+        heartbeat_ms=heartbeat_ms,
+        shutdown_quiet_ms=shutdown_quiet_ms,
     )
 
 

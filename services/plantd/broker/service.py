@@ -16,6 +16,8 @@ endpoint.
 
 Shutdown order (SIGTERM): the broker stops taking requests (new ones get ``SHUTTING_DOWN``),
 in-flight requests may finish for ``shutdown_grace_ms``, the rest fail with ``SHUTTING_DOWN``;
+it closes once no client request came for ``shutdown_quiet_ms`` (each was refused, so the
+clients moved to another broker; closing loses what was just sent) or at the grace deadline;
 then the internal worker, then the buses, then the context.
 """
 
@@ -340,7 +342,8 @@ class BrokerService:
         if self.broker is not None:
             # Blocking join of the broker thread; off the loop so the internal worker keeps
             # answering in-flight org.plantd.Broker requests while the broker drains.
-            await asyncio.to_thread(self.broker.stop, grace)
+            quiet = self.settings.shutdown_quiet_ms / 1000.0
+            await asyncio.to_thread(self.broker.stop, grace, quiet)
         if self.worker is not None:
             await self.worker.stop(timeout=1.0)
         if self._worker_task is not None:

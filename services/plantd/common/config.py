@@ -543,6 +543,14 @@ class BrokerSettings(ServiceSettings):
     shutdown_grace_ms: int = Field(
         5_000, ge=0, le=600_000, description="on SIGTERM, wait this long for in-flight requests"
     )
+    shutdown_quiet_ms: int = Field(
+        1_000,
+        ge=0,
+        le=60_000,
+        description="on SIGTERM, also keep refusing new requests until none came for this "
+        "long (within shutdown_grace_ms), so connected clients move to another broker before "
+        "this one closes; 0 = close as soon as nothing is in flight",
+    )
     ready_services: CommaList = Field(
         default_factory=list,
         max_length=64,

@@ -164,6 +164,7 @@ class Broker:
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._drain_timeout = 0.0
+        self._drain_quiet = 0.0
         self._discard: _Discard | None = None
         # Sends to peers whose pipe is at its HWM, in order, per routing id.
         self._held: dict[bytes, deque[Outgoing]] = {}
@@ -248,21 +249,25 @@ class Broker:
             self._open()
         self._run_loop()
 
-    def request_stop(self, drain_timeout: float = 5.0) -> None:
-        """Ask the loop to drain and stop, without waiting (safe from signal handlers)."""
+    def request_stop(self, drain_timeout: float = 5.0, quiet: float = 0.0) -> None:
+        """Ask the loop to drain and stop, without waiting (safe from signal handlers).
+        ``quiet``: also keep refusing until no client request came for this long (within
+        ``drain_timeout``; see :meth:`Dispatcher.drain_step`)."""
         self._drain_timeout = max(0.0, drain_timeout)
+        self._drain_quiet = max(0.0, quiet)
         self._stop_requested.set()
         if self._wake_w is not None:
             with contextlib.suppress(zmq.ZMQError):
                 self._wake_w.send(b"", _NOBLOCK)
 
-    def stop(self, drain_timeout: float = 5.0) -> None:
+    def stop(self, drain_timeout: float = 5.0, quiet: float = 0.0) -> None:
         """Stop accepting requests (``SHUTTING_DOWN``), let in-flight ones finish for up to
-        ``drain_timeout`` seconds, fail the rest, DISCONNECT every worker, close the sockets."""
+        ``drain_timeout`` seconds (and, with ``quiet``, refuse until clients stopped sending),
+        fail the rest, DISCONNECT every worker, close the sockets."""
         if self._sock is None and self._thread is None:
             self._stopped.set()
             return
-        self.request_stop(drain_timeout)
+        self.request_stop(drain_timeout, quiet)
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(drain_timeout + 5.0)
@@ -305,7 +310,9 @@ class Broker:
                             self._monitor.drain()
                         d.tick(now, expire_workers=self._discard is None)
                         next_tick = now + _TICK_S
-                        if self._stop_requested.is_set() and d.drain_step(now, self._drain_timeout):
+                        if self._stop_requested.is_set() and d.drain_step(
+                            now, self._drain_timeout, self._drain_quiet
+                        ):
                             self._flush()
                             break
                     if d.out:

@@ -274,6 +274,7 @@ class Dispatcher:
         self.started_at = now
         self.draining = False
         self._drain_deadline = 0.0
+        self._quiet_from = 0.0  # drain start or the last refusal since, whichever is later
         self._next_hb = now + heartbeat_s
 
         self._services: dict[bytes, _Service] = {}
@@ -422,6 +423,7 @@ class Dispatcher:
             )
             return
         if self.draining:
+            self._quiet_from = self.now
             self._reply_error(req, None, ErrorCode.SHUTTING_DOWN, "broker is shutting down")
             return
         if name.startswith(MMI_PREFIX):
@@ -983,17 +985,26 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ shutdown
 
-    def drain_step(self, now: float, drain_timeout: float) -> bool:
-        """One step of graceful shutdown; True when the caller may stop."""
+    def drain_step(self, now: float, drain_timeout: float, quiet: float = 0.0) -> bool:
+        """One step of graceful shutdown; True when the caller may stop (close the socket).
+
+        That is once no worker holds a request, nothing is queued, and no client request came
+        (each was refused) for ``quiet`` seconds; or at the drain deadline. The quiet period
+        exists because closing loses whatever a client has just sent (it is on the wire or in
+        the socket's queue): a client still sending here gets refusals and moves to another
+        broker, and the broker closes only once nobody is sending to it.
+        """
         self.now = now
         if not self.draining:
             self.draining = True
             self._drain_deadline = now + drain_timeout
+            self._quiet_from = now
             for svc in list(self._queued):
                 if not svc.workers:
                     self._fail_queue(svc, ErrorCode.SHUTTING_DOWN, "broker is shutting down")
         pending = any(w.load for w in self._workers.values()) or bool(self._queued)
-        if pending and now < self._drain_deadline:
+        busy = pending or now < self._quiet_from + quiet
+        if busy and now < self._drain_deadline:
             return False
         self.fail_everything("broker shut down before the reply")
         return True

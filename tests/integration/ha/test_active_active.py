@@ -37,6 +37,7 @@ from plantd.mdp.errors import BrokerError, EndpointError, RequestTimeout
 pytestmark = pytest.mark.integration
 
 ECHO = contract.SERVICE_ECHO
+QUIET_MS = 1_000  # the broker's default shutdown_quiet_ms
 
 
 @dataclass
@@ -55,7 +56,11 @@ class Plant:
 
 def start_plant(tmp: Path, brokers: int = 3) -> Plant:
     keys = make_keys(tmp / "keys", (contract.ECHO, contract.CLIENT, contract.STATE))
-    procs = [broker_process(tmp, curve_keys=keys).start_ready() for _ in range(brokers)]
+    # The product's drain settings (docs/ha.md), the quiet period included.
+    procs = [
+        broker_process(tmp, curve_keys=keys, shutdown_quiet_ms=QUIET_MS).start_ready()
+        for _ in range(brokers)
+    ]
     endpoints = ",".join(b.endpoint for b in procs)
     echo = echo_process(tmp, endpoints, curve_keys=keys).start()
     echo.wait_ready()
@@ -314,3 +319,28 @@ def test_a_draining_broker_refuses_and_the_client_moves_to_another(plant: Plant)
     finally:
         release.set()
         worker.stop()
+
+
+def test_a_draining_broker_closes_only_once_its_clients_stopped_sending(plant: Plant) -> None:
+    """Closing a socket loses what a client has just sent to it, so after SIGTERM a broker
+    keeps refusing (SHUTTING_DOWN) while requests come, and closes shutdown_quiet_ms after the
+    last one. A client of this broker alone sees a refusal for every request, never silence."""
+    draining = plant.brokers[0]
+    draining.signal()  # SIGTERM; nothing in flight, so only the quiet period keeps it open
+    wait_for(lambda: not draining.ready(), 10, "the broker draining (unready)")
+    refused = 0
+    until = time.monotonic() + 2.5  # more than twice the quiet period
+    with plant.client(draining.endpoint, timeout=0.5, retries=0) as c:
+        while time.monotonic() < until:
+            with pytest.raises(BrokerError) as refusal:  # not RequestTimeout: it answered
+                c.request(ECHO, "late")
+            assert refusal.value.code == "SHUTTING_DOWN"
+            refused += 1
+            last = time.monotonic()
+            assert draining.alive(), draining.log()
+    wait_for(lambda: not draining.alive(), 10, "the broker closing once the client stopped")
+    quiet_for = time.monotonic() - last
+    print(f"[ha] {refused} requests refused while draining; closed {quiet_for:.2f}s after the last")
+    assert refused >= 5
+    assert quiet_for >= 0.8 * QUIET_MS / 1000, "closed before the quiet period"
+    assert draining.wait_exit(5) == 0

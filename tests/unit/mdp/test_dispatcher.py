@@ -558,6 +558,28 @@ def test_drain_fails_queued_requests_and_disconnects_workers() -> None:
     assert any(m[0] == b"W" and is_disconnect(m) for m in msgs)
 
 
+def test_drain_closes_only_after_a_quiet_period_without_client_requests() -> None:
+    d = make()
+    ready(d, b"W")
+    take(d)
+    assert d.drain_step(10.0, 5.0, quiet=1.0) is False  # nothing in flight, but just started
+    assert d.drain_step(10.6, 5.0, quiet=1.0) is False
+    request(d, b"C", b"1", now=10.8)  # refused: the quiet period starts again
+    assert error_code(reply_to(take(d), b"C")) == ErrorCode.SHUTTING_DOWN
+    assert d.drain_step(11.5, 5.0, quiet=1.0) is False
+    assert d.drain_step(11.9, 5.0, quiet=1.0) is True  # 1.1 s since the refusal
+
+
+def test_drain_deadline_bounds_the_quiet_period() -> None:
+    d = make()
+    assert d.drain_step(0.0, 2.0, quiet=1.0) is False
+    for t in (0.5, 1.0, 1.5):
+        request(d, b"C", b"again", now=t)  # a client that keeps sending to a draining broker
+        take(d)
+        assert d.drain_step(t, 2.0, quiet=1.0) is False
+    assert d.drain_step(2.0, 2.0, quiet=1.0) is True
+
+
 def test_replies_held_unread_count_in_the_client_budget() -> None:
     """The shell holds sends to a peer whose pipe is full; those bytes are the client's."""
     d = make(max_client_bytes=10_000, max_queued_bytes=20_000, newcomer_bytes=0)

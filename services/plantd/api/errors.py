@@ -106,6 +106,7 @@ _TABLE: Final[dict[tuple[Origin, str], ErrorMapping]] = {
     (Origin.BUS, BusCode.WORKER_LOST): _m(_S.UNAVAILABLE, 503),
     (Origin.BUS, BusCode.MESSAGE_TOO_LARGE): _m(_S.RESOURCE_EXHAUSTED, 413),
     (Origin.BUS, BusCode.SHUTTING_DOWN): _m(_S.UNAVAILABLE, 503),
+    (Origin.BUS, BusCode.BROKER_LOST): _m(_S.UNAVAILABLE, 503),
     (Origin.BUS, BusCode.HANDLER_ERROR): _m(_S.INTERNAL, 500),
     (Origin.BUS, BusCode.BAD_REQUEST): _m(_S.INVALID_ARGUMENT, 400),
     (Origin.STATE, "INVALID_REQUEST"): _m(_S.INVALID_ARGUMENT, 400),

@@ -172,6 +172,14 @@ def diagnose_timeout(client: Client, settings: ClientSettings, service: str) -> 
 
 
 def broker_error(exc: BrokerError, service: str) -> CliError:
+    if exc.code == ErrorCode.BROKER_LOST:
+        return CliError(
+            f"the connection to the broker dropped while {service} handled the request; "
+            "it may have run",
+            hint="check its effect (e.g. read the value back) before sending it again",
+            code=ExitCode.UNREACHABLE,
+            details={"service": service, "code": exc.code},
+        )
     if exc.code == ErrorCode.WORKER_LOST:
         return CliError(
             f"the {service} worker went away while handling the request: {exc.message}",

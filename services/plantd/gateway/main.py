@@ -167,10 +167,12 @@ def rest_edge(
 async def main(ctx: ServiceContext) -> None:
     settings = ctx.settings
     assert isinstance(settings, GatewaySettings)
-    # Each Subscribe stream holds one SUB socket (its own prefix filter): libzmq's default of
-    # 1023 sockets per context would refuse streams long before max_streams. Set before the
-    # first socket of the asyncio context is made (libzmq reads it then).
-    zmq.asyncio.Context.instance().set(zmq.MAX_SOCKETS, settings.max_streams + 1024)
+    # Each Subscribe stream holds one SUB socket (its own prefix filter), each bus request a
+    # DEALER and its monitor (two sockets: libzmq's end and ours; plantd.mdp.link): libzmq's
+    # default of 1023 sockets per context would refuse them long before the settings' limits.
+    # Set before the first socket of the asyncio context is made (libzmq reads it then).
+    sockets = settings.max_streams + 3 * settings.max_bus_requests + 1024
+    zmq.asyncio.Context.instance().set(zmq.MAX_SOCKETS, sockets)
     gc.set_threshold(*GC_THRESHOLDS)
     curve = curve_for(settings)
     loop = asyncio.get_running_loop()

@@ -24,8 +24,15 @@ Several brokers (docs/ha.md): ``endpoint`` may be a broker set, ``tcp://a:9797,t
 or ``dns:tcp://NAME:PORT`` (every address of NAME, resolved when a socket is made). Each socket
 then connects to all of them with ``ZMQ_IMMEDIATE``, so a request goes to a broker that is
 connected now (libzmq's round robin); when one dies, its connection drops and the next request,
-or the retry of an idempotent one, goes to another. A request in flight at a broker that dies is
-lost with it: it ends in ``RequestTimeout`` (retried on another broker only if idempotent).
+or the retry of an idempotent one, goes to another.
+
+A request in flight at a broker that dies: when its connection drops (libzmq's monitor says so
+at once when the broker's process dies, within 3 s through ZMTP heartbeats when its machine
+does; :mod:`plantd.mdp.link`), the request ends in ``BrokerError(BROKER_LOST)`` (it may have
+run) without waiting for its timeout, and an idempotent one is sent again on a new connection,
+i.e. to another broker. That needs the drop to be the request's: the socket had one broker
+connected when it was sent. With several brokers connected the request may be on one that is
+fine, so it waits for its reply or its timeout (``RequestTimeout``), as before.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from plantd.mdp.errors import (
     ProtocolError,
     RequestTimeout,
 )
+from plantd.mdp.link import LinkWatch, configure_heartbeats
 
 DEFAULT_TIMEOUT: Final = 10.0
 DEFAULT_RETRIES: Final = 2
@@ -178,10 +186,30 @@ def connect(sock: zmq.Socket[Any], endpoint: str) -> None:
         raise
 
 
+# How often a waiting AsyncClient request looks at its socket's monitor: the bound on how late
+# a dropped broker connection is noticed (the blocking Client polls the monitor itself).
+_LINK_CHECK_S: Final = 0.2
+
+
+class _Dropped(Exception):
+    """The connection carrying the request dropped before its reply (internal)."""
+
+
+def _lost(service: bytes) -> BrokerError:
+    return BrokerError(
+        ErrorCode.BROKER_LOST,
+        "the connection to the broker dropped before the reply (the broker stopped or was "
+        "cut off); the request may have run: check before sending it again unless it is "
+        "idempotent",
+        service.decode(errors="replace"),
+    )
+
+
 def _configure(sock: zmq.Socket[Any], curve: CurveClient | None) -> None:
     sock.linger = 0
     sock.sndhwm = 10_000
     sock.rcvhwm = 10_000
+    configure_heartbeats(sock)
     if curve is not None:
         curve.apply(sock)
 
@@ -211,6 +239,8 @@ class Client:
         self.curve = curve
         self.context = context or zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
+        self._watch: LinkWatch | None = None
+        self._poller = zmq.Poller()
         self._closed = False
 
     def _socket(self) -> zmq.Socket[bytes]:
@@ -218,16 +248,26 @@ class Client:
             raise ClientClosed("client is closed")
         if self._sock is None:
             sock = self.context.socket(zmq.DEALER)
-            _configure(sock, self.curve)
+            watch = None
             try:
+                _configure(sock, self.curve)
+                watch = LinkWatch(sock)  # before connecting: every link's events are seen
                 connect_brokers(sock, resolve_brokers(self.endpoint))
             except BaseException:
+                if watch is not None:
+                    watch.close()
                 sock.close(0)
                 raise
-            self._sock = sock
+            self._sock, self._watch = sock, watch
+            self._poller = zmq.Poller()
+            self._poller.register(sock, zmq.POLLIN)
+            self._poller.register(watch.socket, zmq.POLLIN)
         return self._sock
 
     def _reset(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
@@ -242,12 +282,22 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _recv(self, sock: zmq.Socket[bytes], service: bytes, deadline: float) -> Reply | None:
-        """Next reply for ``service`` before ``deadline``; None on timeout."""
+    def _recv(
+        self, sock: zmq.Socket[bytes], service: bytes, deadline: float, token: int | None
+    ) -> Reply | None:
+        """Next reply for ``service`` before ``deadline``; None on timeout; raises _Dropped
+        when the link that carried the request (``token``) dropped first."""
+        watch = self._watch
+        assert watch is not None
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(max(1, int(left * 1000))):
+            if left <= 0:
                 return None
+            ready = dict(self._poller.poll(max(1, int(left * 1000))))
+            if sock not in ready:  # a reply before the drop is still taken first
+                if watch.socket in ready and watch.lost(token):
+                    raise _Dropped
+                continue
             frames = sock.recv_multipart()
             try:
                 reply = decode_reply(frames)
@@ -309,6 +359,7 @@ class Client:
         msg = encode_request(service, body, self.dialect)
         sent = 0
         sock = self._socket()
+        token: int | None = None
         got_partial = False
         finished = False
         try:
@@ -321,7 +372,16 @@ class Client:
                         raise RequestTimeout(service.decode(errors="replace"), t, sent)
                     sock.send_multipart(msg, zmq.NOBLOCK)
                     sent += 1
-                reply = self._recv(sock, service, time.monotonic() + t)
+                    assert self._watch is not None
+                    token = self._watch.sent()
+                try:
+                    reply = self._recv(sock, service, time.monotonic() + t, token)
+                except _Dropped:
+                    self._reset()
+                    if sent < attempts and not got_partial:
+                        sock = self._socket()  # a new connection: another broker
+                        continue
+                    raise _lost(service) from None
                 if reply is None:
                     if sent < attempts and not got_partial:
                         continue  # resend on the same socket: a late reply still counts
@@ -372,6 +432,7 @@ class _Pool:
         self._brokers = BrokerSet(endpoint)
         self._curve = curve
         self._idle: list[zmq.asyncio.Socket] = []
+        self._watches: dict[zmq.asyncio.Socket, LinkWatch] = {}
         self._open = 0
         self._limit = limit
         self._free = asyncio.Condition()
@@ -393,9 +454,10 @@ class _Pool:
             sock = self._ctx.socket(zmq.DEALER)
             try:
                 _configure(sock, self._curve)
+                self._watches[sock] = LinkWatch(sock)  # before connecting (see Client)
                 connect_brokers(sock, brokers)
             except BaseException:
-                sock.close(0)
+                self._discard(sock)
                 raise
         except BaseException:
             async with self._free:
@@ -404,12 +466,21 @@ class _Pool:
             raise
         return sock
 
+    def watch(self, sock: zmq.asyncio.Socket) -> LinkWatch:
+        return self._watches[sock]
+
+    def _discard(self, sock: zmq.asyncio.Socket) -> None:
+        watch = self._watches.pop(sock, None)
+        if watch is not None:
+            watch.close()
+        sock.close(0)
+
     async def release(self, sock: zmq.asyncio.Socket, reusable: bool) -> None:
         async with self._free:
             if reusable and not self.closed:
                 self._idle.append(sock)
             else:
-                sock.close(0)
+                self._discard(sock)
                 self._open -= 1
             self._free.notify()
 
@@ -417,7 +488,7 @@ class _Pool:
         async with self._free:
             self.closed = True
             for s in self._idle:
-                s.close(0)
+                self._discard(s)
             self._open -= len(self._idle)
             self._idle.clear()
             self._free.notify_all()
@@ -517,8 +588,10 @@ class AsyncClient:
         return await self.request(full, *args, timeout=timeout, idempotent=True)
 
     async def _recv(
-        self, sock: zmq.asyncio.Socket, service: bytes, deadline: float
+        self, sock: zmq.asyncio.Socket, service: bytes, deadline: float, token: int | None
     ) -> Reply | None:
+        """Next reply for ``service`` before ``deadline``; None on timeout; raises _Dropped
+        when the link that carried the request (``token``) dropped first."""
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -526,11 +599,16 @@ class AsyncClient:
             # One recv future under a timeout, not poll() then recv(): each zmq.asyncio future
             # costs EVENTS checks (a getpid syscall each, libzmq's fork check); the gateway's
             # unary call spent ~12% of its CPU in getpid with poll + recv (py-spy --native).
+            # The monitor is looked at only between slices of the wait: a reply within
+            # _LINK_CHECK_S costs nothing more.
+            wait = left if token is None else min(left, _LINK_CHECK_S)
             try:
-                async with asyncio.timeout(left):
+                async with asyncio.timeout(wait):
                     frames = await sock.recv_multipart()
             except TimeoutError:
-                return None
+                if not _readable(sock) and self._pool.watch(sock).lost(token):
+                    raise _Dropped from None
+                continue
             try:
                 reply = decode_reply(frames)
             except ProtocolError:
@@ -549,7 +627,9 @@ class AsyncClient:
         attempts = 1 + (self.retries if idempotent else 0)
         msg = encode_request(service, body, self.dialect)
         sock = await self._pool.acquire()
+        held = True  # sock is ours to release
         sent = 0
+        token: int | None = None
         clean = False
         got_partial = False
         try:
@@ -561,7 +641,17 @@ class AsyncClient:
                     except TimeoutError:
                         raise RequestTimeout(service.decode(errors="replace"), t, sent) from None
                     sent += 1
-                reply = await self._recv(sock, service, time.monotonic() + t)
+                    token = self._pool.watch(sock).sent()
+                try:
+                    reply = await self._recv(sock, service, time.monotonic() + t, token)
+                except _Dropped:
+                    held = False
+                    await self._pool.release(sock, False)
+                    if sent < attempts and not got_partial:
+                        sock = await self._pool.acquire()  # a new connection: another broker
+                        held = True
+                        continue
+                    raise _lost(service) from None
                 if reply is None:
                     if sent < attempts and not got_partial:
                         continue
@@ -581,4 +671,5 @@ class AsyncClient:
                 yield reply.body, True
                 return
         finally:
-            await self._pool.release(sock, clean)
+            if held:
+                await self._pool.release(sock, clean)

@@ -39,6 +39,9 @@ class ErrorCode:
     SHUTTING_DOWN: Final = "SHUTTING_DOWN"  # the broker is stopping
     HANDLER_ERROR: Final = "HANDLER_ERROR"  # the worker's handler raised
     BAD_REQUEST: Final = "BAD_REQUEST"  # well-formed MDP but unusable (e.g. reserved name)
+    # Raised by our clients, never sent by a broker: the connection carrying the request
+    # dropped before its reply (the broker died or was cut off); it may have run.
+    BROKER_LOST: Final = "BROKER_LOST"
 
     ALL: Final = (
         SERVICE_UNAVAILABLE,
@@ -51,6 +54,7 @@ class ErrorCode:
         SHUTTING_DOWN,
         HANDLER_ERROR,
         BAD_REQUEST,
+        BROKER_LOST,
     )
 
 

@@ -1,0 +1,119 @@
+"""Whether the broker connection carrying a client's request dropped (libzmq's socket monitor).
+
+MDP has no request id and no client heartbeat: a request sent to a broker that then dies is
+simply never answered, and the client used to wait out its whole timeout. libzmq knows sooner:
+the connection's TCP session ends (at once when the broker's process dies; within
+``HEARTBEAT_TIMEOUT_MS`` when its machine or network does, through ZMTP heartbeats) and the
+socket monitor reports ``DISCONNECTED``. :class:`LinkState` turns those events into "the request
+was lost with its broker" — a pure core, fed by :class:`LinkWatch`, the thin shell that reads a
+socket's monitor.
+
+Attribution: a DEALER sends each request on one of its connected links, and does not say
+which. So a drop is the request's only when at most one link was up when it was sent (one
+broker, e.g. the broker Service on Kubernetes, or a broker set with one broker left); with
+several brokers connected the request may be on a link that is fine, and the client waits for
+its timeout as before (docs/ha.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from typing import Any, Final
+
+import zmq
+
+EVENTS: Final = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+
+# ZMTP heartbeats on client sockets: a broker whose machine vanished (no FIN, no RST) is
+# noticed after HEARTBEAT_TIMEOUT_MS instead of never. libzmq answers PINGs itself, so this
+# works with any ZMTP 3.1 broker (the original's included).
+HEARTBEAT_IVL_MS: Final = 1_000
+HEARTBEAT_TIMEOUT_MS: Final = 3_000
+
+
+class LinkState:
+    """Links up and drops seen, from monitor events (pure)."""
+
+    __slots__ = ("drops", "up")
+
+    def __init__(self) -> None:
+        self.up = 0
+        self.drops = 0
+
+    def apply(self, event: int) -> None:
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.up += 1
+        elif event == zmq.EVENT_DISCONNECTED and self.up > 0:
+            # Only a link that was up counts: a failed handshake (a wrong CURVE key) also ends
+            # in DISCONNECTED, and no request ever went over it.
+            self.up -= 1
+            self.drops += 1
+
+    def sent(self) -> int | None:
+        """Mark a send: a token for :meth:`lost`, or None when a drop could not be attributed
+        to this request (several links up: it may be on one that stays)."""
+        return self.drops if self.up <= 1 else None
+
+    def lost(self, token: int | None) -> bool:
+        """True once a link dropped after the send marked by ``token``."""
+        return token is not None and self.drops > token
+
+
+def parse_event(frames: list[bytes]) -> int | None:
+    """The event id of one monitor message (first frame: 16-bit id, 32-bit value)."""
+    if len(frames) != 2 or len(frames[0]) != 6:
+        return None
+    event: int = struct.unpack_from("=H", frames[0])[0]  # native order, as libzmq writes it
+    return event
+
+
+class LinkWatch:
+    """A socket's monitor, read without blocking into a :class:`LinkState`.
+
+    Works for sync and asyncio sockets alike: the monitor is read through a sync shadow of
+    its handle, so checking it never creates a future.
+    """
+
+    def __init__(self, sock: zmq.Socket[Any]) -> None:
+        monitor = sock.get_monitor_socket(EVENTS)
+        self._monitor = monitor
+        self._reader: zmq.Socket[bytes] = zmq.Socket.shadow(monitor.underlying)
+        self._sock = sock
+        self.state = LinkState()
+
+    @property
+    def socket(self) -> zmq.Socket[bytes]:
+        """The monitor (sync), for a poller."""
+        return self._reader
+
+    def read(self) -> None:
+        """Apply every event waiting on the monitor."""
+        while True:
+            try:
+                frames = self._reader.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parse_event(frames)
+            if event is not None:
+                self.state.apply(event)
+
+    def sent(self) -> int | None:
+        self.read()
+        return self.state.sent()
+
+    def lost(self, token: int | None) -> bool:
+        if token is None:
+            return False
+        self.read()
+        return self.state.lost(token)
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._sock.disable_monitor()
+        self._monitor.close(0)
+
+
+def configure_heartbeats(sock: zmq.Socket[Any]) -> None:
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)

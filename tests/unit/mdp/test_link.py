@@ -1,0 +1,65 @@
+"""plantd.mdp.link's pure core: when a dropped connection is the request's."""
+
+from __future__ import annotations
+
+import struct
+
+import zmq
+
+from plantd.mdp.link import LinkState, parse_event
+
+UP, DOWN = zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_DISCONNECTED
+
+
+def state(*events: int) -> LinkState:
+    s = LinkState()
+    for e in events:
+        s.apply(e)
+    return s
+
+
+def test_a_drop_after_the_send_on_the_only_link_is_the_requests() -> None:
+    s = state(UP)
+    token = s.sent()
+    assert not s.lost(token)
+    s.apply(DOWN)
+    assert s.lost(token)
+
+
+def test_a_drop_before_the_send_is_not() -> None:
+    s = state(UP, DOWN, UP)
+    token = s.sent()
+    assert not s.lost(token)
+
+
+def test_a_request_queued_while_down_is_lost_with_the_link_it_went_out_on() -> None:
+    s = state()  # one broker, not connected yet: the request waits in the socket
+    token = s.sent()
+    s.apply(UP)
+    assert not s.lost(token)
+    s.apply(DOWN)
+    assert s.lost(token)
+
+
+def test_with_several_links_up_a_drop_is_not_attributed() -> None:
+    s = state(UP, UP)
+    token = s.sent()
+    assert token is None
+    s.apply(DOWN)
+    assert not s.lost(token)  # the request may be on the link that stayed
+    assert s.sent() is not None  # one link left: the next request's drop would be its
+
+
+def test_a_failed_handshake_is_no_drop() -> None:
+    s = state()
+    token = s.sent()
+    s.apply(DOWN)  # a wrong CURVE key: DISCONNECTED without HANDSHAKE_SUCCEEDED
+    assert not s.lost(token)
+    assert s.up == 0
+
+
+def test_parse_event_reads_the_id_and_refuses_garbage() -> None:
+    frame = struct.pack("=hi", DOWN, 7)
+    assert parse_event([frame, b"tcp://127.0.0.1:1"]) == DOWN
+    assert parse_event([b"short", b""]) is None
+    assert parse_event([frame]) is None

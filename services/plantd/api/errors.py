@@ -55,6 +55,7 @@ class GatewayCode:
     RESERVED_SERVICE: Final = "RESERVED_SERVICE"  # generic Call to a service with a typed API
     UNKNOWN_ROUTE: Final = "UNKNOWN_ROUTE"  # REST: no route has this path
     METHOD_NOT_ALLOWED: Final = "METHOD_NOT_ALLOWED"  # REST: the path exists, not with this verb
+    CIRCUIT_OPEN: Final = "CIRCUIT_OPEN"  # the service kept failing: not sent, retry-after
 
     ALL: Final = (
         KEY_NOT_FOUND,
@@ -68,6 +69,7 @@ class GatewayCode:
         RESERVED_SERVICE,
         UNKNOWN_ROUTE,
         METHOD_NOT_ALLOWED,
+        CIRCUIT_OPEN,
     )
 
 
@@ -149,6 +151,7 @@ _TABLE: Final[dict[tuple[Origin, str], ErrorMapping]] = {
     (Origin.GATEWAY, GatewayCode.RESERVED_SERVICE): _m(_S.INVALID_ARGUMENT, 400),
     (Origin.GATEWAY, GatewayCode.UNKNOWN_ROUTE): _m(_S.NOT_FOUND, 404),
     (Origin.GATEWAY, GatewayCode.METHOD_NOT_ALLOWED): _m(_S.UNIMPLEMENTED, 405),
+    (Origin.GATEWAY, GatewayCode.CIRCUIT_OPEN): _m(_S.UNAVAILABLE, 503),
 }
 
 ERROR_MAP: Final[Mapping[tuple[Origin, str], ErrorMapping]] = MappingProxyType(_TABLE)

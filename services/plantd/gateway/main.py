@@ -26,6 +26,7 @@ from plantd.bus import AsyncSubscriber, Publisher, follow_brokers
 from plantd.common import contract
 from plantd.common.auth import NotBeforeMap, Verifier
 from plantd.common.auth.keeper import KeyKeeper, cancel_all
+from plantd.common.breaker import Breakers
 from plantd.common.config import ServiceSettings
 from plantd.common.curve import CurveClient
 from plantd.common.keys import KeysError, load_client
@@ -37,6 +38,7 @@ from plantd.gateway.bus_servicer import SERVICE_NAME as BUS_SERVICE_NAME
 from plantd.gateway.bus_servicer import BusServicer
 from plantd.gateway.calls import CallGate, Limiter, RouteClass, RpcMetrics, StreamSlots
 from plantd.gateway.fanout import Fanout, FanoutCollector
+from plantd.gateway.guarded_bus import BreakerMetrics, GuardedBus
 from plantd.gateway.health import Readiness
 from plantd.gateway.identity_servicer import SERVICE_NAME as IDENTITY_SERVICE_NAME
 from plantd.gateway.identity_servicer import BackendHealth, IdentityServicer
@@ -210,6 +212,15 @@ async def main(ctx: ServiceContext) -> None:
         curve=curve,
         max_sockets=settings.max_bus_requests,
     )
+    # The servicers' bus: a circuit breaker per service (readiness probes use the bus itself).
+    breaker_metrics = BreakerMetrics(ctx.registry)
+    guarded = GuardedBus(
+        bus,
+        Breakers(settings.breaker_policy(), on_evict=breaker_metrics.forget),
+        min_timeout_s=settings.circuit_min_timeout_ms / 1000.0,
+        metrics=breaker_metrics,
+    )
+    ctx.add_readiness("state_circuit", lambda: guarded.ready(contract.SERVICE_STATE))
     server = grpc.aio.server(
         options=server_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs
     )
@@ -231,7 +242,7 @@ async def main(ctx: ServiceContext) -> None:
     )
     ctx.registry.register(FanoutCollector(watches))
     servicer = StateServicer(
-        bus,
+        guarded,
         gate,
         subscribe=watches.subscribe,
         resync_s=settings.watch_resync_ms / 1000.0,
@@ -248,7 +259,7 @@ async def main(ctx: ServiceContext) -> None:
         "metric": Publisher(settings.metric_pub_endpoint, curve=curve),
     }
     bus_servicer = BusServicer(
-        bus,
+        guarded,
         gate,
         subscribe=lambda name, prefixes: AsyncSubscriber(
             sub_endpoints[name], prefixes or (b"",), curve=curve
@@ -261,7 +272,7 @@ async def main(ctx: ServiceContext) -> None:
         buffer_bytes=settings.subscribe_buffer_bytes,
     )
     bus_pb2_grpc.add_BusServiceServicer_to_server(bus_servicer, server)
-    identity_servicer = IdentityServicer(bus, gate)
+    identity_servicer = IdentityServicer(guarded, gate)
     identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity_servicer, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

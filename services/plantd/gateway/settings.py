@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from plantd.common import contract
+from plantd.common.breaker import BreakerPolicy
 from plantd.common.config import (
     DEFAULT_EVENT_SUB,
     AuthCacheEntries,
@@ -69,6 +70,30 @@ class GatewaySettings(ServiceSettings):
         ge=1,
         le=10_000,
         description="requests in flight on the bus at once (MDP sockets the gateway keeps)",
+    )
+    circuit_failures: int = Field(
+        5,
+        ge=0,
+        le=10_000,
+        description="failures in a row (no reply, no worker, broker lost) after which calls to "
+        "that bus service fail at once with CIRCUIT_OPEN until a probe succeeds; 0 = never",
+    )
+    circuit_open_ms: int = Field(
+        500,
+        ge=10,
+        le=600_000,
+        description="the first pause of an open breaker before a probe; it doubles with each "
+        "failed probe (with jitter) up to circuit_open_max_ms",
+    )
+    circuit_open_max_ms: int = Field(
+        30_000, ge=10, le=3_600_000, description="the longest pause of an open breaker"
+    )
+    circuit_min_timeout_ms: int = Field(
+        1000,
+        ge=0,
+        le=600_000,
+        description="a call's timeout counts as a failure only if it waited at least this long "
+        "(a caller's tiny deadline must not open the breaker for everyone)",
     )
     default_timeout_ms: int = Field(
         5000,
@@ -349,6 +374,8 @@ class GatewaySettings(ServiceSettings):
     def _timeouts(self) -> GatewaySettings:
         if self.default_timeout_ms > self.max_timeout_ms:
             raise ValueError("default_timeout_ms must not be above max_timeout_ms")
+        if self.circuit_open_ms > self.circuit_open_max_ms:
+            raise ValueError("circuit_open_ms must not be above circuit_open_max_ms")
         url = self.rate_limit_redis_url
         if not url and (self.rate_limit_redis_password_file or self.rate_limit_redis_ca_file):
             raise ValueError("rate_limit_redis_password_file/ca_file need rate_limit_redis_url")
@@ -367,6 +394,13 @@ class GatewaySettings(ServiceSettings):
             ca_file=self.rate_limit_redis_ca_file,
             socket_timeout=timeout,
             connect_timeout=timeout,
+        )
+
+    def breaker_policy(self) -> BreakerPolicy:
+        return BreakerPolicy(
+            failures=self.circuit_failures,
+            base_s=self.circuit_open_ms / 1000.0,
+            cap_s=self.circuit_open_max_ms / 1000.0,
         )
 
     def rest_bind(self) -> str:

@@ -41,7 +41,7 @@ import asyncio
 import errno
 import random
 import time
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from typing import Any, Final, NamedTuple, cast
 
 import zmq
@@ -117,14 +117,17 @@ class _Refusals:
     """When a request refused unrun is sent again (one policy for both clients): after each
     pause of ``_REFUSED_PAUSES`` while the request's first deadline allows."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, rng: Callable[[], float] = random.random) -> None:
         self.deadline = time.monotonic() + timeout
+        self._random = rng
         self.refusal: BrokerError | None = None
         self._pauses = iter(_REFUSED_PAUSES)
 
     def pause_after(self, error: BrokerError) -> float:
         """Seconds to wait before sending again; raises ``error`` if it may not be sent."""
-        pause = next(self._pauses)
+        # Jitter (50-100 % of each pause): the clients a stopping broker refused together do
+        # not all come back in the same instant.
+        pause = next(self._pauses) * (0.5 + 0.5 * self._random())
         if not _refused(error) or time.monotonic() + pause >= self.deadline:
             raise error
         self.refusal = error

@@ -13,9 +13,16 @@ def refused() -> BrokerError:
 
 
 def test_a_refusal_is_sent_again_with_growing_pauses() -> None:
-    policy = _Refusals(timeout=10.0)
+    policy = _Refusals(timeout=10.0, rng=lambda: 1.0)
     assert [policy.pause_after(refused()) for _ in range(3)] == [0.05, 0.1, 0.2]
     assert 9.0 < policy.remaining() <= 10.0
+
+
+def test_each_pause_is_jittered_between_half_and_all_of_it() -> None:
+    least = _Refusals(timeout=10.0, rng=lambda: 0.0)
+    assert [least.pause_after(refused()) for _ in range(3)] == [0.025, 0.05, 0.1]
+    pauses = {_Refusals(timeout=10.0).pause_after(refused()) for _ in range(50)}
+    assert len(pauses) > 1 and all(0.025 <= p <= 0.05 for p in pauses)
 
 
 @pytest.mark.parametrize("code", [ErrorCode.WORKER_LOST, ErrorCode.DEADLINE_EXCEEDED])
@@ -27,7 +34,7 @@ def test_an_error_that_may_have_run_is_never_sent_again(code: str) -> None:
 
 
 def test_no_pause_past_the_deadline_and_the_refusal_explains_a_later_timeout() -> None:
-    policy = _Refusals(timeout=0.12)
+    policy = _Refusals(timeout=0.12, rng=lambda: 1.0)
     accepted = refused()
     assert policy.pause_after(accepted) == 0.05  # 0.05 s fits in 0.12 s
     late = refused()

@@ -81,6 +81,10 @@ class CircuitBreaker:
         self._probing = True
         return Admission(True, probe=True)
 
+    def pausing(self, now: float) -> bool:
+        """Open and still in its pause (after it, the next request is a probe)."""
+        return self.state is BreakerState.OPEN and now < self._until
+
     def success(self) -> None:
         self.state = BreakerState.CLOSED
         self._failures = 0
@@ -147,6 +151,10 @@ class Breakers:
             self._evict()
         breaker = self._by_name[name] = CircuitBreaker(self.policy, self._random)
         return breaker
+
+    def pausing(self, name: str, now: float) -> bool:
+        breaker = self._by_name.get(name)
+        return breaker is not None and breaker.pausing(now)
 
     def state(self, name: str) -> BreakerState:
         breaker = self._by_name.get(name)

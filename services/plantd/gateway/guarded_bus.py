@@ -26,7 +26,7 @@ from typing import Final, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from plantd.api.errors import GatewayCode, Origin
-from plantd.common.breaker import Admission, Breakers, BreakerState, CircuitBreaker
+from plantd.common.breaker import Admission, Breakers, CircuitBreaker
 from plantd.gateway.errors import RETRY_AFTER_KEY
 from plantd.gateway.state_map import RpcFailure
 from plantd.mdp.client import StreamPart
@@ -121,8 +121,10 @@ class GuardedBus:
         self._clock = clock
 
     def ready(self, service: str) -> bool:
-        """False while ``service``'s breaker is open (for /readyz)."""
-        return self.breakers.state(service) is not BreakerState.OPEN
+        """False while ``service``'s breaker is open and in its pause (for /readyz). Ready
+        again once the pause is over: an unready pod gets no calls from its Service, so a
+        breaker that kept it unready until a probe succeeded would never see one."""
+        return not self.breakers.pausing(service, self._clock())
 
     def _admit(self, name: str) -> tuple[CircuitBreaker, Admission]:
         breaker = self.breakers.get(name)

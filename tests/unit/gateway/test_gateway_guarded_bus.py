@@ -97,6 +97,7 @@ async def test_unanswered_calls_open_it_and_then_nothing_is_sent() -> None:
     assert registry.get_sample_value("plantd_gateway_circuit_opened_total", labels) == 1
     assert registry.get_sample_value("plantd_gateway_circuit_refused_total", labels) == 1
     clock.now += 1.0  # the pause is over: the next call is the probe, and it works
+    assert bus.ready(SVC)  # ready again before the probe: an unready pod would get none
     client.outcome = None
     assert await bus.request(SVC, "x", timeout=2.0) == [b"ok"]
     assert bus.ready(SVC)

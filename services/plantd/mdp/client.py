@@ -605,13 +605,20 @@ class AsyncClient:
             # The monitor is looked at only between slices of the wait: a reply within
             # _LINK_CHECK_S costs nothing more.
             wait = left if token is None else min(left, _LINK_CHECK_S)
+            # zmq.asyncio returns a Future (typed as an Awaitable).
+            pending = cast("asyncio.Future[list[bytes]]", sock.recv_multipart())
             try:
                 async with asyncio.timeout(wait):
-                    frames = await sock.recv_multipart()
+                    frames = await pending
             except TimeoutError:
-                if not _readable(sock) and self._pool.watch(sock).lost(token):
-                    raise _Dropped from None
-                continue
+                # The timeout cancels this task; if the reply had arrived in that same loop
+                # turn, the future holds it and the cancellation would drop it (it did, under
+                # concurrent 3 MiB replies): take it. pyzmq's cancelled recv consumed nothing.
+                if not pending.done() or pending.cancelled():
+                    if not _readable(sock) and self._pool.watch(sock).lost(token):
+                        raise _Dropped from None
+                    continue
+                frames = pending.result()
             try:
                 reply = decode_reply(frames)
             except ProtocolError:

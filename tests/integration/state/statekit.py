@@ -18,6 +18,7 @@ from tests.kit import (
     INSTALL_HINT,
     PYTHON,
     REDIS_SERVER,
+    BrokerPorts,
     BrokerProcess,
     RedisServer,
     ServiceProcess,
@@ -81,8 +82,9 @@ class Broker(BrokerProcess):
 
     keys_dir: Path
 
-    def __init__(self, workdir: Path, keys_dir: Path) -> None:
-        super().__init__(workdir, curve_keys=keys_dir, extra=["--log-format", "text"])
+    def __init__(self, workdir: Path, keys_dir: Path, ports: BrokerPorts | None = None) -> None:
+        """``ports``: those of a broker that is gone, to start one in its place."""
+        super().__init__(workdir, ports, curve_keys=keys_dir, extra=["--log-format", "text"])
 
     def start(self) -> Broker:
         self.start_ready()
@@ -232,6 +234,11 @@ class WriteStream:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def next_number(self) -> int:
+        """The number the next write will get."""
+        return self._next
+
     @staticmethod
     def key(i: int) -> str:
         return f"w{i:07d}"
@@ -248,7 +255,7 @@ class WriteStream:
                 reply = await self.client.request(contract.SERVICE_STATE, "state-set", body)
                 doc = json.loads(reply[0])
             except Exception as exc:  # timeouts, broker errors: not acknowledged
-                name = type(exc).__name__
+                name = exc.code if isinstance(exc, BrokerError) else type(exc).__name__
                 self.errors[name] = self.errors.get(name, 0) + 1
                 self.last_failure = time.monotonic()
                 continue

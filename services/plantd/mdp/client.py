@@ -60,7 +60,7 @@ from plantd.mdp.errors import (
     ProtocolError,
     RequestTimeout,
 )
-from plantd.mdp.link import LinkWatch, configure_heartbeats
+from plantd.mdp.link import AsyncLinkWatch, LinkWatch, configure_heartbeats
 
 DEFAULT_TIMEOUT: Final = 10.0
 DEFAULT_RETRIES: Final = 2
@@ -435,7 +435,7 @@ class _Pool:
         self._brokers = BrokerSet(endpoint)
         self._curve = curve
         self._idle: list[zmq.asyncio.Socket] = []
-        self._watches: dict[zmq.asyncio.Socket, LinkWatch] = {}
+        self._watches: dict[zmq.asyncio.Socket, AsyncLinkWatch] = {}
         self._open = 0
         self._limit = limit
         self._free = asyncio.Condition()
@@ -457,7 +457,7 @@ class _Pool:
             sock = self._ctx.socket(zmq.DEALER)
             try:
                 _configure(sock, self._curve)
-                self._watches[sock] = LinkWatch(sock)  # before connecting (see Client)
+                self._watches[sock] = AsyncLinkWatch(sock)  # before connecting (see Client)
                 connect_brokers(sock, brokers)
             except BaseException:
                 self._discard(sock)
@@ -469,7 +469,7 @@ class _Pool:
             raise
         return sock
 
-    def watch(self, sock: zmq.asyncio.Socket) -> LinkWatch:
+    def watch(self, sock: zmq.asyncio.Socket) -> AsyncLinkWatch:
         return self._watches[sock]
 
     def _discard(self, sock: zmq.asyncio.Socket) -> None:

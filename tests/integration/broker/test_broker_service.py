@@ -211,7 +211,10 @@ def test_sigterm_with_requests_in_flight(tmp_path: Path) -> None:
     assert len(outcomes) == 4
     assert not [o for o in outcomes if o.startswith(("failed", "odd"))], outcomes
     assert outcomes.count("reply") >= 2, outcomes  # the two in flight finished
-    assert "error SHUTTING_DOWN" in outcomes, outcomes  # the worker-less request was failed
+    # The worker-less request was refused (SHUTTING_DOWN); the client sends a refused request
+    # again, and that copy may reach the broker as it closes: then the drop is reported
+    # (BROKER_LOST) at once. Either way an error, never a wait for the timeout.
+    assert {"error SHUTTING_DOWN", "error BROKER_LOST"} & set(outcomes), outcomes
 
 
 def test_help_lists_every_setting() -> None:

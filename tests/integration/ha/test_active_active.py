@@ -25,6 +25,7 @@ from tests.integration.broker.brokerkit import (
     make_keys,
 )
 from tests.kit.procs import PYTHON, base_env
+from tests.kit.proxy import TcpRelay
 from tests.kit.timing import HEARTBEAT_MS
 from tests.kit.wait import wait_for
 
@@ -113,6 +114,7 @@ class Load:
     idempotent: bool
     ok: int = 0
     failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
     first_ok_after: dict[float, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _times: list[tuple[float, bool]] = field(default_factory=list)
@@ -129,7 +131,9 @@ class Load:
                     assert got == [str(n).encode()], got
                     self.ok += 1
                     self._times.append((time.monotonic(), True))
-                except RequestTimeout:
+                except (RequestTimeout, BrokerError) as exc:
+                    code = exc.code if isinstance(exc, BrokerError) else "RequestTimeout"
+                    self.errors[code] = self.errors.get(code, 0) + 1
                     self.failed += 1
                     self._times.append((time.monotonic(), False))
 
@@ -141,6 +145,9 @@ class Load:
     def stop(self, thread: threading.Thread) -> None:
         self._stop.set()
         thread.join(10)
+
+    def failed_after(self, since: float) -> int:
+        return sum(1 for t, ok in self._times if not ok and t > since)
 
     def longest_silence(self, since: float) -> float:
         """The longest time without an answer from ``since`` on (the time to recover)."""
@@ -344,3 +351,62 @@ def test_a_draining_broker_closes_only_once_its_clients_stopped_sending(plant: P
     assert refused >= 5
     assert quiet_for >= 0.8 * QUIET_MS / 1000, "closed before the quiet period"
     assert draining.wait_exit(5) == 0
+
+
+def test_a_worker_partitioned_from_one_broker(tmp_path: Path) -> None:
+    """The echo module reaches broker 0 through a relay that the test cuts (a silent
+    partition: no FIN, no RST) for 4 s, then heals. Broker 0 expires the worker after its
+    heartbeat liveness; the module re-registers once the link is back."""
+    keys = make_keys(tmp_path / "keys", (contract.ECHO, contract.CLIENT, contract.STATE))
+    brokers = [
+        broker_process(tmp_path, curve_keys=keys, shutdown_quiet_ms=QUIET_MS).start_ready()
+        for _ in range(3)
+    ]
+    relay = TcpRelay(brokers[0].ports.mdp, brokers[0].ports.host).start()
+    endpoints = ",".join([relay.endpoint, *(b.endpoint for b in brokers[1:])])
+    echo = echo_process(tmp_path, endpoints, curve_keys=keys).start()
+    plant = Plant(keys, brokers, echo)
+    try:
+        echo.wait_ready()
+        for broker in brokers:
+            wait_for(lambda b=broker: served_by(plant, b), 20, f"echo at {broker.endpoint}")
+        loads = [Load(plant, idempotent=True), Load(plant, idempotent=False)]
+        threads = [load.start() for load in loads]
+        try:
+            wait_for(lambda: all(load.ok >= 50 for load in loads), 20, "load running")
+            relay.cut()
+            cut = time.monotonic()
+            wait_for(lambda: not served_by(plant, brokers[0]), 20, "broker 0 expiring echo")
+            expired = time.monotonic() - cut
+            time.sleep(4.0 - expired if expired < 4.0 else 0)
+            relay.heal()
+            healed = time.monotonic()
+            wait_for(lambda: served_by(plant, brokers[0]), 20, "echo back at broker 0")
+            back = time.monotonic() - healed
+            ok_at_back = [load.ok for load in loads]
+            wait_for(
+                lambda: all(load.ok >= b + 100 for load, b in zip(loads, ok_at_back, strict=True)),
+                30,
+                "100 more requests each after the partition healed",
+            )
+            settled = healed + back
+        finally:
+            for load, thread in zip(loads, threads, strict=True):
+                load.stop(thread)
+        safe, unsafe = loads
+        print(
+            f"\n[ha] worker partitioned from 1 of 3 brokers for 4 s: expired after {expired:.2f}s, "
+            f"re-registered {back:.2f}s after the heal; idempotent {safe.ok} ok / {safe.failed} "
+            f"failed {safe.errors}; non-idempotent {unsafe.ok} ok / {unsafe.failed} failed "
+            f"{unsafe.errors}"
+        )
+        # Retried on another broker: an idempotent caller sees nothing fail.
+        assert safe.failed == 0, safe.errors
+        # Nothing fails once the module is registered at broker 0 again.
+        assert safe.failed_after(settled) == 0 and unsafe.failed_after(settled + 1.0) == 0
+        assert back < 10.0  # recovery target
+    finally:
+        echo.stop()
+        relay.stop()
+        for broker in brokers:
+            broker.stop()

@@ -60,7 +60,7 @@ from plantd.mdp.errors import (
     ProtocolError,
     RequestTimeout,
 )
-from plantd.mdp.link import AsyncLinkWatch, LinkWatch, configure_heartbeats
+from plantd.mdp.link import AsyncLinkWatch, LinkWatch, Sent, configure_heartbeats
 
 DEFAULT_TIMEOUT: Final = 10.0
 DEFAULT_RETRIES: Final = 2
@@ -286,7 +286,7 @@ class Client:
         self.close()
 
     def _recv(
-        self, sock: zmq.Socket[bytes], service: bytes, deadline: float, token: int | None
+        self, sock: zmq.Socket[bytes], service: bytes, deadline: float, token: Sent | None
     ) -> Reply | None:
         """Next reply for ``service`` before ``deadline``; None on timeout; raises _Dropped
         when the link that carried the request (``token``) dropped first."""
@@ -362,7 +362,7 @@ class Client:
         msg = encode_request(service, body, self.dialect)
         sent = 0
         sock = self._socket()
-        token: int | None = None
+        token: Sent | None = None
         got_partial = False
         finished = False
         try:
@@ -591,7 +591,7 @@ class AsyncClient:
         return await self.request(full, *args, timeout=timeout, idempotent=True)
 
     async def _recv(
-        self, sock: zmq.asyncio.Socket, service: bytes, deadline: float, token: int | None
+        self, sock: zmq.asyncio.Socket, service: bytes, deadline: float, token: Sent | None
     ) -> Reply | None:
         """Next reply for ``service`` before ``deadline``; None on timeout; raises _Dropped
         when the link that carried the request (``token``) dropped first."""
@@ -639,7 +639,7 @@ class AsyncClient:
         sock = await self._pool.acquire()
         held = True  # sock is ours to release
         sent = 0
-        token: int | None = None
+        token: Sent | None = None
         clean = False
         got_partial = False
         try:

@@ -9,10 +9,12 @@ was lost with its broker" — a pure core, fed by :class:`LinkWatch`, the thin s
 socket's monitor.
 
 Attribution: a DEALER sends each request on one of its connected links, and does not say
-which. So a drop is the request's only when at most one link was up when it was sent (one
-broker, e.g. the broker Service on Kubernetes, or a broker set with one broker left); with
-several brokers connected the request may be on a link that is fine, and the client waits for
-its timeout as before (docs/ha.md).
+which. So a drop is the request's only when one link was up when it was sent, and it is that
+link that drops (one broker, e.g. the broker Service on Kubernetes, or a broker set with one
+broker connected so far); with no link up, the request waits in the socket and goes out on the
+first link that comes up. With several links up the request may be on one that stays, and the
+client waits for its reply or its timeout as before (docs/ha.md). Links are told apart by the
+endpoint libzmq names in their events (the same string for a connection's handshake and drop).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from typing import Any, Final, cast
+from collections import deque
+from typing import Any, Final, NamedTuple, cast
 
 import zmq
 import zmq.asyncio
@@ -34,40 +37,72 @@ HEARTBEAT_IVL_MS: Final = 1_000
 HEARTBEAT_TIMEOUT_MS: Final = 3_000
 
 
+class Sent(NamedTuple):
+    """A send, as :meth:`LinkState.sent` marks it: the events seen so far, and the link the
+    request went out on (None: none was up, so it goes on the next one that comes up)."""
+
+    seq: int
+    link: bytes | None
+
+
 class LinkState:
-    """Links up and drops seen, from monitor events (pure)."""
+    """Links up, and the recent events, from monitor events (pure)."""
 
-    __slots__ = ("drops", "up")
+    __slots__ = ("_log", "seq", "up")
 
-    def __init__(self) -> None:
-        self.up = 0
-        self.drops = 0
+    def __init__(self, history: int = 64) -> None:
+        self.up: dict[bytes, int] = {}  # endpoint -> links up to it
+        self.seq = 0
+        # (seq, event, endpoint) of the last events: more than this many during one request
+        # and its drop may go unseen (it then waits for its timeout).
+        self._log: deque[tuple[int, int, bytes]] = deque(maxlen=history)
 
-    def apply(self, event: int) -> None:
+    def apply(self, event: int, endpoint: bytes) -> None:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self.up += 1
-        elif event == zmq.EVENT_DISCONNECTED and self.up > 0:
+            self.up[endpoint] = self.up.get(endpoint, 0) + 1
+        elif event == zmq.EVENT_DISCONNECTED and self.up.get(endpoint, 0) > 0:
             # Only a link that was up counts: a failed handshake (a wrong CURVE key) also ends
             # in DISCONNECTED, and no request ever went over it.
-            self.up -= 1
-            self.drops += 1
+            if self.up[endpoint] == 1:
+                del self.up[endpoint]
+            else:
+                self.up[endpoint] -= 1
+        else:
+            return
+        self.seq += 1
+        self._log.append((self.seq, event, endpoint))
 
-    def sent(self) -> int | None:
+    def sent(self) -> Sent | None:
         """Mark a send: a token for :meth:`lost`, or None when a drop could not be attributed
         to this request (several links up: it may be on one that stays)."""
-        return self.drops if self.up <= 1 else None
+        links = sum(self.up.values())
+        if links > 1:
+            return None
+        return Sent(self.seq, next(iter(self.up)) if links else None)
 
-    def lost(self, token: int | None) -> bool:
-        """True once a link dropped after the send marked by ``token``."""
-        return token is not None and self.drops > token
+    def lost(self, token: Sent | None) -> bool:
+        """True once the link the request marked by ``token`` went out on dropped."""
+        if token is None:
+            return False
+        link = token.link
+        for seq, event, endpoint in self._log:
+            if seq <= token.seq:
+                continue
+            if link is None:
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    link = endpoint  # the first link up after the send carried it
+            elif event == zmq.EVENT_DISCONNECTED and endpoint == link:
+                return True
+        return False
 
 
-def parse_event(frames: list[bytes]) -> int | None:
-    """The event id of one monitor message (first frame: 16-bit id, 32-bit value)."""
+def parse_event(frames: list[bytes]) -> tuple[int, bytes] | None:
+    """(event id, endpoint) of one monitor message (first frame: 16-bit id, 32-bit value;
+    second: the endpoint)."""
     if len(frames) != 2 or len(frames[0]) != 6:
         return None
     event: int = struct.unpack_from("=H", frames[0])[0]  # native order, as libzmq writes it
-    return event
+    return event, frames[1]
 
 
 class LinkWatch:
@@ -95,15 +130,15 @@ class LinkWatch:
                 return
             event = parse_event(frames)
             if event is not None:
-                self.state.apply(event)
+                self.state.apply(*event)
 
-    def sent(self) -> int | None:
+    def sent(self) -> Sent | None:
         self.read()
         return self.state.sent()
 
-    def lost(self, token: int | None) -> bool:
-        if token is None:
-            return False
+    def lost(self, token: Sent | None) -> bool:
+        # Read even when no drop could be the request's: a poller waiting on the monitor
+        # would otherwise find it readable again at once, and spin.
         self.read()
         return self.state.lost(token)
 
@@ -143,13 +178,13 @@ class AsyncLinkWatch:
             return
         event = parse_event(future.result())
         if event is not None:
-            self.state.apply(event)
+            self.state.apply(*event)
         self._arm()
 
-    def sent(self) -> int | None:
+    def sent(self) -> Sent | None:
         return self.state.sent()
 
-    def lost(self, token: int | None) -> bool:
+    def lost(self, token: Sent | None) -> bool:
         return self.state.lost(token)
 
     def close(self) -> None:

@@ -169,3 +169,43 @@ def test_an_idempotent_request_is_sent_again_on_a_new_connection(
     finally:
         for again in plant_brokers:
             again.stop()
+
+
+def test_with_two_brokers_up_a_drop_of_the_other_neither_fails_nor_spins(
+    tmp_path: Path, keys: Path
+) -> None:
+    """The request's socket has both brokers connected, so a drop cannot be attributed: the
+    request waits for its reply (the other broker's death is not its failure), and the monitor
+    event it could not use must not make the client's poll spin."""
+    brokers = [broker_process(tmp_path, curve_keys=keys).start_ready() for _ in range(2)]
+    helds = [Held(b.endpoint, keys) for b in brokers]
+    try:
+        for b in brokers:
+            wait_for(lambda b=b: served(b, keys), 20, f"the held worker at {b.endpoint}")
+        result: list[list[bytes]] = []
+        curve = load_client(keys, contract.CLIENT)
+        endpoints = ",".join(b.endpoint for b in brokers)
+
+        def call() -> None:
+            with Client(endpoints, curve=curve, timeout=TIMEOUT, retries=0) as c:
+                started = time.thread_time()
+                result.append(c.request(SERVICE, "x"))
+                result.append([str(time.thread_time() - started).encode()])
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        wait_for(lambda: any(h.started.is_set() for h in helds), 10, "the request held")
+        holder = next(i for i, h in enumerate(helds) if h.started.is_set())
+        brokers[1 - holder].signal(signal.SIGKILL)  # the broker that does not hold it
+        time.sleep(1.5)  # the time the request stays held after the drop, not a wait for a result
+        helds[holder].release.set()
+        thread.join(TIMEOUT)
+        assert result and result[0] == [b"done", b"x"], result
+        cpu = float(result[1][0])
+        print(f"[ha] two brokers, the other killed: answered; client CPU {cpu:.3f}s while held")
+        assert cpu < 0.3, f"the client used {cpu:.2f}s of CPU waiting: its poll spun"
+    finally:
+        for h in helds:
+            h.stop()
+        for b in brokers:
+            b.stop()

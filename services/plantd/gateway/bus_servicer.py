@@ -35,10 +35,16 @@ from plantd.gateway.bus_map import (
     subscribe_permission,
 )
 from plantd.gateway.bus_relay import Relay, Subscription
-from plantd.gateway.calls import Caller, CallGate, RouteClass, permission_denied, rate_limited
+from plantd.gateway.calls import (
+    Caller,
+    CallGate,
+    RouteClass,
+    StreamBus,
+    permission_denied,
+    rate_limited,
+)
 from plantd.gateway.errors import deadline_passed, from_bus
 from plantd.gateway.state_map import RpcFailure
-from plantd.mdp.client import StreamPart
 from plantd.mdp.errors import BrokerError, ClientClosed, ErrorCode, RequestTimeout
 from plantd.v1 import bus_pb2 as pb
 from plantd.v1 import bus_pb2_grpc
@@ -48,25 +54,6 @@ AUDIENCE: Final = contract.AUDIENCE_BUS
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _BUS_ERRORS: Final = (RequestTimeout, BrokerError, ClientClosed)
-
-
-class StreamBus(Protocol):
-    """The gateway's bus client, as BusService uses it (``plantd.mdp.AsyncClient``)."""
-
-    async def request(
-        self,
-        service: bytes | str,
-        *body: bytes | str,
-        timeout: float | None = None,  # noqa: ASYNC109 - the MDP wait, from the deadline
-        idempotent: bool = False,
-    ) -> list[bytes]: ...
-
-    def stream_parts(
-        self,
-        service: bytes | str,
-        *body: bytes | str,
-        timeout: float | None = None,
-    ) -> AsyncIterator[StreamPart]: ...
 
 
 class Publish(Protocol):

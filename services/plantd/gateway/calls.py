@@ -35,6 +35,7 @@ from plantd.common.auth import Claims
 from plantd.gateway.auth import REQUEST_ID, Authenticator, CallMetadata, read_call_metadata
 from plantd.gateway.errors import bus_timeout, deadline_passed, from_bus, grpc_status
 from plantd.gateway.state_map import Json, RpcFailure
+from plantd.mdp.client import StreamPart
 from plantd.mdp.errors import BrokerError, ClientClosed, RequestTimeout
 
 R = TypeVar("R")
@@ -171,6 +172,8 @@ class RpcMetrics:
 
 
 class Bus(Protocol):
+    """The gateway's bus client, as the typed servicers use it (``plantd.mdp.AsyncClient``)."""
+
     async def request(
         self,
         service: bytes | str,
@@ -178,6 +181,17 @@ class Bus(Protocol):
         timeout: float | None = None,  # noqa: ASYNC109 - the MDP wait, from the deadline
         idempotent: bool = False,
     ) -> list[bytes]: ...
+
+
+class StreamBus(Bus, Protocol):
+    """And with streamed replies, as BusService uses it."""
+
+    def stream_parts(
+        self,
+        service: bytes | str,
+        *body: bytes | str,
+        timeout: float | None = None,
+    ) -> AsyncIterator[StreamPart]: ...
 
 
 class StreamSlots:

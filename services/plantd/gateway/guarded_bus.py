@@ -21,12 +21,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Final, Protocol
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from plantd.api.errors import GatewayCode, Origin
 from plantd.common.breaker import Admission, Breakers, CircuitBreaker
+from plantd.gateway.calls import StreamBus
 from plantd.gateway.errors import RETRY_AFTER_KEY
 from plantd.gateway.state_map import RpcFailure
 from plantd.mdp.client import StreamPart
@@ -42,23 +43,6 @@ TRIPPING: Final = frozenset(
         ErrorCode.SHUTTING_DOWN,
     )
 )
-
-
-class _Client(Protocol):
-    async def request(
-        self,
-        service: bytes | str,
-        *body: bytes | str,
-        timeout: float | None = None,  # noqa: ASYNC109 - the MDP wait, from the deadline
-        idempotent: bool = False,
-    ) -> list[bytes]: ...
-
-    def stream_parts(
-        self,
-        service: bytes | str,
-        *body: bytes | str,
-        timeout: float | None = None,
-    ) -> AsyncIterator[StreamPart]: ...
 
 
 class BreakerMetrics:
@@ -107,7 +91,7 @@ class GuardedBus:
 
     def __init__(
         self,
-        client: _Client,
+        client: StreamBus,
         breakers: Breakers,
         *,
         min_timeout_s: float,

@@ -44,3 +44,19 @@ def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     assert status.details and status.details[0].Unpack(info), status
     assert info.domain == "plantd.io"
     return info
+
+
+def gateway_args(
+    broker_endpoint: str, keys: Path, grpc_port: int, http_port: int, jwks: Path, *extra: str
+) -> list[str]:
+    """``plantd gateway`` flags every test passes: its broker, CURVE keys, gRPC and health
+    ports (no REST edge), the JWKS file; then the test's own ``extra``."""
+    return [
+        "--broker-endpoint", broker_endpoint,
+        "--curve-keys", str(keys),
+        "--grpc-port", str(grpc_port),
+        "--rest-port", "0",
+        "--http-port", str(http_port),
+        "--jwks-file", str(jwks),
+        *extra,
+    ]  # fmt: skip

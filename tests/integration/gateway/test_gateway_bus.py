@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tests.integration.gateway.gatewaykit import Minter, error_info
+from tests.integration.gateway.gatewaykit import Minter, error_info, gateway_args
 from tests.integration.state.statekit import Broker
 from tests.kit import ServiceProcess, echo_process, free_port, make_keys
 
@@ -75,13 +75,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     grpc_port, http_port = free_port(), free_port()
     gateway = ServiceProcess(
         "plantd.gateway",
-        [
-            "--broker-endpoint", broker.endpoint,
-            "--curve-keys", str(keys),
-            "--grpc-port", str(grpc_port),
-            "--rest-port", "0",
-            "--http-port", str(http_port),
-            "--jwks-file", str(jwks),
+        gateway_args(
+            broker.endpoint, keys, grpc_port, http_port, jwks,
             "--event-sub-endpoint", event_sub,
             "--state-sub-endpoint", broker.state_sub,
             "--metric-sub-endpoint", metric_sub,
@@ -92,7 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--rate-limit-call-per-s", "10000",
             "--rate-limit-write-per-s", "10000",
             "--log-format", "text",
-        ],
+        ),
         work / "gateway.log",
         http_port=http_port,
         name="gateway",

@@ -22,6 +22,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from tests.integration.gateway.gatewaykit import gateway_args
 from tests.integration.gateway.test_gateway_e2e import SCOPE, mint
 from tests.integration.state.statekit import Broker, StateProc
 from tests.kit import ServiceProcess, free_port, http_get, make_keys, metric_value
@@ -60,19 +61,14 @@ def plant(tmp_path: Path) -> Iterator[Plant]:
     grpc_port, http_port = free_port(), free_port()
     gateway = ServiceProcess(
         "plantd.gateway",
-        [
-            "--broker-endpoint", broker.endpoint,
-            "--curve-keys", str(keys),
-            "--grpc-port", str(grpc_port),
-            "--rest-port", "0",
-            "--http-port", str(http_port),
-            "--jwks-file", str(jwks),
+        gateway_args(
+            broker.endpoint, keys, grpc_port, http_port, jwks,
             "--state-sub-endpoint", broker.state_sub,
             "--circuit-failures", str(FAILURES),
             "--circuit-open-ms", "3000",  # a pause of 1.5-3 s: /readyz is read within it
             "--circuit-open-max-ms", "6000",
             "--log-format", "text",
-        ],
+        ),
         tmp_path / "gateway.log",
         http_port=http_port,
         name="gateway-circuit",

@@ -19,6 +19,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from tests.integration.gateway.gatewaykit import gateway_args
 from tests.integration.gateway.test_gateway_e2e import mint
 from tests.integration.state.statekit import Broker, StateProc
 from tests.kit import ServiceProcess, free_port, http_get, make_keys, metric_value
@@ -68,19 +69,14 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
     grpc_port, http_port = free_port(), free_port()
     gateway = ServiceProcess(
         "plantd.gateway",
-        [
-            "--broker-endpoint", broker.endpoint,
-            "--curve-keys", str(keys),
-            "--grpc-port", str(grpc_port),
-            "--rest-port", "0",
-            "--http-port", str(http_port),
-            "--jwks-file", str(jwks),
+        gateway_args(
+            broker.endpoint, keys, grpc_port, http_port, jwks,
             "--rate-limit-read-per-s", "2",
             "--rate-limit-burst-s", "1",
             "--max-streams-per-subject", "2",
             "--state-sub-endpoint", broker.state_sub,
             "--log-format", "text",
-        ],
+        ),
         work / "gateway.log",
         http_port=http_port,
         name="gateway-limits",

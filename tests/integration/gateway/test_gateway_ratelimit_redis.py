@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from tests.integration.gateway.gatewaykit import gateway_args
 from tests.integration.gateway.test_gateway_e2e import mint
 from tests.integration.state.statekit import Broker, StateProc
 from tests.kit import ServiceProcess, await_for, free_port, http_get, make_keys, metric_value
@@ -148,19 +149,14 @@ def _gateway(
     grpc_port, http_port = free_port(), free_port()
     proc = ServiceProcess(
         "plantd.gateway",
-        [
-            "--broker-endpoint", broker.endpoint,
-            "--curve-keys", str(keys),
-            "--grpc-port", str(grpc_port),
-            "--rest-port", "0",
-            "--http-port", str(http_port),
-            "--jwks-file", str(jwks),
+        gateway_args(
+            broker.endpoint, keys, grpc_port, http_port, jwks,
             "--rate-limit-read-per-s", "2",
             "--rate-limit-burst-s", "1",
             "--rate-limit-redis-url", redis_url,
             "--state-sub-endpoint", broker.state_sub,
             "--log-format", "text",
-        ],
+        ),
         work / f"{name}.log",
         http_port=http_port,
         name=name,

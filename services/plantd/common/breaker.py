@@ -133,6 +133,7 @@ class Breakers:
         max_names: int = 64,
         rng: Callable[[], float] = random.random,
         on_evict: Callable[[str], None] | None = None,
+        on_create: Callable[[str], None] | None = None,
     ) -> None:
         if max_names < 1:
             raise ValueError("max_names must be at least 1")
@@ -140,6 +141,7 @@ class Breakers:
         self.max_names = max_names
         self._random = rng
         self._on_evict = on_evict
+        self._on_create = on_create
         self._by_name: OrderedDict[str, CircuitBreaker] = OrderedDict()
 
     def get(self, name: str) -> CircuitBreaker:
@@ -150,6 +152,8 @@ class Breakers:
         if len(self._by_name) >= self.max_names:
             self._evict()
         breaker = self._by_name[name] = CircuitBreaker(self.policy, self._random)
+        if self._on_create is not None:
+            self._on_create(name)
         return breaker
 
     def pausing(self, name: str, now: float) -> bool:

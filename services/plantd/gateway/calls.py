@@ -33,7 +33,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from plantd.api.errors import GatewayCode, Origin
 from plantd.common.auth import Claims
 from plantd.gateway.auth import REQUEST_ID, Authenticator, CallMetadata, read_call_metadata
-from plantd.gateway.errors import bus_timeout, deadline_passed, from_bus, grpc_status
+from plantd.gateway.errors import (
+    bus_timeout,
+    deadline_passed,
+    from_bus,
+    grpc_status,
+    retry_seconds,
+)
 from plantd.gateway.state_map import Json, RpcFailure
 from plantd.mdp.client import StreamPart
 from plantd.mdp.errors import BrokerError, ClientClosed, RequestTimeout
@@ -393,7 +399,7 @@ async def json_request(
 def rate_limited(decision: Decision) -> RpcFailure:
     """RESOURCE_EXHAUSTED with ``retry-after`` (whole seconds, at least 1) in the metadata; the
     REST edge turns it into HTTP 429 with a ``Retry-After`` header."""
-    retry = max(1, int(decision.retry_after_s + 0.999))
+    retry = retry_seconds(decision.retry_after_s)
     return RpcFailure(
         Origin.GATEWAY,
         GatewayCode.RATE_LIMITED,

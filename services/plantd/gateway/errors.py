@@ -26,6 +26,12 @@ DEADLINE_MARGIN_S: Final = 0.005
 RETRY_AFTER_KEY: Final = "retry_after_s"  # failure metadata -> RetryInfo (and HTTP Retry-After)
 
 
+def retry_seconds(seconds: float) -> int:
+    """A wait as the whole seconds a refusal names: rounded up, at least 1 (a fraction of a
+    millisecond over a whole second is clock noise, not one more second)."""
+    return max(1, int(seconds + 0.999))
+
+
 def grpc_status(failure: RpcFailure) -> tuple[grpc.StatusCode, grpc.Status]:
     """The gRPC code and the status (code, message, details trailer) for ``failure``; a
     failure with ``retry_after_s`` in its metadata also carries ``google.rpc.RetryInfo``."""

@@ -26,9 +26,9 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from plantd.api.errors import GatewayCode, Origin
-from plantd.common.breaker import Admission, Breakers, CircuitBreaker
+from plantd.common.breaker import Admission, Breakers, BreakerState, CircuitBreaker
 from plantd.gateway.calls import StreamBus
-from plantd.gateway.errors import RETRY_AFTER_KEY
+from plantd.gateway.errors import RETRY_AFTER_KEY, retry_seconds
 from plantd.gateway.state_map import RpcFailure
 from plantd.mdp.client import StreamPart
 from plantd.mdp.errors import BrokerError, ErrorCode, RequestTimeout
@@ -69,6 +69,10 @@ class BreakerMetrics:
             registry=registry,
         )
 
+    def closed(self, service: str) -> None:
+        """A new breaker: its series start at closed."""
+        self.state.labels(service).set(int(BreakerState.CLOSED))
+
     def forget(self, service: str) -> None:
         for metric in (self.state, self.opened, self.refused):
             with contextlib.suppress(KeyError):
@@ -76,7 +80,7 @@ class BreakerMetrics:
 
 
 def circuit_open(service: str, admission: Admission) -> RpcFailure:
-    retry = max(1, int(admission.retry_after_s + 0.999))
+    retry = retry_seconds(admission.retry_after_s)
     return RpcFailure(
         Origin.GATEWAY,
         GatewayCode.CIRCUIT_OPEN,
@@ -112,8 +116,9 @@ class GuardedBus:
 
     def _admit(self, name: str) -> tuple[CircuitBreaker, Admission]:
         breaker = self.breakers.get(name)
+        before = breaker.state
         admission = breaker.admit(self._clock())
-        self._show(name, breaker)
+        self._show(name, breaker, before)
         if not admission.allowed:
             if self.metrics is not None:
                 self.metrics.refused.labels(name).inc()
@@ -124,6 +129,7 @@ class GuardedBus:
         self, name: str, breaker: CircuitBreaker, admission: Admission, exc: BaseException | None,
         waited: float,
     ) -> None:  # fmt: skip
+        before = breaker.state
         unanswered = isinstance(exc, RequestTimeout | asyncio.CancelledError)
         if exc is None or (isinstance(exc, BrokerError) and exc.code not in TRIPPING):
             breaker.success()
@@ -132,10 +138,13 @@ class GuardedBus:
                 self.metrics.opened.labels(name).inc()
         else:  # not waited long, or the client closing: says nothing about the service
             breaker.abandon(admission.probe)
-        self._show(name, breaker)
+        self._show(name, breaker, before)
 
-    def _show(self, name: str, breaker: CircuitBreaker) -> None:
-        if self.metrics is not None:
+    def _show(self, name: str, breaker: CircuitBreaker, before: BreakerState) -> None:
+        """The state gauge, set when the state changed, not on every call: a labelled gauge
+        set is a dict lookup and a lock on the hot path (a new breaker's series is set by
+        ``BreakerMetrics.closed``, the ``Breakers`` on_create)."""
+        if self.metrics is not None and breaker.state is not before:
             self.metrics.state.labels(name).set(int(breaker.state))
 
     async def request(
@@ -182,5 +191,6 @@ class GuardedBus:
             raise
         finally:
             if not judged:  # closed before any part: no verdict
+                before = breaker.state
                 breaker.abandon(admission.probe)
-                self._show(name, breaker)
+                self._show(name, breaker, before)

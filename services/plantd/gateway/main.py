@@ -216,7 +216,11 @@ async def main(ctx: ServiceContext) -> None:
     breaker_metrics = BreakerMetrics(ctx.registry)
     guarded = GuardedBus(
         bus,
-        Breakers(settings.breaker_policy(), on_evict=breaker_metrics.forget),
+        Breakers(
+            settings.breaker_policy(),
+            on_evict=breaker_metrics.forget,
+            on_create=breaker_metrics.closed,
+        ),
         min_timeout_s=settings.circuit_min_timeout_ms / 1000.0,
         metrics=breaker_metrics,
     )

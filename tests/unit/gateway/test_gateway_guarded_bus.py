@@ -69,7 +69,10 @@ def make(failures: int = 2) -> tuple[GuardedBus, Scripted, Clock, CollectorRegis
     registry = CollectorRegistry()
     metrics = BreakerMetrics(registry)
     breakers = Breakers(
-        BreakerPolicy(failures=failures, base_s=1.0), rng=lambda: 1.0, on_evict=metrics.forget
+        BreakerPolicy(failures=failures, base_s=1.0),
+        rng=lambda: 1.0,
+        on_evict=metrics.forget,
+        on_create=metrics.closed,
     )
     bus = GuardedBus(client, breakers, min_timeout_s=1.0, metrics=metrics, clock=clock)
     return bus, client, clock, registry
@@ -170,7 +173,9 @@ async def test_an_evicted_breaker_takes_its_series_along() -> None:
     clock = Clock()
     registry = CollectorRegistry()
     metrics = BreakerMetrics(registry)
-    breakers = Breakers(BreakerPolicy(), max_names=1, on_evict=metrics.forget)
+    breakers = Breakers(
+        BreakerPolicy(), max_names=1, on_evict=metrics.forget, on_create=metrics.closed
+    )
     bus = GuardedBus(Scripted(clock), breakers, min_timeout_s=1.0, metrics=metrics, clock=clock)
     await bus.request("a.one", timeout=1.0)
     await bus.request("b.two", timeout=1.0)

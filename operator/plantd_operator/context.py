@@ -160,9 +160,44 @@ class ClusterContext:
         return self._every_broker(contract.BUS_PORTS[bus][0])
 
     @property
-    def redis_address(self) -> str:
+    def redis_replicas(self) -> int:
+        """Managed Redis pods (0 with an external Redis)."""
         redis = self.spec.state.redis
-        if redis.mode == "external" and redis.external is not None:
+        return redis.managed.replicas if redis.mode == "managed" else 0
+
+    @property
+    def managed_sentinel(self) -> bool:
+        """A managed primary with replicas and a Sentinel beside each pod."""
+        return self.redis_replicas >= 3
+
+    def redis_pod_host(self, ordinal: int) -> str:
+        """The stable DNS name of managed Redis pod ``ordinal`` (its headless Service's)."""
+        headless = naming.headless(self.name, naming.REDIS)
+        return f"{naming.child(self.name, naming.REDIS)}-{ordinal}.{headless}.{self.namespace}.svc"
+
+    @property
+    def sentinels(self) -> tuple[list[str], str] | None:
+        """The Sentinels (host:port) and the master name they watch, when there are any."""
+        redis = self.spec.state.redis
+        if self.managed_sentinel:
+            hosts = [
+                f"{self.redis_pod_host(i)}:{contract.SENTINEL_PORT}"
+                for i in range(self.redis_replicas)
+            ]
+            return hosts, contract.SENTINEL_MASTER
+        if redis.mode == "external" and redis.external is not None and redis.external.sentinel:
+            return list(redis.external.sentinel.addresses), redis.external.sentinel.master_name
+        return None
+
+    @property
+    def redis_address(self) -> str:
+        """Where the store is, as status and messages show it (no credentials)."""
+        redis = self.spec.state.redis
+        sentinels = self.sentinels
+        if sentinels is not None:
+            hosts, master = sentinels
+            return f"sentinel {','.join(hosts)} master {master}"
+        if redis.mode == "external" and redis.external is not None and redis.external.address:
             return redis.external.address
         return f"{self.host(naming.REDIS)}:{contract.REDIS_PORT}"
 

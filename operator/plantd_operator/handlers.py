@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from plantd.common import contract
-from plantd_operator import naming, resync
+from plantd_operator import naming, resync, sentinel
 from plantd_operator.kube import TRANSPORT_ERRORS, ApiError
 from plantd_operator.reconcile import Reconciler
 
@@ -81,6 +81,8 @@ def register(registry: kopf.OperatorRegistry, rec: Reconciler, drift_interval: f
         except (ApiError, *TRANSPORT_ERRORS) as exc:
             log.warning("API discovery failed (retried on the first reconcile): %s", exc)
         tasks.append(asyncio.create_task(resync.loop(rec, drift_interval), name="resync"))
+        # status.store of clusters whose managed Redis has Sentinels (primary, failovers).
+        tasks.append(asyncio.create_task(sentinel.loop(rec), name="sentinel-probe"))
 
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(**_: Any) -> None:

@@ -193,8 +193,60 @@ class StorageSpec(_Model):
     )
 
 
+class SentinelSpec(_Model):
+    """How the Sentinels beside a replicated managed Redis judge the primary lost."""
+
+    down_after_milliseconds: int = Field(
+        5000,
+        ge=1000,
+        le=60000,
+        description="A primary that answers no Sentinel PING for this long is down; a majority "
+        "of Sentinels agreeing starts a failover. Lower fails over sooner and risks a failover "
+        "on a pause (a long fork for the AOF rewrite, a slow node).",
+    )
+    failover_timeout_milliseconds: int = Field(
+        30000,
+        ge=5000,
+        le=600000,
+        description="How long one failover may take before another Sentinel retries it.",
+    )
+
+
 class ManagedRedisSpec(_Model):
-    """A single Redis run by the operator: StatefulSet with a volume and append-only file."""
+    """Redis run by the operator: a StatefulSet with a volume and append-only file per pod;
+    with replicas 3 or more, a primary, its replicas and a Sentinel beside each pod."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.replicas) || self.replicas != 2",
+                    "managed Redis replicas must be 1 or at least 3: with 2, losing either pod "
+                    "leaves one Sentinel of two, no majority to promote a replica",
+                ),
+                cel(
+                    "!has(oldSelf.replicas) || oldSelf.replicas == 1 || "
+                    "(has(self.replicas) && self.replicas != 1)",
+                    "managed Redis cannot go back from Sentinel (replicas 3 or more) to one pod: "
+                    "the pod kept might be a replica behind the primary",
+                ),
+            ]
+        }
+    )
+
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=7,
+        description="Redis pods. 1: one pod, restarted in place when it fails. 3 or more: a "
+        "primary and replicas with a Sentinel beside each pod; when the primary is lost a "
+        "majority of Sentinels promotes a replica and every plantd component follows it "
+        "(docs/ha.md). Can grow from 1; not back to 1.",
+    )
+    sentinel: SentinelSpec = Field(
+        default_factory=_new(SentinelSpec),
+        description="The Sentinels' timing (replicas 3 or more).",
+    )
 
     image: str | None = Field(
         None,
@@ -236,21 +288,76 @@ class RedisTLSSpec(_Model):
     )
 
 
-class ExternalRedisSpec(_Model):
-    """A Redis run elsewhere; the operator only wires the state service to it."""
+_HOST_PORT = "^[^:/ ]+:[0-9]{1,5}$"
 
-    address: str = Field(
+
+class ExternalSentinelSpec(_Model):
+    """Redis Sentinels that watch an external primary: plantd asks them where it is."""
+
+    addresses: list[str] = Field(
         min_length=1,
-        max_length=512,
-        description="host:port of the Redis server.",
+        max_length=9,
+        description="host:port of each Sentinel (all of them: any one answering is enough).",
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.matches('^[^:/ ]+:[0-9]{1,5}$')",
+                    f"self.all(a, a.matches('{_HOST_PORT}'))",
+                    "every sentinel address must be host:port, e.g. sentinel-0.redis:26379",
+                )
+            ]
+        },
+    )
+    master_name: str = Field(
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="The name the Sentinels monitor the primary under (sentinel monitor NAME).",
+    )
+    redis_port: int = Field(
+        6379,
+        ge=1,
+        le=65535,
+        description="Port of the data nodes the Sentinels name: the NetworkPolicy lets the "
+        "state pods reach it (their addresses are whatever the Sentinels say).",
+    )
+    auth: bool = Field(
+        True,
+        description="Send the password (secretRef) to the Sentinels too. false: only the data "
+        "nodes get it, for Sentinels that take none.",
+    )
+
+
+class ExternalRedisSpec(_Model):
+    """A Redis run elsewhere; the operator only wires the state service to it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.address) != has(self.sentinel)",
+                    "state.redis.external needs exactly one of address (one server) or "
+                    "sentinel (addresses and masterName)",
+                )
+            ]
+        }
+    )
+
+    address: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="host:port of the Redis server. Or give sentinel instead.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.matches('{_HOST_PORT}')",
                     "address must be host:port, e.g. redis.example.svc:6379",
                 )
             ]
         },
+    )
+    sentinel: ExternalSentinelSpec | None = Field(
+        None,
+        description="Follow a Sentinel-managed primary instead of one address: every new "
+        "connection asks a Sentinel where the primary is, so plantd follows a failover.",
     )
     database: int = Field(0, ge=0, le=15, description="Redis database number.")
     secret_ref: SecretKeyRef | None = Field(
@@ -275,7 +382,14 @@ class RedisSpec(_Model):
             "x-kubernetes-validations": [
                 cel(
                     "self.mode != 'external' || has(self.external)",
-                    "state.redis.mode external needs state.redis.external.address (host:port)",
+                    "state.redis.mode external needs state.redis.external.address (host:port) "
+                    "or state.redis.external.sentinel",
+                ),
+                cel(
+                    "!has(self.waitReplicas) || self.waitReplicas == 0 || self.mode == 'external'"
+                    " || self.waitReplicas < self.managed.replicas",
+                    "state.redis.waitReplicas must be below state.redis.managed.replicas: the "
+                    "primary is one of them",
                 ),
                 cel(
                     "self.mode != 'managed' || !has(self.external)",
@@ -304,6 +418,22 @@ class RedisSpec(_Model):
     )
     external: ExternalRedisSpec | None = Field(
         None, description="The external Redis (required when mode is external)."
+    )
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=6,
+        description="Acknowledge a state write only once this many Redis replicas have it "
+        "(WAIT): a failover then loses no acknowledged write, at the cost of a replication "
+        "round trip per write batch (docs/ha.md has the figures). 0: Redis's asynchronous "
+        "replication, where a failover can lose the last writes acknowledged.",
+    )
+    wait_timeout_ms: int = Field(
+        500,
+        ge=10,
+        le=1500,
+        description="How long a write waits for waitReplicas before it is answered "
+        "NOT_REPLICATED (applied on the primary, not acknowledged).",
     )
 
 
@@ -653,7 +783,34 @@ class Endpoints(_Model):
     edge: str | None = Field(
         None, description="In-cluster gRPC address of the edge Service (sidecars.grpc.edge)."
     )
-    redis: str | None = Field(None, description="Redis host:port used by the state service.")
+    redis: str | None = Field(
+        None,
+        description="Redis host:port used by the state service, or its Sentinels and master.",
+    )
+
+
+class FailoverStatus(_Model):
+    """The last change of Redis primary the operator saw."""
+
+    from_: str | None = Field(None, alias="from", description="The primary before.")
+    to: str | None = Field(None, description="The primary after.")
+    time: str | None = Field(
+        None, description="When the operator saw it.", json_schema_extra={"format": "date-time"}
+    )
+
+
+class StoreStatus(_Model):
+    """A replicated managed Redis as its Sentinels describe it (state.redis.managed.replicas
+    3 or more), read by the operator every few seconds."""
+
+    primary: str | None = Field(None, description="The Redis pod that is the primary.")
+    replicas_in_sync: int | None = Field(
+        None, ge=0, description="Replicas whose link to the primary is up."
+    )
+    sentinels: int | None = Field(None, ge=0, description="Sentinels that know the primary.")
+    last_failover: FailoverStatus | None = Field(
+        None, description="The last change of primary the operator saw."
+    )
 
 
 class PlantdClusterStatus(_Model):
@@ -681,6 +838,9 @@ class PlantdClusterStatus(_Model):
     )
     broker_replicas: str | None = Field(None, description="Broker ready/desired, for display.")
     endpoints: Endpoints | None = Field(None, description="Addresses clients use.")
+    store: StoreStatus | None = Field(
+        None, description="The replicated managed Redis (primary, replicas, last failover)."
+    )
 
 
 def parse_spec(spec: dict[str, Any]) -> PlantdClusterSpec:

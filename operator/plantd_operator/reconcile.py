@@ -25,6 +25,7 @@ from plantd_operator.context import Capabilities, ClusterContext
 from plantd_operator.kube import ApiError, Kube
 from plantd_operator.metrics import Metrics
 from plantd_operator.models import PlantdClusterSpec, parse_spec
+from plantd_operator.sentinel import SentinelView
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class ClusterState:
     written: dict[str, Any] | None = None
     # time.monotonic() of the last finished reconcile (the resync skips fresh clusters).
     last_reconciled: float = 0.0
+    # What the Sentinels of a replicated managed Redis last said (plantd_operator.sentinel).
+    sentinel: SentinelView | None = None
 
 
 @dataclass
@@ -653,6 +656,7 @@ class Reconciler:
             paused_by=reason,
             problems=st.problems,
             workloads=dict(st.workloads),
+            sentinel=st.sentinel,
         )
         old = st.written if st.written is not None else (body.get("status") or {})
         new = status.build(st.ctx, obs, old, now())
@@ -671,13 +675,22 @@ class Reconciler:
         if old.get("phase") != new["phase"]:
             log.info("%s/%s: phase %s -> %s", ns, name, old.get("phase"), new["phase"])
         st.written = updated.get("status", new)
-        for t in status.transitions(old.get("conditions") or [], new["conditions"]):
+        events = [
+            (t.event_type, t.reason, f"{t.type}: {t.message}")
+            for t in status.transitions(old.get("conditions") or [], new["conditions"])
+        ]
+        failover = (new.get("store") or {}).get("lastFailover")
+        if failover and failover != (old.get("store") or {}).get("lastFailover"):
+            # A probe can miss the FailingOver condition; the change of primary it cannot.
+            message = f"Redis primary moved from {failover['from']} to {failover['to']}"
+            events.append(("Warning", "RedisFailover", message))
+        for kind, reason, message in events:
             with contextlib.suppress(LookupError):  # no running operator (unit tests)
                 kopf.event(
                     kopf.Body(body),  # type: ignore[arg-type]
-                    type=t.event_type,
-                    reason=t.reason,
-                    message=f"{t.type}: {t.message}",
+                    type=kind,
+                    reason=reason,
+                    message=message,
                 )
 
     def observe(self, body: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from plantd_operator import naming
 from plantd_operator.context import ClusterContext
+from plantd_operator.sentinel import SentinelView, pod_of
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -92,6 +93,7 @@ class Observation:
     paused_by: str = ""
     problems: tuple[Problem, ...] = ()
     workloads: dict[str, Workload] = field(default_factory=dict)
+    sentinel: SentinelView | None = None  # a replicated managed Redis's Sentinels' account
 
 
 def _cond(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
@@ -138,6 +140,8 @@ def _store(ctx: ClusterContext, obs: Observation) -> dict[str, str]:
     w = obs.workloads.get(naming.REDIS)
     if w is None:
         return _cond(STORE, False, "Creating", "waiting for the Redis StatefulSet to appear")
+    if ctx.managed_sentinel:
+        return _sentinel_store(ctx, w, obs.sentinel)
     if w.ready >= 1 and w.rolled_out:
         return _cond(STORE, True, "RedisReady", f"managed Redis ready at {ctx.redis_address}")
     return _cond(
@@ -147,6 +151,59 @@ def _store(ctx: ClusterContext, obs: Observation) -> dict[str, str]:
         "managed Redis pod not ready; check its PersistentVolumeClaim is Bound "
         f"(`kubectl get pvc -l app.kubernetes.io/instance={ctx.name}`)",
     )
+
+
+def _sentinel_store(ctx: ClusterContext, w: Workload, view: SentinelView | None) -> dict[str, str]:
+    """A primary with replicas: ready when the Sentinels name a primary that is up."""
+    pods_hint = (
+        f"see `kubectl logs -n {ctx.namespace} -l app.kubernetes.io/instance={ctx.name},"
+        "app.kubernetes.io/component=redis -c sentinel`"
+    )
+    if view is None:
+        return _cond(STORE, False, "SentinelUnknown", "waiting for the first Sentinel probe")
+    if view.error is not None:
+        return _cond(
+            STORE,
+            False,
+            "SentinelUnreachable",
+            f"no Sentinel answered the operator ({view.error}); {w.ready}/{w.desired} Redis "
+            f"pods ready; {pods_hint}",
+        )
+    if view.failing_over or view.down or view.primary is None:
+        return _cond(
+            STORE,
+            False,
+            "FailingOver",
+            f"the Sentinels judge the primary {pod_of(view.primary)} down and are promoting "
+            "a replica; writes fail with STORE_UNAVAILABLE until it is done",
+        )
+    message = (
+        f"primary {pod_of(view.primary)}, {view.replicas_in_sync}/{w.desired - 1} replicas in "
+        f"sync, {view.sentinels}/{w.desired} Sentinels"
+    )
+    if view.sentinels < view.quorum:
+        return _cond(STORE, False, "NoQuorum", f"{message}: a failover needs {view.quorum}")
+    return _cond(STORE, True, "SentinelReady", message)
+
+
+def store_status(view: SentinelView | None, old: dict[str, Any], now: str) -> dict[str, Any]:
+    """``status.store``: the Sentinels' account; a new primary is recorded as a failover."""
+    out: dict[str, Any] = {k: v for k, v in old.items() if k == "lastFailover"}
+    if view is None or view.error is not None:
+        out.update({k: old[k] for k in ("primary", "replicasInSync", "sentinels") if k in old})
+        return out
+    primary = pod_of(view.primary)
+    before = old.get("primary")
+    if primary and before and primary != before:
+        out["lastFailover"] = {"from": before, "to": primary, "time": now}
+    out.update(
+        {
+            "primary": primary or before,
+            "replicasInSync": view.replicas_in_sync,
+            "sentinels": view.sentinels,
+        }
+    )
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def conditions(ctx: ClusterContext, obs: Observation) -> list[dict[str, str]]:
@@ -261,7 +318,7 @@ def build(ctx: ClusterContext, obs: Observation, old: dict[str, Any], now: str) 
         naming.IDENTITY: _counts(ctx.identity_replicas, obs.workloads.get(naming.IDENTITY)),
     }
     if ctx.spec.state.redis.mode == "managed":
-        comps[naming.REDIS] = _counts(1, obs.workloads.get(naming.REDIS))
+        comps[naming.REDIS] = _counts(ctx.redis_replicas, obs.workloads.get(naming.REDIS))
     endpoints: dict[str, Any] = {
         "broker": ctx.broker_endpoint,
         "buses": {
@@ -292,6 +349,8 @@ def build(ctx: ClusterContext, obs: Observation, old: dict[str, Any], now: str) 
     }
     if applied is not None:
         out["observedGeneration"] = applied
+    if ctx.managed_sentinel:
+        out["store"] = store_status(obs.sentinel, old.get("store") or {}, now)
     return out
 
 

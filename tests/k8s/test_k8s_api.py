@@ -44,6 +44,36 @@ EXTERNAL = {"mode": "external", "external": {"address": "redis.db:6379"}}
             "set by the operator",
         ),
         ({"state": {"redis": {"managed": {"storage": {"size": "lots"}}}}}, "storage.size"),
+        ({"state": {"redis": {"managed": {"replicas": 2}}}}, "must be 1 or at least 3"),
+        (
+            {"state": {"redis": {"managed": {"replicas": 3}, "waitReplicas": 3}}},
+            "waitReplicas must be below",
+        ),
+        (
+            {
+                "state": {
+                    "redis": {
+                        **EXTERNAL,
+                        "external": {
+                            "address": "r:6379",
+                            "sentinel": {"addresses": ["s:26379"], "masterName": "m"},
+                        },
+                    }
+                }
+            },
+            "exactly one of address",
+        ),
+        (
+            {
+                "state": {
+                    "redis": {
+                        **EXTERNAL,
+                        "external": {"sentinel": {"addresses": ["s"], "masterName": "m"}},
+                    }
+                }
+            },
+            "every sentinel address must be host:port",
+        ),
         (
             {
                 "state": {
@@ -121,6 +151,26 @@ def test_transition_rules_on_update(testenv: TestEnv, namespace: str) -> None:
         check=False,
     )
     assert patch.returncode != 0 and "mode cannot change" in patch.stderr
+    # One Redis pod can become a primary with replicas and Sentinels, never back.
+    to_three = '{"spec":{"state":{"redis":{"managed":{"replicas":3}}}}}'
+    assert (
+        testenv.kubectl(
+            "patch", "pdc", "moving", "-n", namespace, "--type=merge", "-p", to_three
+        ).returncode
+        == 0
+    )
+    patch = testenv.kubectl(
+        "patch",
+        "pdc",
+        "moving",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"state":{"redis":{"managed":{"replicas":1}}}}}',
+        check=False,
+    )
+    assert patch.returncode != 0 and "cannot go back from Sentinel" in patch.stderr
     grown = testenv.kubectl(
         "patch",
         "pdc",

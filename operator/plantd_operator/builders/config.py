@@ -67,6 +67,11 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
     for c in redis_users:
         for key, value in redis_settings(ctx).items():
             put(c, key, value)
+    if spec.state.redis.wait_replicas:
+        put(naming.STATE, contract.KEY_STATE_REDIS_WAIT_REPLICAS, spec.state.redis.wait_replicas)
+        put(
+            naming.STATE, contract.KEY_STATE_REDIS_WAIT_TIMEOUT_MS, spec.state.redis.wait_timeout_ms
+        )
     put(naming.STATE, contract.KEY_STATE_BUS_ENDPOINT, ctx.publish_endpoint("state"))
     put(naming.STATE, contract.KEY_EVENT_BUS_ENDPOINT, ctx.publish_endpoint("event"))
     put(naming.STATE, contract.KEY_EVENT_SUB_ENDPOINT, ctx.bus_endpoint("event", "sub"))
@@ -157,7 +162,18 @@ def redis_settings(ctx: ClusterContext) -> dict[str, str]:
     if redis.mode == "managed" or (redis.external is not None and redis.external.secret_ref):
         # A file from the Secret (no password variable is read): never in env.
         out[contract.KEY_STATE_REDIS_PASSWORD_FILE] = REDIS_PASSWORD_FILE
-    out[contract.KEY_STATE_REDIS_URL] = f"{scheme}://{ctx.redis_address}/{database}"
+    sentinels = ctx.sentinels
+    if sentinels is None:
+        out[contract.KEY_STATE_REDIS_URL] = f"{scheme}://{ctx.redis_address}/{database}"
+        return out
+    # Every new connection asks a Sentinel for the primary (plantd.common.redis_conn), so
+    # the components follow a failover without a restart or a config change.
+    hosts, master = sentinels
+    url = f"{scheme}+sentinel://{','.join(hosts)}/{master}/{database}"
+    external = redis.external.sentinel if redis.external is not None else None
+    if external is not None and not external.auth:
+        url += "?sentinel_auth=no"
+    out[contract.KEY_STATE_REDIS_URL] = url
     return out
 
 

@@ -8,6 +8,9 @@ from plantd.common import contract
 from plantd_operator import naming
 from plantd_operator.context import ClusterContext
 
+# The chart's name label on the operator's own pods (charts/plantd-operator).
+OPERATOR_NAME = "plantd-operator"
+
 
 def workloads(ctx: ClusterContext) -> list[str]:
     out = [naming.BROKER, naming.STATE, naming.IDENTITY]
@@ -123,22 +126,42 @@ def network_policies(ctx: ClusterContext) -> list[dict[str, Any]]:
             spec["egress"].append(_to_redis(ctx))
         out.append(policy(c, spec))
     if ctx.spec.state.redis.mode == "managed":
-        out.append(
-            policy(
-                naming.REDIS,
-                {
-                    "podSelector": {"matchLabels": naming.selector_labels(ctx.name, naming.REDIS)},
-                    "policyTypes": ["Ingress"],
-                    "ingress": [
-                        {
-                            "from": [_pods(ctx, c) for c in redis_clients(ctx)],
-                            "ports": _ports(contract.REDIS_PORT),
-                        }
-                    ],
-                },
-            )
-        )
+        out.append(policy(naming.REDIS, _redis_policy(ctx)))
     return out
+
+
+def _managed_redis_ports(ctx: ClusterContext) -> list[int]:
+    if ctx.managed_sentinel:
+        return [contract.REDIS_PORT, contract.SENTINEL_PORT]
+    return [contract.REDIS_PORT]
+
+
+def _redis_policy(ctx: ClusterContext) -> dict[str, Any]:
+    ports = _ports(*_managed_redis_ports(ctx))
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": naming.selector_labels(ctx.name, naming.REDIS)},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [_pods(ctx, c) for c in redis_clients(ctx)], "ports": ports}],
+    }
+    if ctx.managed_sentinel:
+        # Replication and the Sentinels' gossip run between the Redis pods, both ways; the
+        # operator asks a Sentinel who the primary is (status.redisPrimary). Its pods may be
+        # in any namespace; the Sentinels take the password, so the label alone opens nothing.
+        spec["policyTypes"] = ["Ingress", "Egress"]
+        spec["ingress"].append({"from": [_pods(ctx, naming.REDIS)], "ports": ports})
+        spec["ingress"].append(
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {},
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": OPERATOR_NAME}},
+                    }
+                ],
+                "ports": _ports(contract.SENTINEL_PORT),
+            }
+        )
+        spec["egress"] = [{"to": [_pods(ctx, naming.REDIS)], "ports": ports}]
+    return spec
 
 
 def redis_clients(ctx: ClusterContext) -> list[str]:
@@ -152,8 +175,13 @@ def redis_clients(ctx: ClusterContext) -> list[str]:
 def _to_redis(ctx: ClusterContext) -> dict[str, Any]:
     redis = ctx.spec.state.redis
     if redis.mode == "managed":
-        return {"to": [_pods(ctx, naming.REDIS)], "ports": _ports(contract.REDIS_PORT)}
-    # An external Redis may be anywhere: allow its port, not its (unknown) address.
+        return {"to": [_pods(ctx, naming.REDIS)], "ports": _ports(*_managed_redis_ports(ctx))}
+    # An external Redis may be anywhere: allow its ports, not its (unknown) addresses.
     assert redis.external is not None
+    if redis.external.sentinel is not None:
+        sentinel = redis.external.sentinel
+        ports = {int(a.rsplit(":", 1)[1]) for a in sentinel.addresses} | {sentinel.redis_port}
+        return {"ports": _ports(*sorted(ports))}
+    assert redis.external.address is not None
     port = int(redis.external.address.rsplit(":", 1)[1])
     return {"ports": _ports(port)}

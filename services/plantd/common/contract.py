@@ -150,6 +150,8 @@ KEY_READY_SERVICES: Final = "ready_services"
 KEY_HTTP_HOST: Final = "http_host"
 KEY_STATE_REDIS_PASSWORD: Final = "redis_password"  # noqa: S105 - a settings key, not a secret
 KEY_STATE_REDIS_CA_FILE: Final = "redis_ca_file"
+KEY_STATE_REDIS_WAIT_REPLICAS: Final = "redis_wait_replicas"
+KEY_STATE_REDIS_WAIT_TIMEOUT_MS: Final = "redis_wait_timeout_ms"
 KEY_GRPC_PORT: Final = "grpc_port"
 KEY_JWT_KEY_FILE: Final = "jwt_key_file"
 # Key files in a pod's CURVE directory: NAME.key (public) and NAME.key_secret (pair), where
@@ -161,6 +163,8 @@ CONTAINER_JWT_DIR: Final = "/etc/plantd/jwt"
 JWT_KEY_FILE_NAME: Final = "signing-key.pem"
 CONTAINER_REDIS_TLS_DIR: Final = "/etc/plantd/redis-tls"
 REDIS_PORT: Final = 6379
+SENTINEL_PORT: Final = 26379  # the Sentinels beside a replicated managed Redis
+SENTINEL_MASTER: Final = "plantd"  # the name they monitor the managed primary under
 FIELD_MANAGER: Final = "plantd-operator"
 API_GROUP: Final = "plantd.io"
 API_VERSION: Final = "v1alpha1"

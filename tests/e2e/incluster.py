@@ -81,6 +81,8 @@ def load(address: str, stop_file: str) -> dict[str, Any]:
     failed = 0
     errors: dict[str, int] = {}
     started = time.monotonic()
+    last_ack = started
+    longest_gap = 0.0  # the longest time without an acknowledged write: the outage
     n = 0
     client = Client(address)
     _login(client)
@@ -91,6 +93,9 @@ def load(address: str, stop_file: str) -> dict[str, Any]:
                 state_pb2.SetEntryRequest(scope=SCOPE, key=f"load-{n}", value=str(n)), timeout=3
             )
             acked.append(n)
+            now = time.monotonic()
+            longest_gap = max(longest_gap, now - last_ack)
+            last_ack = now
             progress.write_text(str(len(acked)))
         except grpc.RpcError as error:
             failed += 1
@@ -125,6 +130,7 @@ def load(address: str, stop_file: str) -> dict[str, Any]:
         "errors": errors,
         "lost": lost,
         "seconds": round(elapsed, 1),
+        "longest_gap_s": round(longest_gap, 2),
     }
 
 

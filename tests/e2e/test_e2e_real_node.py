@@ -521,6 +521,98 @@ def test_a_rolling_restart_of_the_brokers_answers_every_request(cluster: RealNod
     assert answered >= 0.999, result
 
 
+def store_status(c: RealNodeCluster) -> dict[str, Any]:
+    pdc = c.get("pdc", NAME, NS) or {}
+    store: dict[str, Any] = (pdc.get("status") or {}).get("store") or {}
+    return store
+
+
+def test_redis_grows_to_sentinels_and_loses_no_acknowledged_write_when_its_primary_goes(
+    cluster: RealNodeCluster,
+) -> None:
+    """state.redis.managed.replicas 1 -> 3 (a primary, two replicas, a Sentinel beside each)
+    with waitReplicas 1; then, under load, the primary pod is deleted (its preStop hands the
+    role to a replica) and the next primary crashes (SHUTDOWN NOSAVE NOW: no handover, the
+    Sentinels must notice). Nothing acknowledged is lost; the operator reports each failover."""
+    start = time.monotonic()
+    grow = {"spec": {"state": {"redis": {"managed": {"replicas": 3}, "waitReplicas": 1}}}}
+    cluster.kubectl("patch", "pdc", NAME, "-n", NS, "--type=merge", "-p", json.dumps(grow))
+    try:
+        settled = wait_for(
+            lambda: (
+                (s := store_status(cluster)).get("replicasInSync") == 2
+                and s.get("sentinels") == 3
+                and len(component_pods(cluster, "redis")) == 3
+                and all(ready(p) for p in component_pods(cluster, "redis"))
+                and s
+            ),
+            "three Redis pods, two replicas in sync, three Sentinels",
+            300,
+            2,
+        )
+        wait_cluster_ready(cluster)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{explain(cluster, ('redis', 'state'))}") from None
+    figure("redis 1 -> 3 pods with Sentinels, Ready", f"{time.monotonic() - start:.1f}s")
+    pdc = cluster.get("pdc", NAME, NS)
+    assert condition(pdc, "StateStoreReady")["reason"] == "SentinelReady"  # type: ignore[index]
+    # The one pod's data came along: it was the first primary, the replicas synced from it.
+    assert in_client(cluster, "get", GATEWAY, "e2e", "hello")["value"] == "world"
+
+    load = StateLoad(cluster)
+    try:
+        acked = wait_for(lambda: load.acked_at_least(10), "writes acknowledged", 60, 0.5)
+        # 1. A planned stop: the primary pod is deleted; its preStop asks for a failover.
+        first = settled["primary"]
+        t0 = time.monotonic()
+        cluster.kubectl("delete", "pod", "-n", NS, first, "--wait=false")
+        second = wait_for(
+            lambda: (p := store_status(cluster).get("primary")) != first and p,
+            "the operator reporting a new primary after the delete",
+            90,
+            1,
+        )
+        figure("primary deleted: new primary reported", f"{time.monotonic() - t0:.1f}s")
+        acked = wait_for(lambda: load.acked_at_least(acked + 10), "writes after it", 60, 0.5)
+        wait_for(
+            lambda: store_status(cluster).get("replicasInSync") == 2,
+            "the deleted pod back as a replica",
+            180,
+            2,
+        )
+        # 2. A crash: the new primary stops at once, without handing over.
+        t1 = time.monotonic()
+        cluster.kubectl(
+            "exec", "-n", NS, second, "-c", "redis", "--",
+            "sh", "-c", "REDISCLI_AUTH=$(cat /etc/redis-auth/password) "
+            "redis-cli --no-auth-warning SHUTDOWN NOSAVE NOW",
+            check=False,
+        )  # fmt: skip
+        third = wait_for(
+            lambda: (p := store_status(cluster).get("primary")) not in (second, None) and p,
+            "the Sentinels promoting a replica after the crash",
+            120,
+            1,
+        )
+        figure("primary crashed: new primary reported", f"{time.monotonic() - t1:.1f}s")
+        wait_for(lambda: load.acked_at_least(acked + 10), "writes after the crash", 60, 0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{explain(cluster, ('redis', 'state'))}") from None
+    finally:
+        load.stop()
+    result = load.result()
+    figure("requests across both failovers", result)
+    assert result["lost"] == 0
+    assert result["acked"] > 30
+    store = store_status(cluster)
+    assert store["lastFailover"]["to"] == third
+    events = cluster.kubectl(
+        "get", "events", "-n", NS, "--field-selector", "reason=RedisFailover", "-o", "json"
+    ).stdout
+    assert len(json.loads(events)["items"]) >= 1
+    wait_cluster_ready(cluster)
+
+
 def operator_revisions(c: RealNodeCluster) -> set[str]:
     """The chart revision (pod-template hash) of every running operator pod."""
     pods = c.list("pods", OPERATOR_NS, "app.kubernetes.io/name=plantd-operator")

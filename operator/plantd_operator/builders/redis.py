@@ -46,14 +46,29 @@ ask_sentinels() {
     primary=$a
     return 0
   done
+  return 0
 }
 """
 
 # The data node: a replica of whatever primary the Sentinels name; pod 0 is the first
-# primary when none is known (a new cluster, or every pod restarted at once).
+# primary when none is known (a new cluster, or every pod restarted at once). A data node
+# that restarts while the Sentinels still name it the primary (it crashed, and came back
+# before they noticed) waits for them to promote a replica first: with appendfsync everysec
+# its AOF may lack the last second of writes that a replica has (and WAIT acknowledged);
+# starting as the primary would make the replicas resync from it and drop those writes. It
+# starts as the primary after all if none is promoted within FAILOVER_WAIT_S.
 REDIS_START = (
     _PRELUDE
     + r"""ask_sentinels
+if [ "$primary" = "$ME" ]; then
+  echo "the Sentinels still name this pod the primary: waiting for them to promote a replica"
+  i=0
+  while [ "$i" -lt "$FAILOVER_WAIT_S" ] && [ "$primary" = "$ME" ]; do
+    sleep 1
+    i=$((i + 1))
+    ask_sentinels
+  done
+fi
 [ -n "$primary" ] || primary="$FIRST_PRIMARY"
 cat > /tmp/redis.conf <<EOF
 port 6379
@@ -150,6 +165,12 @@ def quorum(replicas: int) -> int:
     return replicas // 2 + 1
 
 
+def failover_wait_s(ctx: ClusterContext) -> int:
+    """How long a restarted primary waits for the Sentinels to promote a replica: twice
+    their down-after (they must agree it is down) plus 10 s for the election."""
+    return 2 * ctx.spec.state.redis.managed.sentinel.down_after_milliseconds // 1000 + 10
+
+
 def _sentinel_env(ctx: ClusterContext) -> list[dict[str, Any]]:
     sentinel = ctx.spec.state.redis.managed.sentinel
     headless = f"{naming.headless(ctx.name, naming.REDIS)}.{ctx.namespace}.svc"
@@ -162,6 +183,7 @@ def _sentinel_env(ctx: ClusterContext) -> list[dict[str, Any]]:
         "QUORUM": str(quorum(ctx.redis_replicas)),
         "DOWN_AFTER_MS": str(sentinel.down_after_milliseconds),
         "FAILOVER_TIMEOUT_MS": str(sentinel.failover_timeout_milliseconds),
+        "FAILOVER_WAIT_S": str(failover_wait_s(ctx)),
         "APPENDONLY": "yes" if ctx.spec.state.redis.managed.persistence else "no",
     }
     pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
@@ -278,6 +300,12 @@ def _replicated(ctx: ClusterContext) -> dict[str, Any]:
         "ports": [{"name": "tcp-redis", "containerPort": contract.REDIS_PORT, "protocol": "TCP"}],
         "resources": pods.resources(naming.REDIS, managed.resources),
         "securityContext": pods.container_security(REDIS_UID),
+        # Liveness starts once Redis listens: a restarted primary may wait FAILOVER_WAIT_S.
+        "startupProbe": {
+            "tcpSocket": {"port": "tcp-redis"},
+            "periodSeconds": 5,
+            "failureThreshold": (failover_wait_s(ctx) + 60) // 5,
+        },
         "livenessProbe": {
             "tcpSocket": {"port": "tcp-redis"},
             "periodSeconds": 10,

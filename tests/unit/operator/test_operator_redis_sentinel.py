@@ -46,6 +46,7 @@ def test_three_replicas_are_a_primary_replicas_and_a_sentinel_beside_each(
     assert env["SENTINEL_HOSTS"].split() == HOSTS
     assert env["FIRST_PRIMARY"] == HOSTS[0]
     assert (env["QUORUM"], env["MASTER"], env["DOWN_AFTER_MS"]) == ("2", "plantd", "5000")
+    assert env["FAILOVER_WAIT_S"] == "20"  # twice the down-after, plus the election
     assert env_of(sentinel) == env
     assert redis["command"] == ["sh", "-c", redis_builder.REDIS_START]
     assert sentinel["command"] == ["sh", "-c", redis_builder.SENTINEL_START]

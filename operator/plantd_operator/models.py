@@ -299,6 +299,8 @@ class ExternalSentinelSpec(_Model):
         max_length=9,
         description="host:port of each Sentinel (all of them: any one answering is enough).",
         json_schema_extra={
+            # Bounded items keep the CEL rule's cost estimate within the API server's budget.
+            "items": {"type": "string", "maxLength": 260},
             "x-kubernetes-validations": [
                 cel(
                     f"self.all(a, a.matches('{_HOST_PORT}'))",

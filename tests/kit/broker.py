@@ -68,6 +68,7 @@ class BrokerProcess(ServiceProcess):
         env: Mapping[str, str] | None = None,
         heartbeat_ms: int = HEARTBEAT_MS,
         shutdown_quiet_ms: int = 0,
+        orphan_wait_ms: int = 0,
     ) -> None:
         self.workdir = workdir
         self.ports = ports or BrokerPorts()
@@ -79,6 +80,7 @@ class BrokerProcess(ServiceProcess):
         env = {
             "PLANTD_BROKER_HEARTBEAT_MS": str(heartbeat_ms),
             "PLANTD_BROKER_SHUTDOWN_QUIET_MS": str(shutdown_quiet_ms),
+            "PLANTD_BROKER_ORPHAN_WAIT_MS": str(orphan_wait_ms),
             **(env or {}),
         }
         super().__init__(
@@ -132,6 +134,7 @@ def broker_process(
     env: Mapping[str, str] | None = None,
     heartbeat_ms: int = HEARTBEAT_MS,
     shutdown_quiet_ms: int = 0,
+    orphan_wait_ms: int = 0,
 ) -> BrokerProcess:
     """A broker process, not started yet: ``.start().wait_ready()`` or ``.start_ready()``."""
     return BrokerProcess(
@@ -142,6 +145,7 @@ def broker_process(
         env=env,
         heartbeat_ms=heartbeat_ms,
         shutdown_quiet_ms=shutdown_quiet_ms,
+        orphan_wait_ms=orphan_wait_ms,
     )
 
 

@@ -14,6 +14,8 @@ REDIS_AUTH_DIR = "/etc/plantd/redis-auth"
 REDIS_PASSWORD_FILE = f"{REDIS_AUTH_DIR}/password"
 IDENTITY_DATA_DIR = f"{contract.CONTAINER_DATA_DIR}/identity"
 BOOTSTRAP_FILE = f"{contract.CONTAINER_BOOTSTRAP_DIR}/{contract.BOOTSTRAP_FILE_NAME}"
+# How long a broker of several holds requests for a service whose workers left it (docs/ha.md).
+ORPHAN_WAIT_MS = 250
 # One audience per service a token may be issued for (the identity service's own list).
 AUDIENCES = contract.TOKEN_AUDIENCES
 
@@ -53,6 +55,11 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
     put(naming.BROKER, contract.KEY_BUS_BIND, contract.CONTAINER_BIND_HOST)
     put(naming.BROKER, contract.KEY_HEARTBEAT_LIVENESS, hb.liveness)
     put(naming.BROKER, contract.KEY_SHUTDOWN_GRACE_MS, spec.broker.shutdown_grace_seconds * 1000)
+    if spec.broker.replicas > 1:
+        # A broker cut off from a service's workers (they are registered with the others)
+        # refuses its requests unrun within 250 ms instead of holding them for the whole
+        # request timeout; plantd's clients send them again, reaching another broker.
+        put(naming.BROKER, contract.KEY_ORPHAN_WAIT_MS, ORPHAN_WAIT_MS)
     # A new broker takes clients only once plantd's workers found it (plantd.broker.ready_gate),
     # so a rolling update moves on to the next broker only then.
     put(

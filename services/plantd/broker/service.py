@@ -235,6 +235,7 @@ class BrokerService:
             heartbeat_ms=s.heartbeat_ms,
             liveness=s.heartbeat_liveness,
             request_timeout=s.request_timeout_ms / 1000.0,
+            orphan_timeout=s.orphan_wait_ms / 1000.0 if s.orphan_wait_ms else None,
             limits=Limits(
                 max_frame_size=s.max_frame_bytes,
                 max_message_size=s.max_message_bytes,

@@ -475,6 +475,16 @@ class BrokerSettings(ServiceSettings):
         le=3_600_000,
         description="fail a request still queued after this many ms (no worker took it)",
     )
+    orphan_wait_ms: int = Field(
+        0,
+        ge=0,
+        le=3_600_000,
+        description="a request for a service whose workers all left this broker waits at most "
+        "this many ms for one to come back, then SERVICE_UNAVAILABLE (not run: plantd's clients "
+        "send it again, reaching another broker that may have them); for several brokers, "
+        "where a worker cut off from this one is still registered with the others. 0: as long "
+        "as request_timeout_ms",
+    )
     max_queue: int = Field(
         10_000,
         ge=1,

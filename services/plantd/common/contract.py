@@ -146,6 +146,7 @@ def bus_container_port_name(bus: str, side: str) -> str:
 BUS_SIDES: Final = ("pub", "sub")  # pub = XSUB frontend (publishers), sub = XPUB backend
 KEY_HEARTBEAT_LIVENESS: Final = "heartbeat_liveness"
 KEY_SHUTDOWN_GRACE_MS: Final = "shutdown_grace_ms"
+KEY_ORPHAN_WAIT_MS: Final = "orphan_wait_ms"
 KEY_READY_SERVICES: Final = "ready_services"
 KEY_HTTP_HOST: Final = "http_host"
 KEY_STATE_REDIS_PASSWORD: Final = "redis_password"  # noqa: S105 - a settings key, not a secret

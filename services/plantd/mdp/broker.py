@@ -99,6 +99,7 @@ class Broker:
         heartbeat_ms: int = HEARTBEAT_MS,
         liveness: int = HEARTBEAT_LIVENESS,
         request_timeout: float = 5.0,
+        orphan_timeout: float | None = None,
         limits: Limits | None = None,
         hwm: int = 100_000,
         send_hwm: int = 256,
@@ -145,6 +146,7 @@ class Broker:
             heartbeat_s=self.heartbeat_s,
             liveness=liveness,
             request_timeout=request_timeout,
+            orphan_timeout=orphan_timeout,
             now=self._started_at,
         )
         if rights is not None and curve is None:

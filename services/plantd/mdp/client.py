@@ -12,9 +12,13 @@ A socket that timed out is also replaced (a new identity), so a stale reply can 
 for the answer to a later request; so is one whose request ended in ``DEADLINE_EXCEEDED`` or
 ``WORKER_LOST`` (the request may still be with a worker), or that has an unread message left.
 Other error replies settle the request and keep the socket (and the client's routing id),
-except ``SHUTTING_DOWN``: the request was refused unrun by a broker (or worker) that is going
-away, so ``request`` sends it again on a new socket, which reaches another broker, until its
-timeout (drain-first rollouts lose no request of such a client; docs/ha.md).
+except the refusals of a request that never ran: ``SHUTTING_DOWN`` (a broker or worker going
+away) and ``SERVICE_UNAVAILABLE`` (no worker for the service at that broker; with the broker's
+``orphan_wait_ms``, soon after the service's workers left it, as when a worker is cut off from
+one broker of several). ``request`` sends those again, after short jittered pauses, until its
+timeout: on the same socket when it is connected to several brokers (libzmq's round robin
+sends it to the next one), else on a new socket, which reaches another broker through a
+Service (drain-first rollouts lose no request of such a client; docs/ha.md).
 
 Error replies come as ``plantd.error`` frames or, in the legacy dialect, the original's JSON
 envelope; both raise :class:`BrokerError`. A malformed endpoint raises :class:`EndpointError`
@@ -102,15 +106,21 @@ def _check_final(service: bytes, reply: Reply) -> list[bytes]:
     return reply.body
 
 
-# Pauses between sends of a request refused unrun (SHUTTING_DOWN: a draining broker or worker):
+# Pauses between sends of a request refused unrun (_UNRUN below, e.g. a draining broker):
 # a draining broker turns unready first, and the Service (or the next broker of a set) takes
 # the new connection within about a second. The last one ends the loop (the deadline decides).
 _REFUSED_PAUSES: Final = (0.05, 0.1, 0.2, 0.4, 0.8, 0.8, 0.8, float("inf"))
 
 
+# Refusals of a request that never ran: a draining broker or worker (SHUTTING_DOWN), or a
+# broker with no worker for the service (SERVICE_UNAVAILABLE: quickly, with orphan_wait_ms,
+# when the service's workers left that broker and may be registered with another one).
+_UNRUN: Final = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.SERVICE_UNAVAILABLE})
+
+
 def _refused(error: BrokerError | None) -> bool:
     """The request was refused and never ran: sending it again cannot apply it twice."""
-    return error is not None and error.code == ErrorCode.SHUTTING_DOWN
+    return error is not None and error.code in _UNRUN
 
 
 class _Refusals:
@@ -318,8 +328,9 @@ class Client:
     ) -> list[bytes]:
         """Send one request and return the FINAL reply body (PARTIAL bodies are discarded).
 
-        A request refused unrun (``SHUTTING_DOWN``: a draining broker or worker) is sent again
-        on a new connection, so it reaches another broker, within its timeout."""
+        A request refused unrun (``SHUTTING_DOWN``: a draining broker or worker;
+        ``SERVICE_UNAVAILABLE``: no worker for it at that broker) is sent again, to another
+        broker where there is one (module docstring), within its timeout."""
         refusals = _Refusals(self.timeout if timeout is None else timeout)
         while True:
             try:
@@ -332,9 +343,15 @@ class Client:
                 raise refusals.explain(exc) from None
             except BrokerError as exc:
                 pause = refusals.pause_after(exc)  # re-raises what may not be sent again
-                self._reset()  # a new connection: the Service or the set picks another broker
+                if not self._fans_out():
+                    self._reset()  # a new connection: the Service picks another broker
                 time.sleep(pause)
                 timeout = refusals.remaining()
+
+    def _fans_out(self) -> bool:
+        """The socket is connected to several brokers: its next send goes to the next one
+        (libzmq's round robin), so a request refused by one reaches another on it."""
+        return self._watch is not None and self._watch.links() > 1
 
     def stream(
         self, service: Frame, *body: Frame, timeout: float | None = None
@@ -365,9 +382,13 @@ class Client:
         token: Sent | None = None
         got_partial = False
         finished = False
+        refused = 0  # refusals read: each attempt gets at most one FINAL
+        listen = False  # read the next reply without sending again
         try:
             while True:
-                if sent < attempts and not got_partial:
+                if listen:
+                    listen = False
+                elif sent < attempts and not got_partial:
                     # Writable at once with one broker (queued until it connects); with a
                     # set, only once one of them is connected.
                     if not sock.poll(max(1, int(t * 1000)), zmq.POLLOUT):
@@ -395,6 +416,12 @@ class Client:
                     yield reply.body, False
                     continue
                 error = _final_error(service, reply)
+                if _refused(error) and refused + 1 < sent:
+                    # An earlier attempt's refusal (MDP replies carry no request id): it never
+                    # ran, and a later attempt is still out, so wait for that one's reply.
+                    refused += 1
+                    listen = True
+                    continue
                 finished = _settled(error)
                 if error is not None:
                     raise error
@@ -642,9 +669,13 @@ class AsyncClient:
         token: Sent | None = None
         clean = False
         got_partial = False
+        refused = 0  # refusals read: each attempt gets at most one FINAL (see Client)
+        listen = False
         try:
             while True:
-                if sent < attempts and not got_partial:
+                if listen:
+                    listen = False
+                elif sent < attempts and not got_partial:
                     try:  # waits only with a broker set and none of them connected
                         async with asyncio.timeout(t):
                             await sock.send_multipart(msg)
@@ -672,9 +703,18 @@ class AsyncClient:
                     continue
                 # Reused only when nothing more can come for this request (see Client).
                 error = _final_error(service, reply)
-                # A refusal comes from a broker that is going: its socket is not kept either.
+                if _refused(error) and refused + 1 < sent:
+                    refused += 1  # an earlier attempt's refusal: a later one is still out
+                    listen = True
+                    continue
+                # A refusal came from a broker that is going or has no worker for it: its
+                # socket is kept only when connected to other brokers too (the next send
+                # goes to another one); else a new connection reaches another broker.
                 clean = (
-                    sent == 1 and _settled(error) and not _refused(error) and not _readable(sock)
+                    sent == 1
+                    and _settled(error)
+                    and (not _refused(error) or self._pool.watch(sock).links() > 1)
+                    and not _readable(sock)
                 )
                 if error is not None:
                     raise error

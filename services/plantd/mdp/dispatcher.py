@@ -241,6 +241,7 @@ class Dispatcher:
         heartbeat_s: float = 2.5,
         liveness: int = 3,
         request_timeout: float = 5.0,
+        orphan_timeout: float | None = None,
         max_credit: int = codec.MAX_CREDIT,
         now: float = 0.0,
     ) -> None:
@@ -248,11 +249,18 @@ class Dispatcher:
             raise ValueError("heartbeat and liveness must be positive")
         if request_timeout <= 0:
             raise ValueError("request_timeout must be positive (seconds)")
+        if orphan_timeout is not None and orphan_timeout <= 0:
+            raise ValueError("orphan_timeout must be positive (seconds) or None")
         self.limits = lim = limits or Limits()
         self.heartbeat_s = heartbeat_s
         self.liveness = liveness
         self.expiry_s = heartbeat_s * liveness
         self.request_timeout = request_timeout
+        # How long a request waits for a service whose workers all left this broker (it had
+        # some): with several brokers they may be registered with another one, where a client
+        # should go instead (SERVICE_UNAVAILABLE is refused unrun; our clients send it again).
+        # None: as long as any request (request_timeout).
+        self.orphan_timeout = orphan_timeout
         self.max_credit = max(1, max_credit)
         # Total size is only summed when frames * max_frame could exceed the message limit
         # (most messages have fewer frames, and then cannot be over it).
@@ -476,10 +484,17 @@ class Dispatcher:
         client.requests = outstanding + 1
         client.nbytes += size
         req.owner = client
-        req.deadline = self.now + self.request_timeout
+        req.deadline = self.now + self._queue_wait(svc)
         self._enqueue(svc, req)
         if ready:
             self._dispatch(svc)
+
+    def _queue_wait(self, svc: _Service) -> float:
+        """How long a request queued for ``svc`` now may wait for a worker."""
+        orphan = self.orphan_timeout
+        if orphan is not None and svc.had_worker and not svc.workers:
+            return min(orphan, self.request_timeout)
+        return self.request_timeout
 
     def _too_many(self, req: _Req, client: _Client, held: int) -> None:
         lim = self.limits
@@ -889,6 +904,13 @@ class Dispatcher:
         w.load = 0
         if not svc.workers and not svc.queued:
             self._mark_idle(svc.name, self.now)
+        elif not svc.workers and self.orphan_timeout is not None:
+            # The last worker left with requests queued: they wait no longer than new ones
+            # would. min() with one bound keeps each queue in deadline order (_expire_queue).
+            cap = self.now + self._queue_wait(svc)
+            for q in svc.queues.values():
+                for req in q:
+                    req.deadline = min(req.deadline, cap)
 
     # ------------------------------------------------------------------ timers
 
@@ -917,6 +939,15 @@ class Dispatcher:
                         svc,
                         ErrorCode.DEADLINE_EXCEEDED,
                         f"request waited {self.request_timeout:g}s in the queue; all workers busy",
+                    )
+                elif svc.had_worker and self.orphan_timeout is not None:
+                    self._reply_error(
+                        req,
+                        svc,
+                        ErrorCode.SERVICE_UNAVAILABLE,
+                        f"the workers of {svc.name.decode(errors='replace')!r} left this "
+                        f"broker and none came back within {self._queue_wait(svc):g}s; not "
+                        "run: another broker may have them",
                     )
                 else:
                     self._reply_error(

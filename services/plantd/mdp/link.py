@@ -72,10 +72,15 @@ class LinkState:
         self.seq += 1
         self._log.append((self.seq, event, endpoint))
 
+    @property
+    def links(self) -> int:
+        """Links up now (to every endpoint)."""
+        return sum(self.up.values())
+
     def sent(self) -> Sent | None:
         """Mark a send: a token for :meth:`lost`, or None when a drop could not be attributed
         to this request (several links up: it may be on one that stays)."""
-        links = sum(self.up.values())
+        links = self.links
         if links > 1:
             return None
         return Sent(self.seq, next(iter(self.up)) if links else None)
@@ -136,6 +141,10 @@ class LinkWatch:
         self.read()
         return self.state.sent()
 
+    def links(self) -> int:
+        self.read()
+        return self.state.links
+
     def lost(self, token: Sent | None) -> bool:
         # Read even when no drop could be the request's: a poller waiting on the monitor
         # would otherwise find it readable again at once, and spin.
@@ -183,6 +192,9 @@ class AsyncLinkWatch:
 
     def sent(self) -> Sent | None:
         return self.state.sent()
+
+    def links(self) -> int:
+        return self.state.links
 
     def lost(self, token: Sent | None) -> bool:
         return self.state.lost(token)

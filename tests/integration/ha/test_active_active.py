@@ -38,6 +38,7 @@ from plantd.mdp.errors import BrokerError, EndpointError, RequestTimeout
 pytestmark = pytest.mark.integration
 
 ECHO = contract.SERVICE_ECHO
+ORPHAN_WAIT_MS = 250  # as the operator renders for several brokers
 QUIET_MS = 1_000  # the broker's default shutdown_quiet_ms
 
 
@@ -115,6 +116,7 @@ class Load:
     ok: int = 0
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    last_error: dict[str, str] = field(default_factory=dict)  # code -> when, and what it said
     first_ok_after: dict[float, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _times: list[tuple[float, bool]] = field(default_factory=list)
@@ -134,6 +136,7 @@ class Load:
                 except (RequestTimeout, BrokerError) as exc:
                     code = exc.code if isinstance(exc, BrokerError) else "RequestTimeout"
                     self.errors[code] = self.errors.get(code, 0) + 1
+                    self.last_error[code] = f"{time.monotonic():.2f} {exc}"
                     self.failed += 1
                     self._times.append((time.monotonic(), False))
 
@@ -356,10 +359,14 @@ def test_a_draining_broker_closes_only_once_its_clients_stopped_sending(plant: P
 def test_a_worker_partitioned_from_one_broker(tmp_path: Path) -> None:
     """The echo module reaches broker 0 through a relay that the test cuts (a silent
     partition: no FIN, no RST) for 4 s, then heals. Broker 0 expires the worker after its
-    heartbeat liveness; the module re-registers once the link is back."""
+    heartbeat liveness; from then on it refuses echo requests unrun within ORPHAN_WAIT_MS
+    (SERVICE_UNAVAILABLE) and the clients send them to another broker, so nothing fails; the
+    module re-registers once the link is back."""
     keys = make_keys(tmp_path / "keys", (contract.ECHO, contract.CLIENT, contract.STATE))
     brokers = [
-        broker_process(tmp_path, curve_keys=keys, shutdown_quiet_ms=QUIET_MS).start_ready()
+        broker_process(
+            tmp_path, curve_keys=keys, shutdown_quiet_ms=QUIET_MS, orphan_wait_ms=ORPHAN_WAIT_MS
+        ).start_ready()
         for _ in range(3)
     ]
     relay = TcpRelay(brokers[0].ports.mdp, brokers[0].ports.host).start()
@@ -401,7 +408,10 @@ def test_a_worker_partitioned_from_one_broker(tmp_path: Path) -> None:
             f"{unsafe.errors}"
         )
         # Retried on another broker: an idempotent caller sees nothing fail.
-        assert safe.failed == 0, safe.errors
+        assert safe.failed == 0, (safe.errors, safe.last_error, f"cut at {cut:.2f}")
+        # Once broker 0 knows the worker is gone, its refusals send every request elsewhere:
+        # only requests it had handed to the cut-off worker (or sent just then) failed.
+        assert unsafe.failed_after(cut + expired + 1.0) == 0, unsafe.errors
         # Nothing fails once the module is registered at broker 0 again.
         assert safe.failed_after(settled) == 0 and unsafe.failed_after(settled + 1.0) == 0
         assert back < 10.0  # recovery target

@@ -1,4 +1,5 @@
-"""The policy for requests refused unrun (SHUTTING_DOWN): sent again, within the deadline."""
+"""The policy for requests refused unrun (SHUTTING_DOWN, SERVICE_UNAVAILABLE): sent again,
+within the deadline."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ from plantd.mdp.errors import BrokerError, ErrorCode, RequestTimeout
 
 def refused() -> BrokerError:
     return BrokerError(ErrorCode.SHUTTING_DOWN, "broker is shutting down", "svc")
+
+
+def test_no_worker_here_is_refused_unrun_and_sent_again() -> None:
+    # A broker whose workers for the service left (orphan_wait_ms): another may have them.
+    error = BrokerError(ErrorCode.SERVICE_UNAVAILABLE, "the workers left this broker", "svc")
+    policy = _Refusals(timeout=10.0, rng=lambda: 1.0)
+    assert policy.pause_after(error) == 0.05
+    assert policy.explain(RequestTimeout("svc", 0.1, 1)) is error
 
 
 def test_a_refusal_is_sent_again_with_growing_pauses() -> None:

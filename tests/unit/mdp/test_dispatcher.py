@@ -94,6 +94,11 @@ def error_code(r: codec.Reply) -> str | None:
     return err[0] if err else None
 
 
+def error_message(r: codec.Reply) -> str:
+    err = codec.parse_error_reply(r.body)
+    return err[1] if err else ""
+
+
 def is_disconnect(m: list[bytes]) -> bool:
     return isinstance(codec.decode_worker_command(m[1:]), codec.Disconnect)
 
@@ -201,6 +206,73 @@ def test_queue_deadline_with_busy_worker_is_deadline_exceeded() -> None:
     d.handle([b"W", *codec.encode_worker_heartbeat()], TIMEOUT)
     d.tick(TIMEOUT + 0.01)
     assert error_code(reply_to(take(d), b"B")) == ErrorCode.DEADLINE_EXCEEDED
+
+
+ORPHAN = 1.0  # orphan_timeout (s): how long a request waits for workers that left
+
+
+def orphaned(**kw: float) -> Dispatcher:
+    """A dispatcher with orphan_timeout whose only echo worker has left (at t=1)."""
+    d = Dispatcher(Limits(), heartbeat_s=HB, liveness=3, request_timeout=TIMEOUT,
+                   orphan_timeout=ORPHAN, now=0.0, **kw)  # fmt: skip
+    ready(d, b"W")
+    d.handle([b"W", *codec.encode_worker_disconnect()], 1.0)
+    take(d)
+    return d
+
+
+def test_workers_that_left_make_requests_wait_only_the_orphan_timeout() -> None:
+    d = orphaned()
+    request(d, b"C", b"x", now=2.0)
+    d.tick(2.0 + ORPHAN - 0.01)
+    assert take(d) == []
+    d.tick(2.0 + ORPHAN + 0.01)
+    r = reply_to(take(d), b"C")
+    assert error_code(r) == ErrorCode.SERVICE_UNAVAILABLE
+    assert "left this broker" in error_message(r) and "not run" in error_message(r)
+    assert d.client_usage(b"C") == (0, 0)
+
+
+def test_a_worker_back_within_the_orphan_timeout_takes_the_request() -> None:
+    d = orphaned()
+    request(d, b"C", b"x", now=2.0)
+    ready(d, b"W2", now=2.5)
+    assert requests_to(take(d), b"W2") == [[b"C", b"x"]]
+    # With a worker again, new requests wait the whole request timeout, as before.
+    d.handle([b"W2", *codec.encode_worker_heartbeat()], 2.6)
+    request(d, b"D", b"y", now=2.6)
+    d.tick(2.6 + ORPHAN + 0.5)
+    assert [m for m in take(d) if m[0] == b"D"] == []
+
+
+def test_requests_queued_when_the_last_worker_leaves_wait_no_longer_than_new_ones() -> None:
+    d = Dispatcher(Limits(), heartbeat_s=HB, liveness=3, request_timeout=TIMEOUT,
+                   orphan_timeout=ORPHAN, now=0.0)  # fmt: skip
+    ready(d, b"W")
+    request(d, b"A", b"1")  # taken by W
+    request(d, b"B", b"2")  # queued behind it: deadline 5.0
+    take(d)
+    d.handle([b"W", *codec.encode_worker_disconnect()], 1.0)
+    msgs = take(d)
+    assert error_code(reply_to(msgs, b"A")) == ErrorCode.WORKER_LOST
+    request(d, b"C", b"3", now=1.5)  # orphaned: deadline 2.5
+    d.tick(2.01)  # B's deadline was cut to 1.0 + ORPHAN
+    assert error_code(reply_to(take(d), b"B")) == ErrorCode.SERVICE_UNAVAILABLE
+    d.tick(2.51)
+    assert error_code(reply_to(take(d), b"C")) == ErrorCode.SERVICE_UNAVAILABLE
+
+
+def test_without_orphan_timeout_requests_wait_the_request_timeout() -> None:
+    d = make()
+    ready(d, b"W")
+    d.handle([b"W", *codec.encode_worker_disconnect()], 1.0)
+    take(d)
+    request(d, b"C", b"x", now=2.0)
+    d.tick(2.0 + TIMEOUT - 0.01)
+    assert take(d) == []
+    d.tick(2.0 + TIMEOUT + 0.01)
+    r = reply_to(take(d), b"C")
+    assert error_code(r) == ErrorCode.SERVICE_UNAVAILABLE and "left" not in error_message(r)
 
 
 def test_silent_worker_expires_and_its_requests_fail_worker_lost() -> None:

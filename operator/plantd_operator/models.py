@@ -306,7 +306,7 @@ class ExternalSentinelSpec(_Model):
                     f"self.all(a, a.matches('{_HOST_PORT}'))",
                     "every sentinel address must be host:port, e.g. sentinel-0.redis:26379",
                 )
-            ]
+            ],
         },
     )
     master_name: str = Field(

@@ -55,11 +55,11 @@ def settings(ctx: ClusterContext) -> dict[str, str]:
     put(naming.BROKER, contract.KEY_BUS_BIND, contract.CONTAINER_BIND_HOST)
     put(naming.BROKER, contract.KEY_HEARTBEAT_LIVENESS, hb.liveness)
     put(naming.BROKER, contract.KEY_SHUTDOWN_GRACE_MS, spec.broker.shutdown_grace_seconds * 1000)
-    if spec.broker.replicas > 1:
-        # A broker cut off from a service's workers (they are registered with the others)
-        # refuses its requests unrun within 250 ms instead of holding them for the whole
-        # request timeout; plantd's clients send them again, reaching another broker.
-        put(naming.BROKER, contract.KEY_ORPHAN_WAIT_MS, ORPHAN_WAIT_MS)
+    # A broker cut off from a service's workers (they are registered with the others)
+    # refuses its requests unrun within 250 ms instead of holding them for the whole request
+    # timeout; plantd's clients send them again, reaching another broker (or this one once a
+    # restarted worker is back). Set for one broker too: scaling is not a config change.
+    put(naming.BROKER, contract.KEY_ORPHAN_WAIT_MS, ORPHAN_WAIT_MS)
     # A new broker takes clients only once plantd's workers found it (plantd.broker.ready_gate),
     # so a rolling update moves on to the next broker only then.
     put(

@@ -384,9 +384,10 @@ def _replicated(ctx: ClusterContext) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "replicas": managed.replicas,
         "serviceName": naming.headless(ctx.name, naming.REDIS),
-        # Parallel: the members find each other through the Sentinels, not by start order,
-        # and a lost pod is replaced even while another is not ready.
-        "podManagementPolicy": "Parallel",
+        # OrderedReady as the one-pod form: a StatefulSet's podManagementPolicy cannot change,
+        # so growing from 1 pod must keep it. Pod 0 comes up (the first primary) before pod 1
+        # replicates from it; a recreated pod waits for the lower ordinals to be ready.
+        "podManagementPolicy": "OrderedReady",
         "selector": {"matchLabels": naming.selector_labels(ctx.name, naming.REDIS)},
         "template": template,
     }

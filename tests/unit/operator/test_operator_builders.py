@@ -401,3 +401,17 @@ def test_the_rendered_broker_settings_are_ones_the_broker_accepts(ctx_factory: F
     settings = BrokerSettings.load(environ=env)
     assert settings.ready_services == ["org.plantd.State", "org.plantd.Identity"]
     assert settings.shutdown_grace_ms == 5000
+
+
+def test_brokers_refuse_a_lost_service_quickly(ctx_factory: Factory) -> None:
+    """A broker cut off from a service's workers refuses its requests unrun after 250 ms
+    (plantd's clients then reach another broker); the same for one broker or several, so
+    scaling does not roll the brokers."""
+
+    def data(replicas: int) -> dict[str, str]:
+        children = render_children(ctx_factory({"broker": {"replicas": replicas}}))
+        config = next(c for c in children if c["metadata"]["name"] == "demo-config")
+        return dict(config["data"])
+
+    assert data(2)["PLANTD_BROKER_ORPHAN_WAIT_MS"] == data(1)["PLANTD_BROKER_ORPHAN_WAIT_MS"]
+    assert data(1)["PLANTD_BROKER_ORPHAN_WAIT_MS"] == "250"

@@ -37,7 +37,11 @@ def test_three_replicas_are_a_primary_replicas_and_a_sentinel_beside_each(
     sts = by_kind(render_children(ctx_factory(THREE)), "StatefulSet")["demo-redis"]
     spec = sts["spec"]
     assert spec["replicas"] == 3
-    assert spec["podManagementPolicy"] == "Parallel"
+    # Immutable in a StatefulSet: growing from the one-pod form must keep it.
+    one = by_kind(render_children(ctx_factory()), "StatefulSet")["demo-redis"]["spec"]
+    assert spec["podManagementPolicy"] == one["podManagementPolicy"] == "OrderedReady"
+    assert spec["volumeClaimTemplates"] == one["volumeClaimTemplates"]
+    assert spec["serviceName"] == one["serviceName"] and spec["selector"] == one["selector"]
     pod = spec["template"]["spec"]
     redis, sentinel = pod["containers"]
     assert (redis["name"], sentinel["name"]) == ("redis", "sentinel")

@@ -16,9 +16,10 @@ except the refusals of a request that never ran: ``SHUTTING_DOWN`` (a broker or 
 away) and ``SERVICE_UNAVAILABLE`` (no worker for the service at that broker; with the broker's
 ``orphan_wait_ms``, soon after the service's workers left it, as when a worker is cut off from
 one broker of several). ``request`` sends those again, after short jittered pauses, until its
-timeout: on the same socket when it is connected to several brokers (libzmq's round robin
-sends it to the next one), else on a new socket, which reaches another broker through a
-Service (drain-first rollouts lose no request of such a client; docs/ha.md).
+timeout (``SERVICE_UNAVAILABLE`` once only: a name no broker serves fails as before): on the
+same socket when it is connected to several brokers (libzmq's round robin sends it to the next
+one), else on a new socket, which reaches another broker through a Service (drain-first
+rollouts lose no request of such a client; docs/ha.md).
 
 Error replies come as ``plantd.error`` frames or, in the legacy dialect, the original's JSON
 envelope; both raise :class:`BrokerError`. A malformed endpoint raises :class:`EndpointError`
@@ -132,6 +133,7 @@ class _Refusals:
         self._random = rng
         self.refusal: BrokerError | None = None
         self._pauses = iter(_REFUSED_PAUSES)
+        self._no_worker_seen = False
 
     def pause_after(self, error: BrokerError) -> float:
         """Seconds to wait before sending again; raises ``error`` if it may not be sent."""
@@ -140,6 +142,12 @@ class _Refusals:
         pause = next(self._pauses) * (0.5 + 0.5 * self._random())
         if not _refused(error) or time.monotonic() + pause >= self.deadline:
             raise error
+        if error.code == ErrorCode.SERVICE_UNAVAILABLE:
+            # Once: enough to reach a broker that has the workers one broker lost; a name no
+            # broker serves (a typo) must not keep the caller waiting for its whole timeout.
+            if self._no_worker_seen:
+                raise error
+            self._no_worker_seen = True
         self.refusal = error
         return pause
 

@@ -19,6 +19,11 @@ def test_no_worker_here_is_refused_unrun_and_sent_again() -> None:
     policy = _Refusals(timeout=10.0, rng=lambda: 1.0)
     assert policy.pause_after(error) == 0.05
     assert policy.explain(RequestTimeout("svc", 0.1, 1)) is error
+    # Once: a name no broker serves must not keep the caller waiting for its whole timeout.
+    again = BrokerError(ErrorCode.SERVICE_UNAVAILABLE, "no worker", "svc")
+    with pytest.raises(BrokerError) as info:
+        policy.pause_after(again)
+    assert info.value is again
 
 
 def test_a_refusal_is_sent_again_with_growing_pauses() -> None:

@@ -679,11 +679,6 @@ class Reconciler:
             (t.event_type, t.reason, f"{t.type}: {t.message}")
             for t in status.transitions(old.get("conditions") or [], new["conditions"])
         ]
-        failover = (new.get("store") or {}).get("lastFailover")
-        if failover and failover != (old.get("store") or {}).get("lastFailover"):
-            # A probe can miss the FailingOver condition; the change of primary it cannot.
-            message = f"Redis primary moved from {failover['from']} to {failover['to']}"
-            events.append(("Warning", "RedisFailover", message))
         for kind, reason, message in events:
             with contextlib.suppress(LookupError):  # no running operator (unit tests)
                 kopf.event(

@@ -533,7 +533,7 @@ def test_redis_grows_to_sentinels_and_loses_no_acknowledged_write_when_its_prima
     """state.redis.managed.replicas 1 -> 3 (a primary, two replicas, a Sentinel beside each)
     with waitReplicas 1; then, under load, the primary pod is deleted (its preStop hands the
     role to a replica) and the next primary crashes (SHUTDOWN NOSAVE NOW: no handover, the
-    Sentinels must notice). Nothing acknowledged is lost; the operator reports each failover."""
+    Sentinels must notice). Nothing acknowledged is lost; status.store reports each failover."""
     start = time.monotonic()
     grow = {"spec": {"state": {"redis": {"managed": {"replicas": 3}, "waitReplicas": 1}}}}
     cluster.kubectl("patch", "pdc", NAME, "-n", NS, "--type=merge", "-p", json.dumps(grow))
@@ -606,10 +606,6 @@ def test_redis_grows_to_sentinels_and_loses_no_acknowledged_write_when_its_prima
     assert result["acked"] > 30
     store = store_status(cluster)
     assert store["lastFailover"]["to"] == third
-    events = cluster.kubectl(
-        "get", "events", "-n", NS, "--field-selector", "reason=RedisFailover", "-o", "json"
-    ).stdout
-    assert len(json.loads(events)["items"]) >= 1
     wait_cluster_ready(cluster)
 
 

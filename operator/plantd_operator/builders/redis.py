@@ -245,9 +245,20 @@ def statefulset(ctx: ClusterContext) -> dict[str, Any]:
     template = pods.pod_template(
         ctx, naming.REDIS, [container], volumes, config_digest=digest, uid=REDIS_UID
     )
+    return _statefulset(ctx, template)
+
+
+def _statefulset(ctx: ClusterContext, template: dict[str, Any]) -> dict[str, Any]:
+    """The StatefulSet around either pod template: one place for the fields the API server
+    will not let change (podManagementPolicy, serviceName, selector, volumeClaimTemplates),
+    so a cluster can grow from one pod to Sentinels."""
+    managed = ctx.spec.state.redis.managed
     spec: dict[str, Any] = {
-        "replicas": 1,
+        # One pod unless it is the Sentinel form (2, refused by the CRD, is never two primaries).
+        "replicas": managed.replicas if ctx.managed_sentinel else 1,
         "serviceName": naming.headless(ctx.name, naming.REDIS),
+        # OrderedReady: pod 0 comes up (the first primary) before pod 1 replicates from it; a
+        # recreated pod waits for the lower ordinals to be ready.
         "podManagementPolicy": "OrderedReady",
         "selector": {"matchLabels": naming.selector_labels(ctx.name, naming.REDIS)},
         "template": template,
@@ -262,7 +273,7 @@ def statefulset(ctx: ClusterContext) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": ctx.metadata(name, naming.REDIS),
+        "metadata": ctx.metadata(naming.child(ctx.name, naming.REDIS), naming.REDIS),
         "spec": spec,
     }
 
@@ -381,28 +392,7 @@ def _replicated(ctx: ClusterContext) -> dict[str, Any]:
             }
         },
     )
-    spec: dict[str, Any] = {
-        "replicas": managed.replicas,
-        "serviceName": naming.headless(ctx.name, naming.REDIS),
-        # OrderedReady as the one-pod form: a StatefulSet's podManagementPolicy cannot change,
-        # so growing from 1 pod must keep it. Pod 0 comes up (the first primary) before pod 1
-        # replicates from it; a recreated pod waits for the lower ordinals to be ready.
-        "podManagementPolicy": "OrderedReady",
-        "selector": {"matchLabels": naming.selector_labels(ctx.name, naming.REDIS)},
-        "template": template,
-    }
-    if managed.persistence:
-        spec["volumeClaimTemplates"] = [_claim(ctx)]
-        spec["persistentVolumeClaimRetentionPolicy"] = {
-            "whenDeleted": "Delete",
-            "whenScaled": "Retain",
-        }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": ctx.metadata(name, naming.REDIS),
-        "spec": spec,
-    }
+    return _statefulset(ctx, template)
 
 
 def _claim(ctx: ClusterContext) -> dict[str, Any]:
